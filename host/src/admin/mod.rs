@@ -1,0 +1,146 @@
+//! The admin API, on its own address behind a bearer token: list components, deploy a new
+//! version, roll back.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::gateway::{ApiError, log_errors, request_id};
+use crate::runtime::{ComponentInfo, DeployError, Runtime};
+
+/// Where `serve` keeps the token it generates when none is configured.
+pub const TOKEN_FILE: &str = "admin-token";
+
+/// Largest component the admin API accepts.
+const MAX_COMPONENT_BYTES: usize = 256 * 1024 * 1024;
+
+struct AdminState {
+    runtime: Arc<Runtime>,
+    token_digest: [u8; 32],
+}
+
+pub fn router(runtime: Arc<Runtime>, token: &SecretString) -> Router {
+    let state = Arc::new(AdminState {
+        runtime,
+        token_digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
+    });
+    Router::new()
+        .route("/admin/components", get(list))
+        .route("/admin/components/{name}", put(deploy))
+        .route("/admin/components/{name}/rollback", post(rollback))
+        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+        .fallback(|| async { ApiError::NotFound("no such admin endpoint".into()) })
+        .layer(middleware::from_fn(log_errors))
+        .layer(middleware::from_fn(request_id::layer))
+}
+
+/// Compares digests of the presented and expected tokens in constant time, so neither the
+/// token's content nor its length leaks through timing.
+async fn authorize(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    if bool::from(digest.ct_eq(&state.token_digest)) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+async fn list(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "items": state.runtime.components() }))
+}
+
+async fn deploy(
+    State(state): State<Arc<AdminState>>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<ComponentInfo>, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "the body must be the component's .wasm file".into(),
+        ));
+    }
+    Ok(Json(
+        state
+            .runtime
+            .deploy(&name, body.to_vec())
+            .await
+            .map_err(from_deploy)?,
+    ))
+}
+
+async fn rollback(
+    State(state): State<Arc<AdminState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<ComponentInfo>, ApiError> {
+    Ok(Json(
+        state.runtime.rollback(&name).await.map_err(from_deploy)?,
+    ))
+}
+
+fn from_deploy(error: DeployError) -> ApiError {
+    match error {
+        DeployError::UnknownComponent(_) => ApiError::NotFound(error.to_string()),
+        DeployError::Refused(_) => ApiError::Unprocessable(error.to_string()),
+        DeployError::NoPrevious(_) => ApiError::Conflict(error.to_string()),
+        DeployError::Unexpected(e) => ApiError::Unexpected(e),
+    }
+}
+
+/// The admin token: configured, or read from the data directory, or generated there (mode
+/// 0600). Returns where it came from, to tell the operator without printing the token.
+pub fn token(
+    configured: Option<SecretString>,
+    data_dir: &Path,
+) -> anyhow::Result<(SecretString, String)> {
+    if let Some(token) = configured {
+        return Ok((token, "the configuration".into()));
+    }
+    let path = data_dir.join(TOKEN_FILE);
+    if path.is_file() {
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok((
+            SecretString::from(token.trim().to_string()),
+            path.display().to_string(),
+        ));
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    write_private(&path, &token)?;
+    Ok((SecretString::from(token), path.display().to_string()))
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The one place the host generates bindings from `wit/`.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "service",
+    imports: { default: async | trappable },
+    exports: { default: async },
+});
+
+pub use exports::truevalue::platform::{handler, manifest};
+pub use truevalue::platform::{config, database, log};

@@ -1,0 +1,82 @@
+//! The WIT `database` interface, implemented over the request's lazily begun transaction.
+
+use std::sync::Arc;
+
+use tracing::instrument;
+
+use super::{ComponentDb, Dialect, Error, Rows, Transaction, Value, guard};
+use crate::bindings::database::Host;
+
+/// Per-request state of the capability: the component's database and, once the first
+/// statement runs, the request's transaction.
+pub struct DatabaseCtx {
+    db: Option<Arc<dyn ComponentDb>>,
+    dialect: Dialect,
+    transaction: Option<Box<dyn Transaction>>,
+}
+
+impl DatabaseCtx {
+    pub fn new(db: Option<Arc<dyn ComponentDb>>, dialect: Dialect) -> Self {
+        Self {
+            db,
+            dialect,
+            transaction: None,
+        }
+    }
+
+    /// Takes the request's transaction, if a statement began one, for commit or rollback.
+    pub fn take_transaction(&mut self) -> Option<Box<dyn Transaction>> {
+        self.transaction.take()
+    }
+
+    async fn transaction(&mut self) -> Result<&mut Box<dyn Transaction>, Error> {
+        if self.transaction.is_none() {
+            let db = self
+                .db
+                .as_ref()
+                .ok_or_else(|| Error::AccessDenied("no database is granted".into()))?;
+            self.transaction = Some(db.begin().await?);
+        }
+        self.transaction
+            .as_mut()
+            .ok_or_else(|| Error::Unavailable("no transaction".into()))
+    }
+}
+
+impl Host for DatabaseCtx {
+    async fn current_dialect(&mut self) -> wasmtime::Result<Dialect> {
+        Ok(self.dialect)
+    }
+
+    #[instrument(name = "database.query", skip_all, fields(otel.kind = "client", db.system = ?self.dialect))]
+    async fn query(
+        &mut self,
+        sql: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<Rows, Error>> {
+        let statement = match guard::single(&sql, self.dialect) {
+            Ok(statement) => statement,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(match self.transaction().await {
+            Ok(transaction) => transaction.query(statement, &params).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    #[instrument(name = "database.execute", skip_all, fields(otel.kind = "client", db.system = ?self.dialect))]
+    async fn execute(
+        &mut self,
+        sql: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let statement = match guard::single(&sql, self.dialect) {
+            Ok(statement) => statement,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(match self.transaction().await {
+            Ok(transaction) => transaction.execute(statement, &params).await,
+            Err(e) => Err(e),
+        })
+    }
+}

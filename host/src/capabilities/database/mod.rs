@@ -1,0 +1,64 @@
+//! The `database` capability: each component's own database, one transaction per request.
+//!
+//! Backends sit behind [`Backend`]: SQLite (a file per component, the embedded default) and
+//! PostgreSQL (a schema and a login role per component). The capability never names one.
+
+mod guard;
+mod host;
+mod migrate;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use crate::bindings::database::{Dialect, Error, Rows, Value};
+pub use host::DatabaseCtx;
+pub use migrate::{Migration, apply as apply_migrations, describe};
+pub use postgres::PostgresBackend;
+pub use sqlite::SqliteBackend;
+
+/// A database engine that hosts one isolated database per component.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    fn dialect(&self) -> Dialect;
+
+    /// Provisions the component's database (idempotent) and opens a pool on it that can only
+    /// reach that component's data.
+    async fn open(
+        &self,
+        component: &str,
+        max_connections: u32,
+    ) -> anyhow::Result<Arc<dyn ComponentDb>>;
+
+    /// Checks that the engine answers, for `/readyz`.
+    async fn ping(&self) -> anyhow::Result<()>;
+}
+
+/// One component's database.
+#[async_trait]
+pub trait ComponentDb: Send + Sync {
+    async fn begin(&self) -> Result<Box<dyn Transaction>, Error>;
+}
+
+/// A transaction on one component's database. Dropping it without `commit` rolls it back.
+#[async_trait]
+pub trait Transaction: Send {
+    async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, Error>;
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error>;
+    async fn commit(self: Box<Self>) -> Result<(), Error>;
+}
+
+/// Opens the backend the configuration names: PostgreSQL for a URL, else SQLite files.
+pub async fn connect(
+    url: Option<&secrecy::SecretString>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Arc<dyn Backend>> {
+    match url {
+        Some(url) => Ok(Arc::new(
+            PostgresBackend::connect(secrecy::ExposeSecret::expose_secret(url)).await?,
+        )),
+        None => Ok(Arc::new(SqliteBackend::new(data_dir.join("db"))?)),
+    }
+}

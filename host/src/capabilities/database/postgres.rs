@@ -1,0 +1,294 @@
+//! PostgreSQL: a schema per component, owned by a login role of its own. Each component's pool
+//! logs in as that role, so `RESET ROLE` or `SET ROLE` can never reach a more privileged role,
+//! and the server itself refuses access to every other schema. Every transaction also runs
+//! under `SET LOCAL ROLE` and a `search_path` of the component's schema.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Column, PgPool, Postgres, Row, TypeInfo, ValueRef};
+
+use super::{Backend, ComponentDb, Dialect, Error, Rows, Transaction, Value};
+
+pub struct PostgresBackend {
+    admin: PgPool,
+    options: PgConnectOptions,
+    database: String,
+}
+
+impl PostgresBackend {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .context("database_url is not a valid PostgreSQL URL")?;
+        let admin = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .context("connecting to PostgreSQL (database_url)")?;
+        let database: String = sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(&admin)
+            .await?;
+        sqlx::query("CREATE SCHEMA IF NOT EXISTS truevalue_host")
+            .execute(&admin)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS truevalue_host.component_roles \
+             (role TEXT PRIMARY KEY, password TEXT NOT NULL)",
+        )
+        .execute(&admin)
+        .await
+        .context("creating the host's table of component roles")?;
+        Ok(Self {
+            admin,
+            options,
+            database,
+        })
+    }
+
+    /// The component's role: prefixed by the database name, since roles are cluster-wide.
+    fn role(&self, component: &str) -> anyhow::Result<String> {
+        let role = format!("{}_{component}", self.database);
+        let safe = role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        anyhow::ensure!(
+            safe && role.len() <= 63,
+            "role name {role:?} is not a plain identifier of at most 63 bytes"
+        );
+        Ok(role)
+    }
+
+    /// Creates or updates the role and its schema; the password is shared by every host on this
+    /// database, kept in a table no component can read.
+    async fn provision(&self, component: &str, role: &str) -> anyhow::Result<String> {
+        let fresh = hex::encode(rand::random::<[u8; 24]>());
+        sqlx::query(
+            "INSERT INTO truevalue_host.component_roles (role, password) VALUES ($1, $2) ON CONFLICT (role) DO NOTHING",
+        )
+        .bind(role)
+        .bind(&fresh)
+        .execute(&self.admin)
+        .await?;
+        let password: String = sqlx::query_scalar(
+            "SELECT password FROM truevalue_host.component_roles WHERE role = $1",
+        )
+        .bind(role)
+        .fetch_one(&self.admin)
+        .await?;
+        anyhow::ensure!(
+            password.chars().all(|c| c.is_ascii_hexdigit()),
+            "stored password of {role} is malformed"
+        );
+
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+                .bind(role)
+                .fetch_one(&self.admin)
+                .await?;
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        // Identifiers and the hex password were checked above; DDL takes no bind parameters.
+        sqlx::query(&format!(
+            "{verb} ROLE \"{role}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION \
+             NOBYPASSRLS PASSWORD '{password}'"
+        ))
+        .execute(&self.admin)
+        .await
+        .with_context(|| format!("{verb} ROLE {role}"))?;
+        sqlx::query(&format!(
+            "GRANT CONNECT ON DATABASE \"{}\" TO \"{role}\"",
+            self.database
+        ))
+        .execute(&self.admin)
+        .await?;
+        sqlx::query(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{component}\" AUTHORIZATION \"{role}\""
+        ))
+        .execute(&self.admin)
+        .await
+        .with_context(|| format!("creating schema {component}"))?;
+        Ok(password)
+    }
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn open(
+        &self,
+        component: &str,
+        max_connections: u32,
+    ) -> anyhow::Result<Arc<dyn ComponentDb>> {
+        let role = self.role(component)?;
+        let password = self.provision(component, &role).await?;
+        let options = self.options.clone().username(&role).password(&password);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.clamp(1, 16))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("logging in to PostgreSQL as {role}"))?;
+        Ok(Arc::new(PostgresDb {
+            pool,
+            role,
+            schema: component.to_string(),
+        }))
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.admin).await?;
+        Ok(())
+    }
+}
+
+struct PostgresDb {
+    pool: PgPool,
+    role: String,
+    schema: String,
+}
+
+#[async_trait]
+impl ComponentDb for PostgresDb {
+    async fn begin(&self) -> Result<Box<dyn Transaction>, Error> {
+        let mut transaction = self.pool.begin().await.map_err(to_error)?;
+        sqlx::query(&format!("SET LOCAL ROLE \"{}\"", self.role))
+            .execute(&mut *transaction)
+            .await
+            .map_err(to_error)?;
+        sqlx::query("SELECT set_config('search_path', $1, true)")
+            .bind(format!("\"{}\"", self.schema))
+            .execute(&mut *transaction)
+            .await
+            .map_err(to_error)?;
+        Ok(Box::new(PostgresTransaction { transaction }))
+    }
+}
+
+struct PostgresTransaction {
+    transaction: sqlx::Transaction<'static, Postgres>,
+}
+
+#[async_trait]
+impl Transaction for PostgresTransaction {
+    async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, Error> {
+        let rows = bind(sqlx::query(sql), params)
+            .fetch_all(&mut *self.transaction)
+            .await
+            .map_err(to_error)?;
+        rows_of(&rows)
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error> {
+        let done = bind(sqlx::query(sql), params)
+            .execute(&mut *self.transaction)
+            .await
+            .map_err(to_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), Error> {
+        self.transaction.commit().await.map_err(to_error)
+    }
+}
+
+type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+fn bind<'q>(mut query: Query<'q>, params: &'q [Value]) -> Query<'q> {
+    for param in params {
+        query = match param {
+            Value::Null => query.bind(None::<String>),
+            Value::Integer(i) => query.bind(*i),
+            Value::Real(f) => query.bind(*f),
+            Value::Text(s) => query.bind(s.as_str()),
+            Value::Blob(b) => query.bind(b.as_slice()),
+            Value::Boolean(b) => query.bind(*b),
+        };
+    }
+    query
+}
+
+fn rows_of(rows: &[PgRow]) -> Result<Rows, Error> {
+    let columns = rows
+        .first()
+        .map(|r| r.columns().iter().map(|c| c.name().to_string()).collect())
+        .unwrap_or_default();
+    let rows = rows
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| value_of(row, i))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Rows { columns, rows })
+}
+
+fn value_of(row: &PgRow, i: usize) -> Result<Value, Error> {
+    let raw = row.try_get_raw(i).map_err(to_error)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let kind = raw.type_info().name().to_string();
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let value = match kind.as_str() {
+        "INT2" => row.try_get::<i16, _>(i).map(|v| Value::Integer(v.into())),
+        "INT4" => row.try_get::<i32, _>(i).map(|v| Value::Integer(v.into())),
+        "INT8" => row.try_get::<i64, _>(i).map(Value::Integer),
+        "FLOAT4" => row.try_get::<f32, _>(i).map(|v| Value::Real(v.into())),
+        "FLOAT8" => row.try_get::<f64, _>(i).map(Value::Real),
+        "BOOL" => row.try_get::<bool, _>(i).map(Value::Boolean),
+        "BYTEA" => row.try_get::<Vec<u8>, _>(i).map(Value::Blob),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" => {
+            row.try_get::<String, _>(i).map(Value::Text)
+        }
+        "UUID" => row
+            .try_get::<uuid::Uuid, _>(i)
+            .map(|v| Value::Text(v.to_string())),
+        "JSON" | "JSONB" => row
+            .try_get::<serde_json::Value, _>(i)
+            .map(|v| Value::Text(v.to_string())),
+        "TIMESTAMPTZ" => row
+            .try_get::<time::OffsetDateTime, _>(i)
+            .map(|v| Value::Text(v.format(rfc3339).unwrap_or_default())),
+        "TIMESTAMP" => row
+            .try_get::<time::PrimitiveDateTime, _>(i)
+            .map(|v| Value::Text(v.assume_utc().format(rfc3339).unwrap_or_default())),
+        "DATE" => row
+            .try_get::<time::Date, _>(i)
+            .map(|v| Value::Text(v.to_string())),
+        other => {
+            return Err(Error::Invalid(format!(
+                "column {} has type {other}, which the host does not convert; cast it to text",
+                row.columns()[i].name()
+            )));
+        }
+    };
+    value.map_err(to_error)
+}
+
+fn to_error(error: sqlx::Error) -> Error {
+    match &error {
+        sqlx::Error::Database(db) => {
+            let message = db.message().to_string();
+            let code = db.code().unwrap_or_default().to_string();
+            match code.as_str() {
+                c if c.starts_with("23") => Error::Constraint(message),
+                "42501" => Error::AccessDenied(message),
+                "25P02" | "25006" => Error::Unavailable(message),
+                c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
+                    Error::Unavailable(message)
+                }
+                _ => Error::Invalid(message),
+            }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            Error::Unavailable(error.to_string())
+        }
+        _ => Error::Invalid(error.to_string()),
+    }
+}

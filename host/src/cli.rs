@@ -1,0 +1,142 @@
+//! The `truevalue` command line: `serve`, and `component list|deploy|rollback` for operators.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+
+#[derive(Parser)]
+#[command(name = "truevalue", version, about = "The TrueValue platform host")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start the platform: gateway, admin API and every component under the policies directory.
+    Serve(ServeArgs),
+    /// Manage the components of a running host through its admin API.
+    #[command(subcommand)]
+    Component(ComponentCommand),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address of the public gateway [default: 127.0.0.1:8000].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Address of the admin API [default: 127.0.0.1:8010].
+    #[arg(long)]
+    pub admin_listen: Option<String>,
+    /// Directory for SQLite files, deployed components and the compile cache [default: ./data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Directory of component policies [default: ./policies].
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
+    /// A TOML configuration file; environment variables and flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum ComponentCommand {
+    /// List components with their versions and digests.
+    List(AdminArgs),
+    /// Deploy a new version of a component from a `.wasm` file.
+    Deploy {
+        /// The component's name (its policy's file name).
+        name: String,
+        /// The component file.
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Go back to the version that ran before the last deploy.
+    Rollback {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// The admin API's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8010")]
+    pub admin_url: String,
+    /// The admin token; by default read from `<data-dir>/admin-token`.
+    #[arg(long, env = "TRUEVALUE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The data directory of the host, to find its generated admin token.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let overrides = Overrides {
+                listen: args.listen,
+                admin_listen: args.admin_listen,
+                data_dir: args.data_dir,
+                policies_dir: args.policies,
+            };
+            let config = crate::config::Config::load(args.config.as_deref(), overrides)?;
+            crate::serve::serve(config).await
+        }
+        Command::Component(command) => component(command).await,
+    }
+}
+
+async fn component(command: ComponentCommand) -> anyhow::Result<()> {
+    let (admin, request) = match command {
+        ComponentCommand::List(admin) => {
+            let url = format!("{}/admin/components", admin.admin_url);
+            (admin, reqwest::Client::new().get(url))
+        }
+        ComponentCommand::Deploy { name, file, admin } => {
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let url = format!("{}/admin/components/{name}", admin.admin_url);
+            (admin, reqwest::Client::new().put(url).body(wasm))
+        }
+        ComponentCommand::Rollback { name, admin } => {
+            let url = format!("{}/admin/components/{name}/rollback", admin.admin_url);
+            (admin, reqwest::Client::new().post(url))
+        }
+    };
+    let token = match admin.token {
+        Some(token) => token,
+        None => {
+            let path = admin.data_dir.join(crate::admin::TOKEN_FILE);
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("no --token given and {} cannot be read", path.display()))?
+                .trim()
+                .to_string()
+        }
+    };
+    let response = request
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("the admin API at {} did not answer", admin.admin_url))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .context("the admin API's answer is not JSON")?;
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    if status.is_success() {
+        Ok(())
+    } else {
+        let detail = body
+            .get("detail")
+            .and_then(|d| d.as_str())
+            .unwrap_or("no detail");
+        anyhow::bail!("{status}: {detail}")
+    }
+}

@@ -1,0 +1,157 @@
+//! Host settings: defaults, then the TOML file, then `TRUEVALUE_*` variables, then flags.
+//! Unknown keys and invalid values stop start-up with a message naming the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Everything the host reads at start-up.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the public gateway.
+    pub listen: String,
+    /// Address of the admin API.
+    pub admin_listen: String,
+    /// SQLite files, deployed components, the compile cache and the generated admin token.
+    pub data_dir: PathBuf,
+    /// Where the component policies are read from.
+    pub policies_dir: PathBuf,
+    /// Compiled components, by digest; absent: `<data_dir>/cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// `postgres://…`; absent: one SQLite file per component in the data directory.
+    pub database_url: Option<SecretString>,
+    /// `redis://…`; absent: in-memory.
+    pub redis_url: Option<SecretString>,
+    /// `host:port[,host:port…]`; absent: the in-process event bus.
+    pub kafka_brokers: Option<String>,
+    /// Bearer token of the admin API; absent: generated and stored in the data directory.
+    pub admin_token: Option<SecretString>,
+    /// Largest request body the gateway accepts, in bytes.
+    pub body_limit_bytes: usize,
+    /// Most component instances alive at once, over all components (the instance pool).
+    pub max_instances: u32,
+    /// Largest linear memory any policy may grant, in MiB.
+    pub max_memory_mib: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".into(),
+            admin_listen: "127.0.0.1:8010".into(),
+            data_dir: "data".into(),
+            policies_dir: "policies".into(),
+            cache_dir: None,
+            database_url: None,
+            redis_url: None,
+            kafka_brokers: None,
+            admin_token: None,
+            body_limit_bytes: 1024 * 1024,
+            max_instances: 256,
+            max_memory_mib: 256,
+        }
+    }
+}
+
+/// Command-line flags, which win over every other source.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policies_dir: Option<PathBuf>,
+}
+
+/// The variables read from the environment, each overriding the key of the same name.
+const ENV_KEYS: [&str; 4] = ["database_url", "redis_url", "kafka_brokers", "admin_token"];
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.is_file() {
+                bail!("--config: {} is not a readable file", file.display());
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("TRUEVALUE_").only(&ENV_KEYS))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.listen_addr()?;
+        self.admin_addr()?;
+        if let Some(url) = self.database_url.as_ref() {
+            let url = secrecy::ExposeSecret::expose_secret(url);
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!("database_url (TRUEVALUE_DATABASE_URL) must be a postgres:// URL");
+            }
+        }
+        if let Some(url) = self.redis_url.as_ref() {
+            let url = secrecy::ExposeSecret::expose_secret(url);
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                bail!("redis_url (TRUEVALUE_REDIS_URL) must be a redis:// or rediss:// URL");
+            }
+        }
+        if let Some(brokers) = &self.kafka_brokers {
+            let valid = brokers.split(',').all(|b| {
+                b.rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+            });
+            if !valid {
+                bail!(
+                    "kafka_brokers (TRUEVALUE_KAFKA_BROKERS) must be host:port[,host:port…], got {brokers:?}"
+                );
+            }
+        }
+        if self.body_limit_bytes == 0 {
+            bail!("body_limit_bytes must be above 0");
+        }
+        if !(1..=10_000).contains(&self.max_instances) {
+            bail!("max_instances must be between 1 and 10000");
+        }
+        if !(1..=4096).contains(&self.max_memory_mib) {
+            bail!("max_memory_mib must be between 1 and 4096");
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listen.parse().with_context(|| {
+            format!(
+                "listen: {:?} is not an address like 127.0.0.1:8000",
+                self.listen
+            )
+        })
+    }
+
+    pub fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.admin_listen.parse().with_context(|| {
+            format!(
+                "admin_listen: {:?} is not an address like 127.0.0.1:8010",
+                self.admin_listen
+            )
+        })
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("cache"))
+    }
+}

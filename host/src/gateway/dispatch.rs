@@ -1,0 +1,163 @@
+//! Hands a request to the component whose route prefix matches, and turns its answer (or
+//! its failure) into an HTTP response.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::AppState;
+use super::problem::ApiError;
+use super::request_id;
+use crate::bindings::handler::{Request as WasmRequest, RequestContext};
+use crate::runtime::{Failure, Outcome};
+
+/// Headers a component never sees: credentials stay with the host, hop-by-hop headers with
+/// the connection.
+const HIDDEN: [&str; 9] = [
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers a component may not set on its response.
+const RESERVED: [&str; 5] = [
+    "connection",
+    "transfer-encoding",
+    "content-length",
+    "x-request-id",
+    "set-cookie",
+];
+
+pub async fn dispatch(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let path = request.uri().path().to_string();
+    let slot = state
+        .runtime
+        .route(&path)
+        .ok_or_else(|| ApiError::NoRoute(path.clone()))?
+        .clone();
+    let component = slot.sandbox.name.to_string();
+    let started = std::time::Instant::now();
+
+    let (parts, body) = request.into_parts();
+    let limit = state.body_limit;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let body = Limited::new(body, limit).collect().await.map_err(|e| {
+        if e.downcast_ref::<LengthLimitError>().is_some() {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::BadBody(e.to_string())
+        }
+    })?;
+
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| !HIDDEN.contains(&name.as_str()))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect();
+    let wasm_request = WasmRequest {
+        method: parts.method.as_str().to_string(),
+        path: path.clone(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers,
+        body: body.to_bytes().to_vec(),
+        context: RequestContext {
+            request_id: request_id::current(),
+            user_id: None,
+            org_id: None,
+            roles: Vec::new(),
+            permissions: Vec::new(),
+        },
+    };
+
+    let outcome = state.runtime.handle(&slot, wasm_request).await;
+    let result = match outcome {
+        Outcome::Response { response, .. } => into_http(&component, response),
+        Outcome::Busy => Err(ApiError::Busy(component.clone())),
+        Outcome::Failed(Failure::Timeout) => Err(ApiError::Timeout(component.clone())),
+        Outcome::Failed(failure) => Err(ApiError::ComponentFailed {
+            component: component.clone(),
+            status: match failure {
+                Failure::Commit(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            detail: match failure {
+                Failure::OutOfMemory => "out of memory".into(),
+                Failure::Trap(detail) | Failure::Commit(detail) => detail,
+                Failure::Timeout => "timeout".into(),
+            },
+        }),
+    };
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(error) => error.status(),
+    };
+    metrics::counter!("truevalue_requests_total", "component" => component.clone(), "status" => status.as_str().to_string())
+        .increment(1);
+    metrics::histogram!("truevalue_request_duration_seconds", "component" => component)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+/// The component's response as HTTP. A 5xx keeps its status but its body is replaced: the
+/// component's detail goes to the log, not to the client.
+fn into_http(
+    component: &str,
+    response: crate::bindings::handler::Response,
+) -> Result<Response, ApiError> {
+    let status = StatusCode::from_u16(response.status)
+        .ok()
+        .filter(|s| !s.is_informational())
+        .ok_or_else(|| ApiError::ComponentFailed {
+            component: component.to_string(),
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            detail: format!("answered with an invalid status {}", response.status),
+        })?;
+    if status.is_server_error() {
+        return Err(ApiError::ComponentFailed {
+            component: component.to_string(),
+            status,
+            detail: String::from_utf8_lossy(&response.body)
+                .chars()
+                .take(2000)
+                .collect(),
+        });
+    }
+    let mut http = Body::from(response.body).into_response();
+    *http.status_mut() = status;
+    for (name, value) in response.headers {
+        let parsed = HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .zip(HeaderValue::from_str(&value).ok());
+        match parsed {
+            Some((name, value)) if !RESERVED.contains(&name.as_str()) => {
+                http.headers_mut().append(name, value);
+            }
+            _ => {
+                tracing::warn!(component, header = %name, "dropped a response header the component may not set")
+            }
+        }
+    }
+    Ok(http)
+}

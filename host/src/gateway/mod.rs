@@ -1,0 +1,55 @@
+//! The public gateway: axum routes for operations, everything else to the components, with
+//! the gateway's concerns as layers composed here in one place.
+
+mod dispatch;
+mod ops;
+pub mod problem;
+pub mod request_id;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::trace::TraceLayer;
+
+use crate::backends::Backends;
+use crate::runtime::Runtime;
+
+pub use problem::ApiError;
+
+/// What every gateway handler shares.
+pub struct AppState {
+    pub runtime: Arc<Runtime>,
+    pub backends: Backends,
+    pub metrics: PrometheusHandle,
+    pub body_limit: usize,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(dispatch::dispatch)
+        .with_state(state)
+        // Outermost last: the request id exists before anything else runs or fails.
+        .layer(middleware::from_fn(log_errors))
+        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(request_id::layer))
+}
+
+/// Writes the detail of every 5xx to the log, with the request id; the client saw only a
+/// generic problem.
+pub async fn log_errors(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let response = next.run(request).await;
+    if let Some(problem::ErrorDetail(detail)) = response.extensions().get::<problem::ErrorDetail>()
+    {
+        tracing::error!(request_id = %request_id::current(), %method, %path, status = response.status().as_u16(), "{detail}");
+    }
+    response
+}

@@ -1,0 +1,66 @@
+//! Operations endpoints of the host: `/healthz`, `/readyz`, `/metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::problem::ApiError;
+
+/// Alive: the process answers.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready: every configured backend answers within two seconds.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    const WITHIN: Duration = Duration::from_secs(2);
+    let database = tokio::time::timeout(WITHIN, state.runtime.backend().ping());
+    let backends = tokio::time::timeout(WITHIN, state.backends.check());
+    let (database, backends) = tokio::join!(database, backends);
+
+    let mut checks = serde_json::Map::new();
+    let mut failures = Vec::new();
+    let database = database.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 2 s")));
+    record(&mut checks, &mut failures, "database", database);
+    for (name, result) in backends
+        .unwrap_or_else(|_| vec![("cache/broker", Err(anyhow::anyhow!("no answer within 2 s")))])
+    {
+        record(&mut checks, &mut failures, name, result);
+    }
+    if failures.is_empty() {
+        Ok(Json(json!({ "status": "ready", "checks": checks })))
+    } else {
+        Err(ApiError::NotReady(failures.join("; ")))
+    }
+}
+
+fn record(
+    checks: &mut serde_json::Map<String, Value>,
+    failures: &mut Vec<String>,
+    name: &str,
+    result: anyhow::Result<()>,
+) {
+    match result {
+        Ok(()) => {
+            checks.insert(name.into(), json!("ok"));
+        }
+        Err(e) => {
+            checks.insert(name.into(), json!("unreachable"));
+            failures.push(format!("{name}: {e:#}"));
+        }
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

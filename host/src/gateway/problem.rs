@@ -1,0 +1,136 @@
+//! The gateway's one error type: every error leaves as `application/problem+json` (RFC 9457)
+//! carrying the request id. A 5xx says only that something went wrong; its detail is logged.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::request_id;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no component serves {0}")]
+    NoRoute(String),
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the request body could not be read: {0}")]
+    BadBody(String),
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("`{0}` is at its limit of concurrent requests; retry shortly")]
+    Busy(String),
+    #[error("`{0}` did not answer within its deadline")]
+    Timeout(String),
+    #[error("not ready: {0}")]
+    NotReady(String),
+    /// The component failed (trap, out of memory, bad response); the detail is logged only.
+    #[error("component `{component}` failed: {detail}")]
+    ComponentFailed {
+        component: String,
+        status: StatusCode,
+        detail: String,
+    },
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::NoRoute(_) | ApiError::NotFound(_) => {
+                (StatusCode::NOT_FOUND, "not-found", "Not found")
+            }
+            ApiError::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
+            ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::Unprocessable(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid input",
+            ),
+            ApiError::Busy(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Service overloaded",
+            ),
+            ApiError::Timeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "component-timeout",
+                "Component timed out",
+            ),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready"),
+            ApiError::ComponentFailed { status, .. } => {
+                (*status, "component-failed", "Component failed")
+            }
+            ApiError::Unexpected(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        }
+    }
+}
+
+/// A problem document as the contract defines it.
+pub fn problem(status: StatusCode, kind: &str, title: &str, detail: &str) -> Response {
+    let body = json!({
+        "type": format!("https://truevalue.dev/problems/{kind}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+        "request_id": request_id::current(),
+    });
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = self.parts();
+        let detail = if status.is_server_error()
+            && !matches!(
+                self,
+                ApiError::Busy(_) | ApiError::Timeout(_) | ApiError::NotReady(_)
+            ) {
+            // The detail is for operators: the log middleware writes it with the request id.
+            "Something went wrong on our side; quote the request id when reporting it.".to_string()
+        } else {
+            self.to_string()
+        };
+        let mut response = problem(status, kind, title, &detail);
+        if status.is_server_error() {
+            response
+                .extensions_mut()
+                .insert(ErrorDetail(self.to_string()));
+        }
+        if matches!(self, ApiError::Busy(_) | ApiError::NotReady(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The full story of a 5xx, for the log middleware.
+#[derive(Clone)]
+pub struct ErrorDetail(pub String);

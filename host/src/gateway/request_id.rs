@@ -1,0 +1,42 @@
+//! `X-Request-ID`: the client's value when it is sane, a new UUID v7 otherwise; set on the
+//! request the component sees and echoed on every response, errors included.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub const HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    static CURRENT: String;
+}
+
+/// The id of the request being handled on this task, for problem documents.
+pub fn current() -> String {
+    CURRENT.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// A sane id: 1 to 128 characters of letters, digits and `-_.:`.
+fn sane(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+}
+
+pub async fn layer(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| sane(v))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    // Sane ids are plain ASCII, so this always converts.
+    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    request.headers_mut().insert(HEADER, value.clone());
+    let mut response = CURRENT.scope(id, next.run(request)).await;
+    response.headers_mut().insert(HEADER, value);
+    response
+}

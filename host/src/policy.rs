@@ -1,0 +1,201 @@
+//! Policies: what each component is granted. A component gets nothing its policy does not
+//! name; every problem in the policies is reported at once, with what to change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// A host capability a component may import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    Database,
+    Config,
+    Log,
+}
+
+impl Capability {
+    /// The WIT interface the capability grants.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Capability::Database => "database",
+            Capability::Config => "config",
+            Capability::Log => "log",
+        }
+    }
+
+    pub fn from_interface(name: &str) -> Option<Self> {
+        [Capability::Database, Capability::Config, Capability::Log]
+            .into_iter()
+            .find(|c| c.interface() == name)
+    }
+}
+
+/// Resource limits of each instance of the component.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest linear memory of one instance, in MiB.
+    pub memory_mib: u32,
+    /// Wall-clock deadline of one request, host calls included, in milliseconds.
+    pub timeout_ms: u64,
+    /// Most instances serving requests at once; past it, clients get 503 with `Retry-After`.
+    pub max_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mib: 64,
+            timeout_ms: 5_000,
+            max_instances: 32,
+        }
+    }
+}
+
+/// One component's policy, from `policies/<name>.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The component's name: the policy file's stem.
+    #[serde(skip)]
+    pub name: String,
+    /// Where the policy was read from, for messages.
+    #[serde(skip)]
+    pub source: PathBuf,
+    /// The `.wasm` file to load at start-up, relative to the policy file.
+    pub wasm: PathBuf,
+    /// Path prefixes routed to the component, e.g. `/hello`.
+    pub routes: Vec<String>,
+    /// Host interfaces the component may import.
+    #[serde(default)]
+    pub capabilities: BTreeSet<Capability>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Values the component reads through the `config` capability.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+impl Policy {
+    pub fn grants(&self, capability: Capability) -> bool {
+        self.capabilities.contains(&capability)
+    }
+}
+
+/// Reads every `*.toml` in `dir`; fails with all problems found, one per line.
+pub fn load_dir(dir: &Path, max_memory_mib: u32) -> anyhow::Result<Vec<Policy>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the policies directory {}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+
+    let mut problems = Vec::new();
+    let mut policies = Vec::new();
+    for path in paths {
+        match load_file(&path) {
+            Ok(policy) => {
+                problems.extend(check(&policy, max_memory_mib));
+                policies.push(policy);
+            }
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+    }
+    problems.extend(check_routes(&policies));
+    if !problems.is_empty() {
+        bail!("invalid policies:\n  - {}", problems.join("\n  - "));
+    }
+    Ok(policies)
+}
+
+fn load_file(path: &Path) -> anyhow::Result<Policy> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut policy: Policy = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?;
+    policy.name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    policy.source = path.to_path_buf();
+    let base = path.parent().unwrap_or(Path::new("."));
+    policy.wasm = base.join(&policy.wasm);
+    Ok(policy)
+}
+
+/// A component name: also a schema, a file and a role suffix, so kept to `[a-z][a-z0-9_]*`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 32
+}
+
+fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
+    let at = policy.source.display();
+    let mut problems = Vec::new();
+    if !valid_name(&policy.name) {
+        problems.push(format!(
+            "{at}: the file name is the component's name and must match [a-z][a-z0-9_]*, at most 32 characters"
+        ));
+    }
+    if policy.routes.is_empty() {
+        problems.push(format!(
+            "{at}: `routes` is empty; give at least one path prefix like \"/{}\"",
+            policy.name
+        ));
+    }
+    for route in &policy.routes {
+        let valid = route.starts_with('/')
+            && route.len() > 1
+            && !route.ends_with('/')
+            && route
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c));
+        if !valid {
+            problems.push(format!(
+                "{at}: route {route:?} must be a path prefix like \"/{}\" (no trailing slash, no wildcards)",
+                policy.name
+            ));
+        }
+    }
+    let limits = &policy.limits;
+    if !(1..=max_memory_mib).contains(&limits.memory_mib) {
+        problems.push(format!(
+            "{at}: limits.memory_mib must be between 1 and {max_memory_mib}"
+        ));
+    }
+    if !(1..=300_000).contains(&limits.timeout_ms) {
+        problems.push(format!(
+            "{at}: limits.timeout_ms must be between 1 and 300000"
+        ));
+    }
+    if !(1..=10_000).contains(&limits.max_instances) {
+        problems.push(format!(
+            "{at}: limits.max_instances must be between 1 and 10000"
+        ));
+    }
+    problems
+}
+
+fn check_routes(policies: &[Policy]) -> Vec<String> {
+    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for policy in policies {
+        for route in &policy.routes {
+            if let Some(other) = owners.insert(route, &policy.name) {
+                problems.push(format!(
+                    "route {route:?} is claimed by both `{other}` and `{}`",
+                    policy.name
+                ));
+            }
+        }
+    }
+    problems
+}

@@ -1,0 +1,47 @@
+//! The one wasmtime engine: component model, pooling allocator sized from the config, and
+//! epoch interruption driven by a ticker thread for wall-clock deadlines.
+
+use std::time::Duration;
+
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; deadlines are measured in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Builds the engine and starts its epoch ticker.
+pub fn new_engine(max_instances: u32, max_memory_mib: u32) -> wasmtime::Result<Engine> {
+    // A few instances beyond the request pool for deploys, which instantiate once to read the
+    // manifest.
+    let instances = max_instances + 8;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(instances)
+        .total_memories(instances * 2)
+        .total_tables(instances * 4)
+        .total_core_instances(instances * 4)
+        .total_stacks(instances)
+        .max_memory_size(max_memory_mib as usize * 1024 * 1024)
+        // Keeping the first pages resident and resetting them with pagemap makes a fresh
+        // instance per request cost microseconds.
+        .linear_memory_keep_resident(2 * 1024 * 1024)
+        .table_keep_resident(64 * 1024)
+        .pagemap_scan(Enabled::Auto);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config)?;
+
+    let ticker = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+    Ok(engine)
+}

@@ -1,0 +1,145 @@
+//! One request through one component: a permit, a fresh instance, the handler under the
+//! policy's deadline and memory limit, then commit or roll back the request's transaction.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::{Store, Trap};
+
+use super::registry::{Runtime, Slot};
+use super::state::State;
+use crate::bindings::handler::{Request, Response};
+use crate::capabilities::database::Error as DbError;
+
+/// What the gateway needs besides the request itself.
+pub struct RequestMeta {
+    pub request_id: String,
+}
+
+/// How a request through a component ended.
+pub enum Outcome {
+    /// The handler answered; below 500 its transaction was committed.
+    Response { response: Response, version: String },
+    /// No instance could be had right now: the component or the host is at its limit.
+    Busy,
+    /// The component failed; its transaction was rolled back.
+    Failed(Failure),
+}
+
+#[derive(Debug)]
+pub enum Failure {
+    /// Past the policy's deadline.
+    Timeout,
+    /// The component asked for more memory than its policy allows.
+    OutOfMemory,
+    /// A trap (panic, unreachable, …) or an instantiation failure.
+    Trap(String),
+    /// The handler answered but its transaction could not be committed.
+    Commit(String),
+}
+
+impl Failure {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::OutOfMemory => "out_of_memory",
+            Failure::Trap(_) => "trap",
+            Failure::Commit(_) => "commit",
+        }
+    }
+}
+
+/// Counts live instances of a component in the metrics while it exists.
+struct Live(Arc<str>);
+
+impl Live {
+    fn new(component: Arc<str>) -> Self {
+        metrics::gauge!("truevalue_instances_live", "component" => component.to_string())
+            .increment(1.0);
+        Self(component)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        metrics::gauge!("truevalue_instances_live", "component" => self.0.to_string())
+            .decrement(1.0);
+    }
+}
+
+impl Runtime {
+    pub async fn handle(&self, slot: &Slot, request: Request) -> Outcome {
+        let Ok(_pool) = self.pool.clone().try_acquire_owned() else {
+            return Outcome::Busy;
+        };
+        let Ok(_permit) = slot.permits.clone().try_acquire_owned() else {
+            return Outcome::Busy;
+        };
+        let sandbox = &slot.sandbox;
+        // In-flight requests keep the version they started on, whatever a deploy swaps in.
+        let version = slot.current.load_full();
+        let _live = Live::new(sandbox.name.clone());
+        let started = Instant::now();
+
+        let mut store = sandbox.store(&self.engine, &request.context.request_id);
+        let result =
+            tokio::time::timeout(sandbox.deadline(), call(&version.pre, &mut store, &request))
+                .await;
+        let transaction = store.data_mut().database.take_transaction();
+        let outcome = match result {
+            Ok(Ok(response)) if response.status < 500 => match transaction {
+                Some(transaction) => match transaction.commit().await {
+                    Ok(()) => Outcome::Response {
+                        response,
+                        version: version.version.clone(),
+                    },
+                    Err(e) => Outcome::Failed(Failure::Commit(describe(e))),
+                },
+                None => Outcome::Response {
+                    response,
+                    version: version.version.clone(),
+                },
+            },
+            // A 5xx answer rolls back: the transaction is dropped uncommitted.
+            Ok(Ok(response)) => Outcome::Response {
+                response,
+                version: version.version.clone(),
+            },
+            Ok(Err(error)) => Outcome::Failed(classify(&error, &store)),
+            Err(_elapsed) => Outcome::Failed(Failure::Timeout),
+        };
+        metrics::histogram!("truevalue_component_call_seconds", "component" => sandbox.name.to_string())
+            .record(started.elapsed().as_secs_f64());
+        if let Outcome::Failed(failure) = &outcome {
+            metrics::counter!("truevalue_component_traps_total", "component" => sandbox.name.to_string(), "kind" => failure.kind())
+                .increment(1);
+        }
+        outcome
+    }
+}
+
+async fn call(
+    pre: &crate::bindings::ServicePre<State>,
+    store: &mut Store<State>,
+    request: &Request,
+) -> wasmtime::Result<Response> {
+    let instance = pre.instantiate_async(&mut *store).await?;
+    instance
+        .truevalue_platform_handler()
+        .call_handle(&mut *store, request)
+        .await
+}
+
+fn classify(error: &wasmtime::Error, store: &Store<State>) -> Failure {
+    if store.data().limits.memory_exceeded {
+        return Failure::OutOfMemory;
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Failure::Timeout,
+        _ => Failure::Trap(format!("{error:#}")),
+    }
+}
+
+fn describe(error: DbError) -> String {
+    crate::capabilities::database::describe(error).to_string()
+}

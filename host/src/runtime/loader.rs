@@ -1,0 +1,181 @@
+//! Turns `.wasm` bytes into a linked, checked component version: compile (or load the cached
+//! artefact by digest), refuse ungranted imports by name, pre-link, and read its manifest.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::registry::Sandbox;
+use crate::bindings::ServicePre;
+use crate::capabilities::database::Migration;
+use crate::policy::Capability;
+
+/// One version of a component, ready to instantiate.
+pub struct Loaded {
+    pub version: String,
+    pub digest: String,
+    pub loaded_at: OffsetDateTime,
+    pub(crate) pre: ServicePre<super::State>,
+    pub(crate) migrations: Vec<Migration>,
+}
+
+/// The sha256 of the bytes, in hex: a version's identity.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Compiles `bytes`, reusing the artefact cached under `cache_dir` when the engine matches.
+pub fn compile(
+    engine: &Engine,
+    cache_dir: &Path,
+    bytes: &[u8],
+    digest: &str,
+) -> anyhow::Result<Component> {
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let path = cache_dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()));
+    if path.is_file() {
+        // SAFETY: the cache holds only artefacts this host serialized for an engine with the
+        // same compatibility hash; a file that fails to load is recompiled below.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => return Ok(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "recompiling, cached artefact unusable: {e:#}")
+            }
+        }
+    }
+    if wasmparser_is_core_module(bytes) {
+        bail!("this is a core WebAssembly module, not a component: build it for wasm32-wasip2");
+    }
+    let component = Component::new(engine, bytes)
+        .map_err(|e| anyhow::anyhow!("not a valid component: {e:#}"))?;
+    if let Ok(serialized) = component.serialize() {
+        let written = std::fs::create_dir_all(cache_dir).and_then(|()| {
+            let temp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&temp, serialized)?;
+            std::fs::rename(&temp, &path)
+        });
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), "could not cache the compiled component: {e}");
+        }
+    }
+    Ok(component)
+}
+
+/// A core module starts with version 1 in its preamble; a component with layer 1.
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+/// WASI interfaces every component may import: stdio, clocks, randomness, and a filesystem
+/// with nothing in it. Sockets and outgoing HTTP are not offered.
+const WASI_ALLOWED: [&str; 5] = [
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+];
+
+/// Checks every import against the policy; fails naming all that are not granted.
+pub fn check_imports(engine: &Engine, component: &Component, slot: &Sandbox) -> anyhow::Result<()> {
+    let policy = &slot.policy;
+    let mut problems = Vec::new();
+    for (name, _) in component.component_type().imports(engine) {
+        if let Some(rest) = name.strip_prefix("truevalue:platform/") {
+            let interface = rest.split('@').next().unwrap_or(rest);
+            match Capability::from_interface(interface) {
+                Some(capability) if policy.grants(capability) => {}
+                Some(_) => problems.push(format!(
+                    "it imports `{name}`, which its policy does not grant: add \"{interface}\" to `capabilities` in {}",
+                    policy.source.display()
+                )),
+                None => problems.push(format!("it imports `{name}`, which this host does not offer")),
+            }
+        } else if !WASI_ALLOWED.iter().any(|prefix| name.starts_with(prefix)) {
+            problems.push(format!("it imports `{name}`, which components may not use"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "component `{}` is refused: {}",
+            slot.name,
+            problems.join("; ")
+        )
+    }
+}
+
+/// Compiles, checks and links `bytes` for `slot`, and reads the version's manifest.
+pub async fn load(
+    engine: &Engine,
+    cache_dir: &Path,
+    slot: &Sandbox,
+    bytes: Arc<Vec<u8>>,
+) -> anyhow::Result<Loaded> {
+    let digest = digest(&bytes);
+    let component = {
+        let (engine, cache_dir, digest) = (engine.clone(), cache_dir.to_path_buf(), digest.clone());
+        tokio::task::spawn_blocking(move || compile(&engine, &cache_dir, &bytes, &digest))
+            .await
+            .context("the compiler task failed")??
+    };
+    check_imports(engine, &component, slot)?;
+    let pre = slot
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| anyhow::anyhow!("component `{}` cannot be linked: {e:#}", slot.name))?;
+    let pre = ServicePre::new(pre).map_err(|e| {
+        anyhow::anyhow!(
+            "component `{}` does not export the service world: {e:#}",
+            slot.name
+        )
+    })?;
+
+    let mut store = slot.store(engine, "deploy");
+    let instance = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(failed("instantiating to read the manifest"))?;
+    let manifest = instance.truevalue_platform_manifest();
+    let version = manifest
+        .call_version(&mut store)
+        .await
+        .map_err(failed("calling manifest.version"))?;
+    let migrations = manifest
+        .call_migrations(&mut store, slot.dialect)
+        .await
+        .map_err(failed("calling manifest.migrations"))?
+        .into_iter()
+        .map(|m| Migration {
+            id: m.id,
+            name: m.name,
+            sql: m.sql,
+        })
+        .collect::<Vec<_>>();
+    if !migrations.is_empty() && !slot.policy.grants(Capability::Database) {
+        bail!(
+            "component `{}` ships migrations but its policy does not grant \"database\"",
+            slot.name
+        );
+    }
+    Ok(Loaded {
+        version,
+        digest,
+        loaded_at: OffsetDateTime::now_utc(),
+        pre,
+        migrations,
+    })
+}
+
+/// Wraps a wasmtime error with what the host was doing.
+fn failed(doing: &'static str) -> impl FnOnce(wasmtime::Error) -> anyhow::Error {
+    move |error| anyhow::anyhow!("{doing}: {error:#}")
+}

@@ -1,0 +1,14 @@
+//! The component runtime: one engine, a registry of components behind atomic pointers,
+//! and a fresh, limited instance for every request.
+
+mod engine;
+mod invoke;
+mod loader;
+mod registry;
+mod state;
+
+pub use engine::{EPOCH_TICK, new_engine};
+pub use invoke::{Failure, Outcome, RequestMeta};
+pub use loader::Loaded;
+pub use registry::{ComponentInfo, DeployError, Runtime, Sandbox, Slot};
+pub use state::State;

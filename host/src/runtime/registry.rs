@@ -1,0 +1,403 @@
+//! The registry: every component behind an atomic pointer. A deploy compiles, checks, migrates
+//! and links off the request path, then swaps the pointer; requests already running keep the
+//! version they started with, and the previous version stays for rollback. Deployed versions
+//! are kept in the data directory, so a restart comes back on the same versions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, Semaphore};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::add_to_linker_async;
+
+use super::engine::EPOCH_TICK;
+use super::loader::{self, Loaded};
+use super::state::{State, StoreLimits};
+use crate::bindings;
+use crate::capabilities::config::ConfigCtx;
+use crate::capabilities::database::{self, Backend, ComponentDb, DatabaseCtx, Dialect};
+use crate::capabilities::log::LogCtx;
+use crate::policy::{Capability, Policy};
+
+/// What never changes between a component's versions: its policy, its linker (built from the
+/// grants) and its database.
+pub struct Sandbox {
+    pub name: Arc<str>,
+    pub policy: Arc<Policy>,
+    pub(crate) linker: Linker<State>,
+    pub(crate) db: Option<Arc<dyn ComponentDb>>,
+    pub(crate) dialect: Dialect,
+    config: Arc<BTreeMap<String, String>>,
+}
+
+impl Sandbox {
+    /// A fresh store for one request, with the policy's memory limit and deadline.
+    pub(crate) fn store(&self, engine: &Engine, request_id: &str) -> Store<State> {
+        let limits = &self.policy.limits;
+        let state = State {
+            wasi: WasiCtx::builder().build(),
+            table: Default::default(),
+            limits: StoreLimits {
+                max_memory: limits.memory_mib as usize * 1024 * 1024,
+                memory_exceeded: false,
+            },
+            database: DatabaseCtx::new(self.db.clone(), self.dialect),
+            config: ConfigCtx::new(self.config.clone()),
+            log: LogCtx::new(self.name.clone(), request_id.into()),
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limits);
+        let ticks =
+            Duration::from_millis(limits.timeout_ms).as_millis() / EPOCH_TICK.as_millis() + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        store
+    }
+
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.policy.limits.timeout_ms)
+    }
+}
+
+/// One component: its sandbox and its versions.
+pub struct Slot {
+    pub sandbox: Sandbox,
+    pub(crate) current: ArcSwap<Loaded>,
+    previous: ArcSwapOption<Loaded>,
+    deploying: Mutex<()>,
+    pub(crate) permits: Arc<Semaphore>,
+}
+
+/// What operators see of a component.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub loaded_at: OffsetDateTime,
+    pub routes: Vec<String>,
+    pub previous: Option<PreviousVersion>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreviousVersion {
+    pub version: String,
+    pub digest: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("no component is named `{0}`; components come from the policies directory")]
+    UnknownComponent(String),
+    #[error("{0:#}")]
+    Refused(anyhow::Error),
+    #[error("`{0}` has no previous version to roll back to")]
+    NoPrevious(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Which versions were deployed, kept beside their `.wasm` files.
+#[derive(Serialize, Deserialize)]
+struct Pinned {
+    current: String,
+    previous: Option<String>,
+}
+
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    backend: Arc<dyn Backend>,
+    cache_dir: PathBuf,
+    store_dir: PathBuf,
+    slots: BTreeMap<String, Arc<Slot>>,
+    routes: Vec<(String, Arc<Slot>)>,
+    pub(crate) pool: Arc<Semaphore>,
+}
+
+impl Runtime {
+    /// Loads every policy's component (or its deployed version), running migrations.
+    pub async fn start(
+        engine: Engine,
+        backend: Arc<dyn Backend>,
+        policies: Vec<Policy>,
+        data_dir: &Path,
+        cache_dir: PathBuf,
+        max_instances: u32,
+    ) -> anyhow::Result<Self> {
+        let store_dir = data_dir.join("components");
+        let mut slots = BTreeMap::new();
+        for policy in policies {
+            let name = policy.name.clone();
+            let slot = Self::load_slot(&engine, backend.as_ref(), &cache_dir, &store_dir, policy)
+                .await
+                .with_context(|| format!("loading component `{name}`"))?;
+            slots.insert(name, slot);
+        }
+        let mut routes: Vec<(String, Arc<Slot>)> = slots
+            .values()
+            .flat_map(|slot| {
+                slot.sandbox
+                    .policy
+                    .routes
+                    .iter()
+                    .map(|r| (r.clone(), slot.clone()))
+            })
+            .collect();
+        routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        Ok(Self {
+            engine,
+            backend,
+            cache_dir,
+            store_dir,
+            slots,
+            routes,
+            pool: Arc::new(Semaphore::new(max_instances as usize)),
+        })
+    }
+
+    async fn load_slot(
+        engine: &Engine,
+        backend: &dyn Backend,
+        cache_dir: &Path,
+        store_dir: &Path,
+        policy: Policy,
+    ) -> anyhow::Result<Arc<Slot>> {
+        let db = match policy.grants(Capability::Database) {
+            true => Some(
+                backend
+                    .open(&policy.name, policy.limits.max_instances)
+                    .await?,
+            ),
+            false => None,
+        };
+        let dir = store_dir.join(&policy.name);
+        let pinned = read_pinned(&dir)?;
+        let current_bytes = match &pinned {
+            Some(pinned) => read_version(&dir, &pinned.current)?,
+            None => std::fs::read(&policy.wasm).with_context(|| {
+                format!(
+                    "reading {} (named by {}); build it with `just components`",
+                    policy.wasm.display(),
+                    policy.source.display()
+                )
+            })?,
+        };
+        let sandbox = Sandbox {
+            name: policy.name.as_str().into(),
+            linker: linker_for(engine, &policy)?,
+            db,
+            dialect: backend.dialect(),
+            config: Arc::new(policy.config.clone()),
+            policy: Arc::new(policy),
+        };
+        let current =
+            loader::load(engine, cache_dir, &sandbox, Arc::new(current_bytes.clone())).await?;
+        migrate(&sandbox, &current).await?;
+        // Every version that ever served is kept by digest, so a later deploy can roll back to
+        // it even after a restart.
+        keep_version(&dir, &current.digest, &current_bytes)?;
+        let previous = match pinned.and_then(|p| p.previous) {
+            Some(digest) => {
+                let bytes = read_version(&dir, &digest)?;
+                Some(Arc::new(
+                    loader::load(engine, cache_dir, &sandbox, Arc::new(bytes)).await?,
+                ))
+            }
+            None => None,
+        };
+        Ok(Arc::new(Slot {
+            permits: Arc::new(Semaphore::new(sandbox.policy.limits.max_instances as usize)),
+            sandbox,
+            current: ArcSwap::from_pointee(current),
+            previous: ArcSwapOption::new(previous),
+            deploying: Mutex::new(()),
+        }))
+    }
+
+    /// The component whose route prefix matches `path` (longest prefix first).
+    pub fn route(&self, path: &str) -> Option<&Arc<Slot>> {
+        self.routes
+            .iter()
+            .find(|(prefix, _)| {
+                path.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .map(|(_, slot)| slot)
+    }
+
+    pub fn components(&self) -> Vec<ComponentInfo> {
+        self.slots.values().map(|slot| info(slot)).collect()
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Deploys `bytes` as the new version of `name`. Any failure leaves the running version as
+    /// it was.
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<ComponentInfo, DeployError> {
+        let slot = self
+            .slots
+            .get(name)
+            .ok_or_else(|| DeployError::UnknownComponent(name.into()))?;
+        let _deploying = slot.deploying.lock().await;
+        let bytes = Arc::new(bytes);
+        let loaded = loader::load(&self.engine, &self.cache_dir, &slot.sandbox, bytes.clone())
+            .await
+            .map_err(DeployError::Refused)?;
+        migrate(&slot.sandbox, &loaded)
+            .await
+            .map_err(DeployError::Refused)?;
+
+        let dir = self.store_dir.join(name);
+        keep_version(&dir, &loaded.digest, &bytes)?;
+        let current = slot.current.load_full();
+        write_pinned(
+            &dir,
+            &Pinned {
+                current: loaded.digest.clone(),
+                previous: Some(current.digest.clone()),
+            },
+        )?;
+        slot.previous.store(Some(current));
+        slot.current.store(Arc::new(loaded));
+        let info = info(slot);
+        tracing::info!(component = name, version = %info.version, digest = %info.digest, "deployed");
+        Ok(info)
+    }
+
+    /// Swaps the current and previous versions.
+    pub async fn rollback(&self, name: &str) -> Result<ComponentInfo, DeployError> {
+        let slot = self
+            .slots
+            .get(name)
+            .ok_or_else(|| DeployError::UnknownComponent(name.into()))?;
+        let _deploying = slot.deploying.lock().await;
+        let previous = slot
+            .previous
+            .load_full()
+            .ok_or_else(|| DeployError::NoPrevious(name.into()))?;
+        let current = slot.current.load_full();
+        let dir = self.store_dir.join(name);
+        write_pinned(
+            &dir,
+            &Pinned {
+                current: previous.digest.clone(),
+                previous: Some(current.digest.clone()),
+            },
+        )?;
+        slot.current.store(previous);
+        slot.previous.store(Some(current));
+        let info = info(slot);
+        tracing::info!(component = name, version = %info.version, digest = %info.digest, "rolled back");
+        Ok(info)
+    }
+}
+
+fn info(slot: &Slot) -> ComponentInfo {
+    let current = slot.current.load();
+    ComponentInfo {
+        name: slot.sandbox.name.to_string(),
+        version: current.version.clone(),
+        digest: current.digest.clone(),
+        loaded_at: current.loaded_at,
+        routes: slot.sandbox.policy.routes.clone(),
+        previous: slot.previous.load().as_ref().map(|p| PreviousVersion {
+            version: p.version.clone(),
+            digest: p.digest.clone(),
+        }),
+    }
+}
+
+/// The linker of one component: WASI without files or network, plus exactly the granted
+/// capabilities.
+fn linker_for(engine: &Engine, policy: &Policy) -> anyhow::Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    add_to_linker_async(&mut linker)?;
+    for capability in &policy.capabilities {
+        match capability {
+            Capability::Database => {
+                bindings::database::add_to_linker::<State, HasSelf<DatabaseCtx>>(
+                    &mut linker,
+                    |s| &mut s.database,
+                )?
+            }
+            Capability::Config => {
+                bindings::config::add_to_linker::<State, HasSelf<ConfigCtx>>(&mut linker, |s| {
+                    &mut s.config
+                })?
+            }
+            Capability::Log => {
+                bindings::log::add_to_linker::<State, HasSelf<LogCtx>>(&mut linker, |s| &mut s.log)?
+            }
+        }
+    }
+    Ok(linker)
+}
+
+async fn migrate(sandbox: &Sandbox, loaded: &Loaded) -> anyhow::Result<()> {
+    let Some(db) = &sandbox.db else { return Ok(()) };
+    let applied =
+        database::apply_migrations(db.as_ref(), sandbox.dialect, &loaded.migrations).await?;
+    if !applied.is_empty() {
+        tracing::info!(component = %sandbox.name, ?applied, "applied migrations");
+    }
+    Ok(())
+}
+
+fn read_pinned(dir: &Path) -> anyhow::Result<Option<Pinned>> {
+    let path = dir.join("state.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_pinned(dir: &Path, pinned: &Pinned) -> anyhow::Result<()> {
+    write_atomic(&dir.join("state.json"), &serde_json::to_vec_pretty(pinned)?)
+}
+
+fn read_version(dir: &Path, digest: &str) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join(format!("{digest}.wasm"));
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("reading the deployed version {}", path.display()))?;
+    anyhow::ensure!(
+        loader::digest(&bytes) == digest,
+        "{} does not match its digest",
+        path.display()
+    );
+    Ok(bytes)
+}
+
+fn keep_version(dir: &Path, digest: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let path = dir.join(format!("{digest}.wasm"));
+    if path.is_file() {
+        Ok(())
+    } else {
+        write_atomic(&path, bytes)
+    }
+}
+
+/// Writes through a temporary file and a rename, so a crash leaves the old file or the new one.
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("path has no parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, bytes).with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::File::open(&temp)?.sync_all()?;
+    std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

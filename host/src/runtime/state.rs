@@ -1,0 +1,62 @@
+//! What a store holds for one request: WASI (no files, no network, no environment), the store's
+//! limits, and each granted capability's per-request state.
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capabilities::{config::ConfigCtx, database::DatabaseCtx, log::LogCtx};
+
+pub struct State {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub database: DatabaseCtx,
+    pub config: ConfigCtx,
+    pub log: LogCtx,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The store's limiter: caps linear memory at the policy's limit and remembers a refusal, so
+/// an out-of-memory can be told apart from other traps.
+pub struct StoreLimits {
+    pub(crate) max_memory: usize,
+    pub(crate) memory_exceeded: bool,
+}
+
+/// Table growth is tiny next to memory; this only stops a runaway.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl wasmtime::ResourceLimiter for StoreLimits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.memory_exceeded = true;
+            wasmtime::bail!(
+                "out of memory: the policy allows {} MiB",
+                self.max_memory / (1024 * 1024)
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}

@@ -1,0 +1,106 @@
+//! `truevalue serve`: wires the configuration, backends, runtime, gateway and admin API.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::backends::Backends;
+use crate::config::Config;
+use crate::gateway::{self, AppState};
+use crate::runtime::{Runtime, new_engine};
+use crate::{admin, capabilities, policy};
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ],
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let policies = policy::load_dir(&config.policies_dir, config.max_memory_mib)?;
+    let backends = Backends::new(&config)?;
+    let database =
+        capabilities::database::connect(config.database_url.as_ref(), &config.data_dir).await?;
+    let engine = new_engine(config.max_instances, config.max_memory_mib)
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let runtime = Arc::new(
+        Runtime::start(
+            engine,
+            database,
+            policies,
+            &config.data_dir,
+            config.cache_dir(),
+            config.max_instances,
+        )
+        .await?,
+    );
+    for component in runtime.components() {
+        tracing::info!(component = %component.name, version = %component.version, digest = %component.digest, routes = ?component.routes, "loaded");
+    }
+
+    let (token, token_source) = admin::token(config.admin_token.clone(), &config.data_dir)?;
+    let gateway = TcpListener::bind(config.listen_addr()?)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+    let admin = TcpListener::bind(config.admin_addr()?)
+        .await
+        .with_context(|| format!("admin_listen: cannot bind {}", config.admin_listen))?;
+    // Printed on stdout for people and scripts: the addresses actually bound (port 0 resolved).
+    println!("gateway listening on http://{}", gateway.local_addr()?);
+    println!(
+        "admin API listening on http://{} (token from {token_source})",
+        admin.local_addr()?
+    );
+
+    let state = Arc::new(AppState {
+        runtime: runtime.clone(),
+        backends,
+        metrics,
+        body_limit: config.body_limit_bytes,
+    });
+    let gateway = axum::serve(gateway, gateway::router(state)).with_graceful_shutdown(shutdown());
+    let admin =
+        axum::serve(admin, admin::router(runtime, &token)).with_graceful_shutdown(shutdown());
+    tokio::try_join!(async { gateway.await.context("gateway") }, async {
+        admin.await.context("admin API")
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM; in-flight requests then finish before the process exits.
+async fn shutdown() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,44 @@
+# TrueValue tasks. `just run` starts the platform; `just test` runs every test.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# First-party components (components/) and the test fixtures (tests/components/).
+components := "hello"
+fixtures := "greeter hostile data_thief attacker bad_migration"
+
+default:
+    @just --list
+
+# Build the release host and every component.
+build: components
+    cargo build --release -p truevalue
+
+# Build every component for wasm32-wasip2 into dist/components/.
+components:
+    rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+    mkdir -p dist/components
+    cargo build --profile component --target wasm32-wasip2 {{ prepend("-p ", components) }} {{ prepend("-p ", fixtures) }}
+    for name in {{ components }} {{ fixtures }}; do cp "target/wasm32-wasip2/component/$name.wasm" dist/components/; done
+    cargo build --profile component --target wasm32-wasip2 -p greeter --features v2
+    cp target/wasm32-wasip2/component/greeter.wasm dist/components/greeter_v2.wasm
+
+# Start the whole platform on the embedded default (SQLite files, in-memory cache, in-process bus).
+run: build
+    ./target/release/truevalue serve
+
+# Every test: unit tests, and black-box tests of the real binary (SQLite and PostgreSQL).
+test: components
+    cargo test --release --workspace --exclude truevalue-sdk {{ prepend("--exclude ", components) }} {{ prepend("--exclude ", fixtures) }}
+
+# Throughput and latency through the gateway against a native handler, and instantiate + call.
+bench: components
+    cargo bench -p truevalue --bench hello
+
+# Formatting and lints, as CI expects them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# Start Postgres 16, Redis 7, Kafka and the host in containers.
+up:
+    docker compose up --build
