@@ -1,1 +1,13 @@
+//! Black-box tests: the real `truevalue` binary on random ports, spoken to over HTTP.
+//! `just test` builds the components they load first.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod cli;
+mod config;
+mod database;
+mod gateway;
+mod hot_swap;
+mod sandbox;

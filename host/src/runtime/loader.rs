@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use wasmtime::Engine;
 use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
 
 use super::registry::Sandbox;
 use crate::bindings::ServicePre;
@@ -87,7 +88,12 @@ const WASI_ALLOWED: [&str; 5] = [
 pub fn check_imports(engine: &Engine, component: &Component, slot: &Sandbox) -> anyhow::Result<()> {
     let policy = &slot.policy;
     let mut problems = Vec::new();
-    for (name, _) in component.component_type().imports(engine) {
+    for (name, item) in component.component_type().imports(engine) {
+        if !callable(engine, &item.ty) {
+            // An interface imported only for its types (say, `database.dialect` used by the
+            // manifest) gives the component nothing to call, so it needs no grant.
+            continue;
+        }
         if let Some(rest) = name.strip_prefix("truevalue:platform/") {
             let interface = rest.split('@').next().unwrap_or(rest);
             match Capability::from_interface(interface) {
@@ -110,6 +116,17 @@ pub fn check_imports(engine: &Engine, component: &Component, slot: &Sandbox) -> 
             slot.name,
             problems.join("; ")
         )
+    }
+}
+
+/// Whether an import gives the component anything to call.
+fn callable(engine: &Engine, item: &ComponentItem) -> bool {
+    match item {
+        ComponentItem::ComponentInstance(instance) => instance
+            .exports(engine)
+            .any(|(_, export)| callable(engine, &export.ty)),
+        ComponentItem::Type(_) => false,
+        _ => true,
     }
 }
 

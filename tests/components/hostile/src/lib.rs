@@ -1,6 +1,8 @@
 //! Test fixture: a component that misbehaves on request, to show that only its own request
 //! pays: traps, endless loops, memory exhaustion, slow requests, and writes followed by failure.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde_json::json;
 use truevalue_sdk::prelude::*;
 
@@ -22,6 +24,14 @@ impl App for Hostile {
                     hoard.push(vec![1u8; 1024 * 1024]);
                     std::hint::black_box(&hoard);
                 }
+            })
+            .get("/hostile/counter", |_| {
+                // A fresh instance per request: this is always 1.
+                static COUNT: AtomicU64 = AtomicU64::new(0);
+                Response::json(
+                    200,
+                    &json!({ "count": COUNT.fetch_add(1, Ordering::SeqCst) + 1 }),
+                )
             })
             .get("/hostile/sleep", |request| {
                 let ms = request

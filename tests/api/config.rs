@@ -1,0 +1,136 @@
+//! Start-up: settings and policies are checked before anything serves.
+
+use crate::helpers::{Engine, Policy, Spawn, TestApp};
+
+fn greeter() -> Policy {
+    Policy::new("greeter", "greeter", "greeter", "")
+}
+
+#[tokio::test]
+async fn an_unknown_setting_stops_start_up_naming_it() {
+    let stderr = Spawn::new(Engine::Sqlite, vec![greeter()])
+        .config("colour = \"blue\"")
+        .start_refused()
+        .await;
+    assert!(
+        stderr.contains("colour"),
+        "stderr names the setting: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_database_url_names_the_variable() {
+    let stderr = Spawn::new(Engine::Sqlite, vec![greeter()])
+        .env("TRUEVALUE_DATABASE_URL", "mysql://localhost/crm")
+        .start_refused()
+        .await;
+    assert!(
+        stderr.contains("TRUEVALUE_DATABASE_URL"),
+        "stderr names the variable: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_value_in_the_file_names_the_setting() {
+    let stderr = Spawn::new(Engine::Sqlite, vec![greeter()])
+        .config("body_limit_bytes = \"big\"")
+        .start_refused()
+        .await;
+    assert!(
+        stderr.contains("body_limit_bytes"),
+        "stderr names the setting: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_policy_with_an_unknown_key_is_refused_with_its_file() {
+    let mut policy = greeter();
+    policy.toml.push_str("grant_everything = true\n");
+    let stderr = Spawn::new(Engine::Sqlite, vec![policy])
+        .start_refused()
+        .await;
+    assert!(
+        stderr.contains("grant_everything"),
+        "names the key: {stderr}"
+    );
+    assert!(stderr.contains("greeter.toml"), "names the file: {stderr}");
+}
+
+#[tokio::test]
+async fn every_policy_problem_is_reported_at_once() {
+    let bad_limits = Policy::new("greeter", "greeter", "greeter", "[limits]\nmemory_mib = 0");
+    let clash = Policy::new("other", "greeter", "greeter", "");
+    let stderr = Spawn::new(Engine::Sqlite, vec![bad_limits, clash])
+        .start_refused()
+        .await;
+    assert!(stderr.contains("memory_mib"), "reports the limit: {stderr}");
+    assert!(
+        stderr.contains("claimed by both"),
+        "reports the route clash: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_component_importing_an_ungranted_interface_is_refused_at_load() {
+    // `attacker` imports `log` and `database`; its policy grants nothing.
+    let policy = Policy::new("greeter", "attacker", "greeter", "");
+    let stderr = Spawn::new(Engine::Sqlite, vec![policy])
+        .start_refused()
+        .await;
+    assert!(
+        stderr.contains("truevalue:platform/log"),
+        "names the import: {stderr}"
+    );
+    assert!(
+        stderr.contains("truevalue:platform/database"),
+        "names every import: {stderr}"
+    );
+    assert!(
+        stderr.contains("capabilities"),
+        "says what to change: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_generated_admin_token_stays_in_the_data_dir_and_out_of_the_logs() {
+    let app: TestApp = Spawn::new(Engine::Sqlite, vec![greeter()]).start().await;
+    let path = app.data_dir.join("admin-token");
+    let token = std::fs::read_to_string(&path).unwrap();
+    assert!(token.trim().len() >= 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    assert!(
+        !app.logs().contains(token.trim()),
+        "the token is never logged"
+    );
+    let restarted_token = {
+        let mut app = app;
+        app.crash_and_restart().await;
+        std::fs::read_to_string(app.data_dir.join("admin-token")).unwrap()
+    };
+    assert_eq!(restarted_token, token, "the token is kept across restarts");
+}
+
+#[tokio::test]
+async fn the_admin_token_can_come_from_the_environment() {
+    let app = Spawn::new(Engine::Sqlite, vec![greeter()])
+        .env("TRUEVALUE_ADMIN_TOKEN", "s3cret-operator-token")
+        .start()
+        .await;
+    let response = app
+        .admin(reqwest::Method::GET, "/admin/components")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        !app.data_dir.join("admin-token").exists(),
+        "no token is generated when one is configured"
+    );
+}
