@@ -2,6 +2,8 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+target := env("CARGO_TARGET_DIR", "target")
+
 # First-party components (components/) and the test fixtures (tests/components/).
 components := "hello"
 fixtures := "greeter hostile data_thief attacker bad_migration"
@@ -18,17 +20,17 @@ components:
     rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
     mkdir -p dist/components
     cargo build --profile component --target wasm32-wasip2 {{ prepend("-p ", components) }} {{ prepend("-p ", fixtures) }}
-    for name in {{ components }} {{ fixtures }}; do cp "target/wasm32-wasip2/component/$name.wasm" dist/components/; done
+    for name in {{ components }} {{ fixtures }}; do cp "{{ target }}/wasm32-wasip2/component/$name.wasm" dist/components/; done
     cargo build --profile component --target wasm32-wasip2 -p greeter --features v2
-    cp target/wasm32-wasip2/component/greeter.wasm dist/components/greeter_v2.wasm
+    cp {{ target }}/wasm32-wasip2/component/greeter.wasm dist/components/greeter_v2.wasm
 
 # Start the whole platform on the embedded default (SQLite files, in-memory cache, in-process bus).
 run: build
-    ./target/release/truevalue serve
+    {{ target }}/release/truevalue serve
 
 # Every test: unit tests, and black-box tests of the real binary (SQLite and PostgreSQL).
 test: components
-    cargo test --release --workspace --exclude truevalue-sdk {{ prepend("--exclude ", components) }} {{ prepend("--exclude ", fixtures) }}
+    cargo test --release -p truevalue -p truevalue-sdk
 
 # Throughput and latency through the gateway against a native handler, and instantiate + call.
 bench: components

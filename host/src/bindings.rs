@@ -7,5 +7,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::truevalue::platform::{handler, manifest};
-pub use truevalue::platform::{config, database, log};
+pub use self::exports::truevalue::platform::{handler, manifest};
+pub use self::truevalue::platform::{config, database, log};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Everything the host reads at start-up.
@@ -84,26 +84,58 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        let config: Config = figment
+        let mut config: Config = figment
             .merge(Env::prefixed("TRUEVALUE_").only(&ENV_KEYS))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.unset_empty();
         config.validate()?;
         Ok(config)
     }
 
+    /// An empty variable (`TRUEVALUE_ADMIN_TOKEN=`, as compose files pass an unset one) means
+    /// "not set", never an empty secret.
+    fn unset_empty(&mut self) {
+        for secret in [
+            &mut self.database_url,
+            &mut self.redis_url,
+            &mut self.admin_token,
+        ] {
+            if secret
+                .as_ref()
+                .is_some_and(|s| s.expose_secret().trim().is_empty())
+            {
+                *secret = None;
+            }
+        }
+        if self
+            .kafka_brokers
+            .as_deref()
+            .is_some_and(|b| b.trim().is_empty())
+        {
+            self.kafka_brokers = None;
+        }
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().len() < 16)
+        {
+            bail!("admin_token (TRUEVALUE_ADMIN_TOKEN) must be at least 16 characters");
+        }
         self.listen_addr()?;
         self.admin_addr()?;
         if let Some(url) = self.database_url.as_ref() {
-            let url = secrecy::ExposeSecret::expose_secret(url);
+            let url = url.expose_secret();
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 bail!("database_url (TRUEVALUE_DATABASE_URL) must be a postgres:// URL");
             }
         }
         if let Some(url) = self.redis_url.as_ref() {
-            let url = secrecy::ExposeSecret::expose_secret(url);
+            let url = url.expose_secret();
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 bail!("redis_url (TRUEVALUE_REDIS_URL) must be a redis:// or rediss:// URL");
             }

@@ -134,3 +134,30 @@ async fn the_admin_token_can_come_from_the_environment() {
         "no token is generated when one is configured"
     );
 }
+
+#[tokio::test]
+async fn an_empty_admin_token_variable_means_unset_and_a_short_one_is_refused() {
+    let app = Spawn::new(Engine::Sqlite, vec![greeter()])
+        .env("TRUEVALUE_ADMIN_TOKEN", "")
+        .start()
+        .await;
+    let url = format!("{}/admin/components", app.admin_address);
+    let response = app
+        .client
+        .get(&url)
+        .header("authorization", "Bearer ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "an empty bearer never matches");
+    assert!(
+        app.data_dir.join("admin-token").is_file(),
+        "a token was generated instead"
+    );
+
+    let stderr = Spawn::new(Engine::Sqlite, vec![greeter()])
+        .env("TRUEVALUE_ADMIN_TOKEN", "short")
+        .start_refused()
+        .await;
+    assert!(stderr.contains("TRUEVALUE_ADMIN_TOKEN"), "{stderr}");
+}

@@ -172,7 +172,7 @@ impl TestApp {
         let admin_token = spawn
             .env
             .iter()
-            .find(|(k, _)| k == "TRUEVALUE_ADMIN_TOKEN")
+            .find(|(k, v)| k == "TRUEVALUE_ADMIN_TOKEN" && !v.is_empty())
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| {
                 std::fs::read_to_string(data_dir.join("admin-token"))

@@ -4,7 +4,7 @@
 //! and talks to its own database with typed rows. Everything here sits on the raw WIT bindings
 //! of `truevalue:platform`, which stay available in [`bindings`] for anything the SDK lacks.
 //!
-//! ```ignore
+//! ```no_run
 //! use truevalue_sdk::prelude::*;
 //!
 //! struct Hello;

@@ -110,3 +110,85 @@ fn matches(pattern: &[Segment], path: &[&str]) -> Option<HashMap<String, String>
     }
     Some(params)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::exports::truevalue::platform::handler;
+
+    fn request(method: &str, path: &str, query: &str) -> Request {
+        Request::from_raw(handler::Request {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Vec::new(),
+            context: handler::RequestContext {
+                request_id: "req-1".into(),
+                user_id: None,
+                org_id: None,
+                roles: Vec::new(),
+                permissions: Vec::new(),
+            },
+        })
+    }
+
+    fn echo_name(request: &Request) -> Result<Response, Problem> {
+        Ok(Response::new(200).body(request.param("name")?.to_string()))
+    }
+
+    fn router() -> Router {
+        Router::new()
+            .get("/hello/{name}", echo_name)
+            .post("/hello", |_| Ok(Response::new(201)))
+    }
+
+    #[test]
+    fn path_parameters_are_captured() {
+        let response = router()
+            .dispatch(&mut request("GET", "/hello/ada", ""))
+            .unwrap();
+        assert_eq!(response.body, b"ada");
+    }
+
+    #[test]
+    fn an_unknown_path_is_404_and_a_known_path_with_another_method_is_405() {
+        assert_eq!(
+            router()
+                .dispatch(&mut request("GET", "/bye", ""))
+                .unwrap_err()
+                .status,
+            404
+        );
+        let problem = router()
+            .dispatch(&mut request("DELETE", "/hello", ""))
+            .unwrap_err();
+        assert_eq!(problem.status, 405);
+        assert!(problem.detail.contains("POST"));
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        let request = request("GET", "/hello", "name=Ada%20L%C3%B6we&x=1+2&bad=%zz");
+        assert_eq!(request.query("name").as_deref(), Some("Ada Löwe"));
+        assert_eq!(request.query("x").as_deref(), Some("1 2"));
+        assert_eq!(request.query("bad").as_deref(), Some("%zz"));
+        assert_eq!(request.query("missing"), None);
+        assert_eq!(request.header("Content-Type"), Some("application/json"));
+    }
+
+    #[test]
+    fn problems_render_as_rfc_9457_with_the_request_id() {
+        let response =
+            Problem::not_found("no such contact").into_response(&request("GET", "/x", ""));
+        assert_eq!(response.status, 404);
+        assert!(
+            response
+                .headers
+                .contains(&("content-type".into(), "application/problem+json".into()))
+        );
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["request_id"], "req-1");
+        assert_eq!(body["detail"], "no such contact");
+    }
+}
