@@ -1,1 +1,299 @@
-fn main() {}
+//! `just bench`: what the sandbox costs.
+//!
+//! 1. Through the network: the release host serving the example component's `GET /hello`, and a
+//!    native axum server doing the same work (read the name, format the greeting, encode JSON),
+//!    each in its own process, driven by the same load generator in alternating rounds of the
+//!    same run. Prints requests/s and latency percentiles of each and their ratios.
+//! 2. In process: a fresh instance plus the handler call, through the runtime's own entry point,
+//!    against the same logic called natively.
+//!
+//! The machines are shared and noisy: read the ratios, not the absolute figures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::Query;
+use serde_json::{Value, json};
+
+const CONCURRENCY: usize = 16;
+const ROUND: Duration = Duration::from_secs(4);
+const ROUNDS: usize = 3;
+const CALLS: u32 = 20_000;
+
+fn main() {
+    if std::env::args().any(|a| a == "--native-server") {
+        return native_server();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        through_the_network().await;
+        in_process().await;
+    });
+}
+
+/// The work of the example component's greeting, natively.
+fn greet(name: Option<&str>) -> Vec<u8> {
+    let message = format!("{}, {}!", "Hello", name.unwrap_or("world"));
+    serde_json::to_vec(&json!({ "message": message })).unwrap()
+}
+
+fn native_server() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let app = axum::Router::new().route(
+            "/hello",
+            axum::routing::get(
+                |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let body: Value =
+                        serde_json::from_slice(&greet(q.get("name").map(String::as_str))).unwrap();
+                    Json(body)
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!(
+            "gateway listening on http://{}",
+            listener.local_addr().unwrap()
+        );
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A server process; killed on drop.
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(mut command: Command) -> Server {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the server stopped before listening"
+        );
+        if let Some(address) = line.strip_prefix("gateway listening on ") {
+            let address = address.trim().to_string();
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return Server(child, address);
+        }
+    }
+}
+
+fn platform(dir: &Path) -> Server {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let wasm = repo().join("dist/components/hello.wasm");
+    assert!(wasm.is_file(), "run `just components` first");
+    std::fs::write(
+        policies.join("hello.toml"),
+        format!(
+            "wasm = {:?}\nroutes = [\"/hello\"]\ncapabilities = [\"database\", \"config\"]\n[limits]\nmax_instances = 256\n[config]\ngreeting = \"Hello\"\n",
+            wasm.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_truevalue"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .arg("--policies")
+        .arg(&policies)
+        .env("RUST_LOG", "warn");
+    start(command)
+}
+
+struct Round {
+    requests_per_second: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+async fn load(url: &str) -> Round {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONCURRENCY)
+        .build()
+        .unwrap();
+    let url = Arc::new(format!("{url}/hello?name=Ada"));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while started.elapsed() < ROUND {
+                    let sent = Instant::now();
+                    let response = client.get(url.as_str()).send().await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    let body = response.bytes().await.unwrap();
+                    assert!(body.starts_with(b"{\"message\":\"Hello, Ada!\"}"));
+                    latencies.push(sent.elapsed().as_micros() as u64);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Round {
+        requests_per_second: latencies.len() as f64 / elapsed,
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+async fn through_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = platform(dir.path());
+    let mut native = Command::new(std::env::current_exe().unwrap());
+    native.arg("--native-server");
+    let native = start(native);
+
+    // Warm both up (connection pools, the component's compiled code in the page cache).
+    load(&native.1).await;
+    load(&host.1).await;
+
+    let (mut n, mut p) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        n.push(load(&native.1).await);
+        p.push(load(&host.1).await);
+    }
+    let rps = |rounds: &[Round]| median(rounds.iter().map(|r| r.requests_per_second).collect());
+    let p50 = |rounds: &[Round]| median(rounds.iter().map(|r| r.p50_us as f64).collect());
+    let p99 = |rounds: &[Round]| median(rounds.iter().map(|r| r.p99_us as f64).collect());
+    println!(
+        "GET /hello, {CONCURRENCY} concurrent clients, {ROUNDS} alternating rounds of {ROUND:?} (medians):"
+    );
+    println!(
+        "  native axum handler     {:>9.0} req/s   p50 {:>6.0} µs   p99 {:>6.0} µs",
+        rps(&n),
+        p50(&n),
+        p99(&n)
+    );
+    println!(
+        "  gateway + Wasm instance {:>9.0} req/s   p50 {:>6.0} µs   p99 {:>6.0} µs",
+        rps(&p),
+        p50(&p),
+        p99(&p)
+    );
+    println!(
+        "  ratio platform/native:  throughput {:.2}×   p50 {:.2}×   p99 {:.2}×",
+        rps(&p) / rps(&n),
+        p50(&p) / p50(&n),
+        p99(&p) / p99(&n)
+    );
+}
+
+async fn in_process() {
+    use truevalue::bindings::handler::{Request, RequestContext};
+    use truevalue::runtime::{Outcome, Runtime, new_engine};
+
+    let dir = tempfile::tempdir().unwrap();
+    let host_dir = dir.path().join("host");
+    std::fs::create_dir_all(host_dir.join("policies")).unwrap();
+    std::fs::write(
+        host_dir.join("policies/hello.toml"),
+        format!(
+            "wasm = {:?}\nroutes = [\"/hello\"]\ncapabilities = [\"database\", \"config\"]\n[config]\ngreeting = \"Hello\"\n",
+            repo().join("dist/components/hello.wasm").display().to_string()
+        ),
+    )
+    .unwrap();
+    let policies = truevalue::policy::load_dir(&host_dir.join("policies"), 64).unwrap();
+    let engine = new_engine(64, 64).unwrap();
+    let backend = truevalue::capabilities::database::connect(None, &host_dir)
+        .await
+        .unwrap();
+    let runtime = Runtime::start(
+        engine,
+        backend,
+        policies,
+        &host_dir,
+        host_dir.join("cache"),
+        64,
+    )
+    .await
+    .unwrap();
+    let slot = runtime.route("/hello").unwrap().clone();
+    let request = Request {
+        method: "GET".into(),
+        path: "/hello".into(),
+        query: "name=Ada".into(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        context: RequestContext {
+            request_id: "bench".into(),
+            user_id: None,
+            org_id: None,
+            roles: Vec::new(),
+            permissions: Vec::new(),
+        },
+    };
+
+    for _ in 0..1000 {
+        runtime.handle(&slot, request.clone()).await;
+    }
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        match runtime.handle(&slot, request.clone()).await {
+            Outcome::Response { response, .. } => assert_eq!(response.status, 200),
+            _ => panic!("the component failed"),
+        }
+    }
+    let wasm = started.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS);
+
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        std::hint::black_box(greet(std::hint::black_box(Some("Ada"))));
+    }
+    let native = started.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS);
+    println!("In process, {CALLS} calls of the greeting:");
+    println!("  fresh instance + call   {wasm:>8.2} µs per request");
+    println!("  native function call    {native:>8.2} µs per request");
+    println!("  ratio                   {:>8.1}×", wasm / native);
+}
