@@ -88,24 +88,23 @@ impl Drop for Server {
 fn start(mut command: Command) -> Server {
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let stdout = child.stdout.take();
+    let mut server = Server(child, String::new());
+    let mut reader = BufReader::new(stdout.unwrap());
     let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "the server stopped before listening"
-        );
+    while reader.read_line(&mut line).unwrap_or(0) > 0 {
         if let Some(address) = line.strip_prefix("gateway listening on ") {
-            let address = address.trim().to_string();
+            server.1 = address.trim().to_string();
             // Keep draining stdout so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in reader.lines() {});
-            return Server(child, address);
+            return server;
         }
+        line.clear();
     }
+    panic!("the server stopped before listening");
 }
 
 fn platform(dir: &Path) -> Server {

@@ -424,3 +424,26 @@ macro_rules! on_both_engines {
         }
     };
 }
+
+impl TestApp {
+    /// Waits until `component` has `n` live instances, as `/metrics` reports them: a request
+    /// is then surely in flight.
+    pub async fn wait_for_live_instances(&self, component: &str, n: u32) {
+        let line = format!("truevalue_instances_live{{component=\"{component}\"}} {n}");
+        for _ in 0..500 {
+            if self
+                .get("/metrics")
+                .await
+                .text()
+                .await
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l == line)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{component} never had {n} live instances");
+    }
+}

@@ -115,7 +115,7 @@ async fn in_flight_requests_finish_on_the_version_they_started_on() {
     let app = app().await;
     let slow = app.get("/greeter/slow?ms=1500");
     let deploy = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        app.wait_for_live_instances("greeter", 1).await;
         assert_eq!(app.deploy("greeter", "greeter_v2").await.status(), 200);
         version(&app).await
     };

@@ -1,8 +1,6 @@
 //! A component that traps, loops, exhausts its memory or floods its instances costs one
 //! request a 5xx (or a 503): never the host, never another component.
 
-use std::time::Duration;
-
 use crate::helpers::{Engine, HOSTILE_LIMITS, Policy, Spawn, TestApp, problem};
 
 async fn app(hostile_limits: &str) -> TestApp {
@@ -31,11 +29,11 @@ async fn a_trap_costs_one_request_a_500_and_the_next_is_served() {
 
 #[tokio::test]
 async fn an_endless_loop_is_stopped_at_the_deadline_while_others_are_served() {
-    let app = app(HOSTILE_LIMITS).await;
+    let app = app("capabilities = [\"database\"]\n[limits]\ntimeout_ms = 3000").await;
     let looping = app.get("/hostile/loop");
     let others = async {
         // Served while the loop burns its instance.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.wait_for_live_instances("hostile", 1).await;
         let response = app.get("/greeter").await;
         (response.status(), std::time::Instant::now())
     };
@@ -69,7 +67,7 @@ async fn a_component_at_its_instance_limit_answers_503_with_retry_after() {
         app("capabilities = [\"database\"]\n[limits]\nmax_instances = 1\ntimeout_ms = 5000").await;
     let busy = app.get("/hostile/sleep?ms=1500");
     let meanwhile = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        app.wait_for_live_instances("hostile", 1).await;
         let refused = app.get("/hostile/counter").await;
         let other = app.get("/greeter").await.status();
         (refused, other)
