@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::{Store, Trap};
+use wasmtime::Store;
 
 use super::registry::{Runtime, Slot};
 use super::state::State;
@@ -132,11 +132,9 @@ async fn call(
 
 fn classify(error: &wasmtime::Error, store: &Store<State>) -> Failure {
     if store.data().limits.memory_exceeded {
-        return Failure::OutOfMemory;
-    }
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Failure::Timeout,
-        _ => Failure::Trap(format!("{error:#}")),
+        Failure::OutOfMemory
+    } else {
+        Failure::Trap(format!("{error:#}"))
     }
 }
 

@@ -157,19 +157,28 @@ pub async fn load(
     })?;
 
     let mut store = slot.store(engine, "deploy");
-    let instance = pre
-        .instantiate_async(&mut store)
+    let manifest = async {
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(failed("instantiating to read the manifest"))?;
+        let manifest = instance.truevalue_platform_manifest();
+        let version = manifest
+            .call_version(&mut store)
+            .await
+            .map_err(failed("calling manifest.version"))?;
+        let migrations = manifest
+            .call_migrations(&mut store, slot.dialect)
+            .await
+            .map_err(failed("calling manifest.migrations"))?;
+        anyhow::Ok((version, migrations))
+    };
+    let (version, migrations) = tokio::time::timeout(slot.deadline(), manifest)
         .await
-        .map_err(failed("instantiating to read the manifest"))?;
-    let manifest = instance.truevalue_platform_manifest();
-    let version = manifest
-        .call_version(&mut store)
-        .await
-        .map_err(failed("calling manifest.version"))?;
-    let migrations = manifest
-        .call_migrations(&mut store, slot.dialect)
-        .await
-        .map_err(failed("calling manifest.migrations"))?
+        .map_err(|_| {
+            anyhow::anyhow!("the manifest did not answer within the policy's deadline")
+        })??;
+    let migrations = migrations
         .into_iter()
         .map(|m| Migration {
             id: m.id,

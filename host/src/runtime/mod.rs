@@ -7,7 +7,7 @@ mod loader;
 mod registry;
 mod state;
 
-pub use engine::{EPOCH_TICK, new_engine};
+pub use engine::new_engine;
 pub use invoke::{Failure, Outcome, RequestMeta};
 pub use loader::Loaded;
 pub use registry::{ComponentInfo, DeployError, Runtime, Sandbox, Slot};
