@@ -75,7 +75,13 @@ async fn an_unknown_route_is_a_404_problem() {
 async fn a_body_over_the_limit_is_a_413_problem_and_changes_nothing() {
     let app = app().await;
     let big = json!({ "name": "x", "message": "m".repeat(2000) });
-    problem(app.post_json("/hello/guestbook", &big).await, 413).await;
+    let refused = app.post_json("/hello/guestbook", &big).await;
+    assert_eq!(
+        refused.headers()["connection"],
+        "close",
+        "the unread body ends the connection"
+    );
+    problem(refused, 413).await;
 
     // Without a Content-Length, streamed: the limit still holds.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =

@@ -122,6 +122,12 @@ impl IntoResponse for ApiError {
                 .extensions_mut()
                 .insert(ErrorDetail(self.to_string()));
         }
+        if matches!(self, ApiError::PayloadTooLarge(_)) {
+            // The rest of the body is never read, so the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if matches!(self, ApiError::Busy(_) | ApiError::NotReady(_)) {
             response
                 .headers_mut()
