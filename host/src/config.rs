@@ -28,6 +28,10 @@ pub struct Config {
     pub database_url: Option<SecretString>,
     /// `redis://…`; absent: in-memory.
     pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub redis_prefix: String,
+    /// Requests per minute per client (per user, or per IP when anonymous).
+    pub rate_limit_per_minute: u32,
     /// `host:port[,host:port…]`; absent: the in-process event bus.
     pub kafka_brokers: Option<String>,
     /// Bearer token of the admin API; absent: generated and stored in the data directory.
@@ -50,6 +54,8 @@ impl Default for Config {
             cache_dir: None,
             database_url: None,
             redis_url: None,
+            redis_prefix: "truevalue".into(),
+            rate_limit_per_minute: 100,
             kafka_brokers: None,
             admin_token: None,
             body_limit_bytes: 1024 * 1024,
@@ -150,6 +156,12 @@ impl Config {
                     "kafka_brokers (TRUEVALUE_KAFKA_BROKERS) must be host:port[,host:port…], got {brokers:?}"
                 );
             }
+        }
+        if !(1..=1_000_000).contains(&self.rate_limit_per_minute) {
+            bail!("rate_limit_per_minute must be between 1 and 1000000");
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            bail!("redis_prefix must be a non-empty word");
         }
         if self.body_limit_bytes == 0 {
             bail!("body_limit_bytes must be above 0");

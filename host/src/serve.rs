@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::backends::Backends;
 use crate::config::Config;
+use crate::gateway::rate_limit::{Limiter, MemoryLimiter, RateLimit, RedisLimiter};
 use crate::gateway::{self, AppState};
 use crate::runtime::{Runtime, new_engine};
 use crate::{admin, capabilities, policy};
@@ -69,13 +70,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         admin.local_addr()?
     );
 
+    let limiter: Arc<dyn Limiter> = match &backends.redis {
+        Some(redis) => Arc::new(RedisLimiter::new(redis.clone())),
+        None => Arc::new(MemoryLimiter::default()),
+    };
+    let rate = Arc::new(RateLimit {
+        limiter,
+        limit: u64::from(config.rate_limit_per_minute),
+    });
     let state = Arc::new(AppState {
         runtime: runtime.clone(),
         backends,
         metrics,
         body_limit: config.body_limit_bytes,
     });
-    let gateway = axum::serve(gateway, gateway::router(state)).with_graceful_shutdown(shutdown());
+    let gateway = axum::serve(
+        gateway,
+        gateway::router(state, rate).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown());
     let admin =
         axum::serve(admin, admin::router(runtime, &token)).with_graceful_shutdown(shutdown());
     tokio::try_join!(async { gateway.await.context("gateway") }, async {

@@ -157,12 +157,17 @@ impl TestApp {
                 .expect("write policy");
         }
         let cache = repo().join("target/test-cache");
+        let mut extra = spawn.config.clone();
+        if !extra.contains("rate_limit_per_minute") {
+            // Tests send many requests from one address; the rate-limit tests set their own.
+            extra.push_str("rate_limit_per_minute = 1000000\n");
+        }
         std::fs::write(
             dir.path().join("config.toml"),
             format!(
                 "cache_dir = {:?}\nmax_instances = 64\n{}",
                 cache.display().to_string(),
-                spawn.config
+                extra
             ),
         )
         .expect("write config");

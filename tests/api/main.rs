@@ -10,4 +10,5 @@ mod config;
 mod database;
 mod gateway;
 mod hot_swap;
+mod rate_limit;
 mod sandbox;

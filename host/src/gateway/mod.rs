@@ -4,6 +4,7 @@
 mod dispatch;
 mod ops;
 pub mod problem;
+pub mod rate_limit;
 pub mod request_id;
 
 use std::sync::Arc;
@@ -29,7 +30,7 @@ pub struct AppState {
     pub body_limit: usize,
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: Arc<AppState>, rate: Arc<rate_limit::RateLimit>) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -38,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
         // Outermost last: the request id exists before anything else runs or fails.
         .layer(middleware::from_fn(log_errors))
+        .layer(middleware::from_fn_with_state(rate, rate_limit::layer))
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn(request_id::layer))
 }

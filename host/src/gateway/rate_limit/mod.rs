@@ -1,0 +1,149 @@
+//! Rate limit: `limit` requests per minute per client — per user once authenticated, per client
+//! IP when anonymous. GCRA (a leaky bucket kept as one timestamp per client): a client may burst
+//! up to `limit` requests, then gets one more every `60 s / limit`. Counted in Redis when
+//! configured, so every gateway process shares one budget; in memory otherwise.
+
+mod memory;
+mod redis;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+pub use memory::MemoryLimiter;
+pub use redis::RedisLimiter;
+
+use super::problem::problem;
+
+/// The window the limit is counted over.
+pub const PERIOD: Duration = Duration::from_secs(60);
+
+/// The answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decision {
+    /// Allowed; this many more requests would be allowed right now.
+    Allowed { remaining: u64 },
+    /// Refused; the next request is allowed after this long.
+    Limited { retry_after: Duration },
+}
+
+/// Where the limiter keeps each client's state.
+#[async_trait]
+pub trait Limiter: Send + Sync {
+    async fn check(&self, client: &str, limit: u64) -> anyhow::Result<Decision>;
+}
+
+/// GCRA on integer microseconds: `tat` is the client's theoretical arrival time. Shared by the
+/// in-memory limiter; the Redis script computes the same.
+pub fn gcra(tat: u64, now: u64, limit: u64) -> (Decision, Option<u64>) {
+    let period = PERIOD.as_micros() as u64;
+    let interval = period / limit.max(1);
+    let new_tat = tat.max(now) + interval;
+    let allow_at = new_tat.saturating_sub(period);
+    if now < allow_at {
+        return (
+            Decision::Limited {
+                retry_after: Duration::from_micros(allow_at - now),
+            },
+            None,
+        );
+    }
+    let remaining = (period - (new_tat - now)) / interval;
+    (Decision::Allowed { remaining }, Some(new_tat))
+}
+
+pub struct RateLimit {
+    pub limiter: Arc<dyn Limiter>,
+    pub limit: u64,
+}
+
+/// Operations endpoints are for load balancers and monitoring, not clients: not limited.
+const EXEMPT: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+pub async fn layer(State(rate): State<Arc<RateLimit>>, request: Request, next: Next) -> Response {
+    if EXEMPT.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let client = match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(address)) => format!("ip:{}", address.ip()),
+        None => "ip:unknown".to_string(),
+    };
+    let decision = match rate.limiter.check(&client, rate.limit).await {
+        Ok(decision) => decision,
+        Err(error) => {
+            // The limit protects the service; an unreachable Redis should not take it down.
+            tracing::warn!("rate limit not checked, letting the request through: {error:#}");
+            return next.run(request).await;
+        }
+    };
+    let mut response = match decision {
+        Decision::Allowed { .. } => next.run(request).await,
+        Decision::Limited { retry_after } => {
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let mut response = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                &format!(
+                    "at most {} requests per minute; retry in {seconds} s",
+                    rate.limit
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.into_response()
+        }
+    };
+    let remaining = match decision {
+        Decision::Allowed { remaining } => remaining,
+        Decision::Limited { .. } => 0,
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_bursts_up_to_the_limit_then_waits_one_interval() {
+        let (mut tat, now) = (0, 1_000_000_000);
+        for expected in (0..5).rev() {
+            let (decision, next) = gcra(tat, now, 5);
+            assert_eq!(
+                decision,
+                Decision::Allowed {
+                    remaining: expected
+                }
+            );
+            tat = next.unwrap();
+        }
+        let (decision, next) = gcra(tat, now, 5);
+        assert_eq!(
+            decision,
+            Decision::Limited {
+                retry_after: Duration::from_secs(12)
+            }
+        );
+        assert_eq!(next, None, "a refused request costs nothing");
+        let (decision, _) = gcra(tat, now + 12_000_000, 5);
+        assert_eq!(decision, Decision::Allowed { remaining: 0 });
+    }
+
+    #[test]
+    fn an_idle_client_gets_its_whole_burst_back() {
+        let (_, tat) = gcra(0, 1_000_000, 100);
+        let (decision, _) = gcra(tat.unwrap(), 1_000_000 + 60_000_000, 100);
+        assert_eq!(decision, Decision::Allowed { remaining: 99 });
+    }
+}
