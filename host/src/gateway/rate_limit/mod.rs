@@ -112,6 +112,7 @@ pub async fn layer(State(rate): State<Arc<RateLimit>>, request: Request, next: N
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
