@@ -32,6 +32,9 @@ pub struct Config {
     pub redis_prefix: String,
     /// Requests per minute per client (per user, or per IP when anonymous).
     pub rate_limit_per_minute: u32,
+    /// Browser origins allowed to call the API (`https://app.example.com`), or `["*"]`;
+    /// empty: no CORS headers, browsers on other origins are refused.
+    pub cors_origins: Vec<String>,
     /// `host:port[,host:port…]`; absent: the in-process event bus.
     pub kafka_brokers: Option<String>,
     /// Bearer token of the admin API; absent: generated and stored in the data directory.
@@ -56,6 +59,7 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "truevalue".into(),
             rate_limit_per_minute: 100,
+            cors_origins: Vec::new(),
             kafka_brokers: None,
             admin_token: None,
             body_limit_bytes: 1024 * 1024,
@@ -162,6 +166,19 @@ impl Config {
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             bail!("redis_prefix must be a non-empty word");
+        }
+        for origin in &self.cors_origins {
+            let valid = origin == "*"
+                || (origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin
+                        .trim_end_matches('/')
+                        .contains(|c: char| c.is_whitespace())
+                    && origin.matches('/').count() == 2;
+            if !valid {
+                bail!(
+                    "cors_origins: {origin:?} is not an origin like https://app.example.com (or \"*\")"
+                );
+            }
         }
         if self.body_limit_bytes == 0 {
             bail!("body_limit_bytes must be above 0");

@@ -86,7 +86,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let gateway = axum::serve(
         gateway,
-        gateway::router(state, rate).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        gateway::router(state, rate, gateway::cors(&config.cors_origins))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown());
     let admin =

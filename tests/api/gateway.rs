@@ -213,3 +213,70 @@ async fn metrics_count_requests_latency_instances_and_traps() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn browsers_on_configured_origins_get_cors_and_others_do_not() {
+    let greeter = Policy::new("greeter", "greeter", "greeter", "");
+    let app = Spawn::new(Engine::Sqlite, vec![greeter])
+        .config("cors_origins = [\"https://app.example.com\"]")
+        .start()
+        .await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/greeter"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(methods.contains("POST"), "{methods}");
+
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(
+        !refused
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+
+    let simple = app
+        .client
+        .get(app.url("/greeter"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        simple.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let exposed = simple.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("x-request-id") && exposed.contains("x-ratelimit-remaining"),
+        "{exposed}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_cors_origin_stops_start_up() {
+    let greeter = Policy::new("greeter", "greeter", "greeter", "");
+    let stderr = Spawn::new(Engine::Sqlite, vec![greeter])
+        .config("cors_origins = [\"app.example.com/path\"]")
+        .start_refused()
+        .await;
+    assert!(stderr.contains("cors_origins"), "{stderr}");
+}

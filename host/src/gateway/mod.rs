@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::backends::Backends;
@@ -30,7 +32,7 @@ pub struct AppState {
     pub body_limit: usize,
 }
 
-pub fn router(state: Arc<AppState>, rate: Arc<rate_limit::RateLimit>) -> Router {
+pub fn router(state: Arc<AppState>, rate: Arc<rate_limit::RateLimit>, cors: CorsLayer) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -41,6 +43,7 @@ pub fn router(state: Arc<AppState>, rate: Arc<rate_limit::RateLimit>) -> Router 
         .layer(middleware::from_fn(log_errors))
         .layer(middleware::from_fn_with_state(rate, rate_limit::layer))
         .layer(TraceLayer::new_for_http())
+        .layer(cors)
         .layer(middleware::from_fn(request_id::layer))
 }
 
@@ -54,4 +57,39 @@ pub async fn log_errors(request: Request, next: Next) -> Response {
         tracing::error!(request_id = %request_id::current(), %method, %path, status = response.status().as_u16(), "{detail}");
     }
     response
+}
+
+/// CORS for the configured origins: preflights are answered here, and responses expose the
+/// headers a browser client needs (request id, rate limit, retry).
+pub fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(request_id::HEADER),
+        ])
+        .expose_headers([
+            HeaderName::from_static(request_id::HEADER),
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
