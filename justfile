@@ -6,7 +6,7 @@ target := env("CARGO_TARGET_DIR", "target")
 
 # First-party components (components/) and the test fixtures (tests/components/).
 components := "hello"
-fixtures := "greeter hostile data_thief attacker bad_migration"
+fixtures := "greeter hostile data_thief attacker bad_migration vault"
 
 default:
     @just --list

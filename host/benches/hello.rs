@@ -245,12 +245,18 @@ async fn in_process() {
     .unwrap();
     let policies = truevalue::policy::load_dir(&host_dir.join("policies"), 64).unwrap();
     let engine = new_engine(64, 64).unwrap();
-    let backend = truevalue::capabilities::database::connect(None, &host_dir)
-        .await
-        .unwrap();
+    let capabilities = truevalue::capabilities::Capabilities {
+        database: truevalue::capabilities::database::connect(None, &host_dir)
+            .await
+            .unwrap(),
+        cache: Arc::new(truevalue::capabilities::cache::MemoryCache::default()),
+        crypto: Arc::new(truevalue::capabilities::crypto::Crypto::new(
+            "bench secret key, 32 chars long!".to_string().into(),
+        )),
+    };
     let runtime = Runtime::start(
         engine,
-        backend,
+        capabilities,
         policies,
         &host_dir,
         host_dir.join("cache"),

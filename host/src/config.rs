@@ -37,6 +37,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// `host:port[,host:port…]`; absent: the in-process event bus.
     pub kafka_brokers: Option<String>,
+    /// The host's own secret, from which it derives each component's HMAC key; at least 32
+    /// characters, shared by every host of a deployment. Absent: generated into the data dir.
+    pub secret_key: Option<SecretString>,
     /// Bearer token of the admin API; absent: generated and stored in the data directory.
     pub admin_token: Option<SecretString>,
     /// Largest request body the gateway accepts, in bytes.
@@ -61,6 +64,7 @@ impl Default for Config {
             rate_limit_per_minute: 100,
             cors_origins: Vec::new(),
             kafka_brokers: None,
+            secret_key: None,
             admin_token: None,
             body_limit_bytes: 1024 * 1024,
             max_instances: 256,
@@ -83,7 +87,13 @@ pub struct Overrides {
 }
 
 /// The variables read from the environment, each overriding the key of the same name.
-const ENV_KEYS: [&str; 4] = ["database_url", "redis_url", "kafka_brokers", "admin_token"];
+const ENV_KEYS: [&str; 5] = [
+    "database_url",
+    "redis_url",
+    "kafka_brokers",
+    "admin_token",
+    "secret_key",
+];
 
 impl Config {
     pub fn load(file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
@@ -111,6 +121,7 @@ impl Config {
             &mut self.database_url,
             &mut self.redis_url,
             &mut self.admin_token,
+            &mut self.secret_key,
         ] {
             if secret
                 .as_ref()
@@ -135,6 +146,13 @@ impl Config {
             .is_some_and(|t| t.expose_secret().len() < 16)
         {
             bail!("admin_token (TRUEVALUE_ADMIN_TOKEN) must be at least 16 characters");
+        }
+        if self
+            .secret_key
+            .as_ref()
+            .is_some_and(|k| k.expose_secret().len() < 32)
+        {
+            bail!("secret_key (TRUEVALUE_SECRET_KEY) must be at least 32 characters");
         }
         self.listen_addr()?;
         self.admin_addr()?;

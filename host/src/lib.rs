@@ -10,4 +10,5 @@ pub mod config;
 pub mod gateway;
 pub mod policy;
 pub mod runtime;
+pub mod secrets;
 pub mod serve;

@@ -12,6 +12,8 @@ use serde::Deserialize;
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
     Database,
+    Cache,
+    Crypto,
     Config,
     Log,
 }
@@ -21,15 +23,23 @@ impl Capability {
     pub fn interface(self) -> &'static str {
         match self {
             Capability::Database => "database",
+            Capability::Cache => "cache",
+            Capability::Crypto => "crypto",
             Capability::Config => "config",
             Capability::Log => "log",
         }
     }
 
     pub fn from_interface(name: &str) -> Option<Self> {
-        [Capability::Database, Capability::Config, Capability::Log]
-            .into_iter()
-            .find(|c| c.interface() == name)
+        [
+            Capability::Database,
+            Capability::Cache,
+            Capability::Crypto,
+            Capability::Config,
+            Capability::Log,
+        ]
+        .into_iter()
+        .find(|c| c.interface() == name)
     }
 }
 

@@ -8,11 +8,14 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::backends::Backends;
+use crate::capabilities::Capabilities;
+use crate::capabilities::cache::{CacheStore, MemoryCache, RedisCache};
+use crate::capabilities::crypto::Crypto;
 use crate::config::Config;
 use crate::gateway::rate_limit::{Limiter, MemoryLimiter, RateLimit, RedisLimiter};
 use crate::gateway::{self, AppState};
 use crate::runtime::{Runtime, new_engine};
-use crate::{admin, capabilities, policy};
+use crate::{admin, capabilities, policy, secrets};
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -39,12 +42,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let backends = Backends::new(&config)?;
     let database =
         capabilities::database::connect(config.database_url.as_ref(), &config.data_dir).await?;
+    let cache: Arc<dyn CacheStore> = match &backends.redis {
+        Some(redis) => Arc::new(RedisCache::new(redis.clone())),
+        None => Arc::new(MemoryCache::default()),
+    };
+    let (secret, _) =
+        secrets::load_or_generate(config.secret_key.clone(), &config.data_dir, "secret-key")?;
+    let capabilities = Capabilities {
+        database,
+        cache,
+        crypto: Arc::new(Crypto::new(secret)),
+    };
     let engine = new_engine(config.max_instances, config.max_memory_mib)
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let runtime = Arc::new(
         Runtime::start(
             engine,
-            database,
+            capabilities,
             policies,
             &config.data_dir,
             config.cache_dir(),

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod capabilities;
 mod cli;
 mod config;
 mod database;

@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::header;
@@ -109,38 +108,10 @@ fn from_deploy(error: DeployError) -> ApiError {
     }
 }
 
-/// The admin token: configured, or read from the data directory, or generated there (mode
-/// 0600). Returns where it came from, to tell the operator without printing the token.
+/// The admin token: configured, or read from the data directory, or generated there.
 pub fn token(
     configured: Option<SecretString>,
     data_dir: &Path,
 ) -> anyhow::Result<(SecretString, String)> {
-    if let Some(token) = configured {
-        return Ok((token, "the configuration".into()));
-    }
-    let path = data_dir.join(TOKEN_FILE);
-    if path.is_file() {
-        let token = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        return Ok((
-            SecretString::from(token.trim().to_string()),
-            path.display().to_string(),
-        ));
-    }
-    let token = hex::encode(rand::random::<[u8; 32]>());
-    write_private(&path, &token)?;
-    Ok((SecretString::from(token), path.display().to_string()))
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
+    crate::secrets::load_or_generate(configured, data_dir, TOKEN_FILE)
 }

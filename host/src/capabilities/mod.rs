@@ -1,5 +1,16 @@
 //! Host capabilities that components import, one folder each, granted per policy.
 
+pub mod cache;
 pub mod config;
+pub mod crypto;
 pub mod database;
 pub mod log;
+
+use std::sync::Arc;
+
+/// What the capabilities share across components, built once at start-up from the config.
+pub struct Capabilities {
+    pub database: Arc<dyn database::Backend>,
+    pub cache: Arc<dyn cache::CacheStore>,
+    pub crypto: Arc<crypto::Crypto>,
+}

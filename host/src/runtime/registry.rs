@@ -21,7 +21,10 @@ use wasmtime_wasi::p2::add_to_linker_async;
 use super::loader::{self, Loaded};
 use super::state::{State, StoreLimits};
 use crate::bindings;
+use crate::capabilities::Capabilities;
+use crate::capabilities::cache::CacheCtx;
 use crate::capabilities::config::ConfigCtx;
+use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::{self, Backend, ComponentDb, DatabaseCtx, Dialect};
 use crate::capabilities::log::LogCtx;
 use crate::policy::{Capability, Policy};
@@ -35,6 +38,8 @@ pub struct Sandbox {
     pub(crate) db: Option<Arc<dyn ComponentDb>>,
     pub(crate) dialect: Dialect,
     config: Arc<BTreeMap<String, String>>,
+    cache: CacheCtx,
+    crypto: CryptoCtx,
 }
 
 impl Sandbox {
@@ -49,6 +54,8 @@ impl Sandbox {
                 memory_exceeded: false,
             },
             database: DatabaseCtx::new(self.db.clone(), self.dialect),
+            cache: self.cache.clone(),
+            crypto: self.crypto.clone(),
             config: ConfigCtx::new(self.config.clone()),
             log: LogCtx::new(self.name.clone(), request_id.into()),
         };
@@ -115,7 +122,7 @@ struct Pinned {
 
 pub struct Runtime {
     pub(crate) engine: Engine,
-    backend: Arc<dyn Backend>,
+    capabilities: Capabilities,
     cache_dir: PathBuf,
     store_dir: PathBuf,
     slots: BTreeMap<String, Arc<Slot>>,
@@ -127,7 +134,7 @@ impl Runtime {
     /// Loads every policy's component (or its deployed version), running migrations.
     pub async fn start(
         engine: Engine,
-        backend: Arc<dyn Backend>,
+        capabilities: Capabilities,
         policies: Vec<Policy>,
         data_dir: &Path,
         cache_dir: PathBuf,
@@ -137,7 +144,7 @@ impl Runtime {
         let mut slots = BTreeMap::new();
         for policy in policies {
             let name = policy.name.clone();
-            let slot = Self::load_slot(&engine, backend.as_ref(), &cache_dir, &store_dir, policy)
+            let slot = Self::load_slot(&engine, &capabilities, &cache_dir, &store_dir, policy)
                 .await
                 .with_context(|| format!("loading component `{name}`"))?;
             slots.insert(name, slot);
@@ -155,7 +162,7 @@ impl Runtime {
         routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(Self {
             engine,
-            backend,
+            capabilities,
             cache_dir,
             store_dir,
             slots,
@@ -166,14 +173,15 @@ impl Runtime {
 
     async fn load_slot(
         engine: &Engine,
-        backend: &dyn Backend,
+        capabilities: &Capabilities,
         cache_dir: &Path,
         store_dir: &Path,
         policy: Policy,
     ) -> anyhow::Result<Arc<Slot>> {
         let db = match policy.grants(Capability::Database) {
             true => Some(
-                backend
+                capabilities
+                    .database
                     .open(&policy.name, policy.limits.max_instances)
                     .await?,
             ),
@@ -195,8 +203,18 @@ impl Runtime {
             name: policy.name.as_str().into(),
             linker: linker_for(engine, &policy)?,
             db,
-            dialect: backend.dialect(),
+            dialect: capabilities.database.dialect(),
             config: Arc::new(policy.config.clone()),
+            cache: CacheCtx::new(
+                policy
+                    .grants(Capability::Cache)
+                    .then(|| capabilities.cache.clone()),
+                &policy.name,
+            ),
+            crypto: match policy.grants(Capability::Crypto) {
+                true => capabilities.crypto.for_component(&policy.name),
+                false => capabilities.crypto.ungranted(),
+            },
             policy: Arc::new(policy),
         };
         let current =
@@ -239,7 +257,7 @@ impl Runtime {
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+        &self.capabilities.database
     }
 
     /// Deploys `bytes` as the new version of `name`. Any failure leaves the running version as
@@ -330,6 +348,16 @@ fn linker_for(engine: &Engine, policy: &Policy) -> anyhow::Result<Linker<State>>
                     &mut linker,
                     |s| &mut s.database,
                 )?
+            }
+            Capability::Cache => {
+                bindings::cache::add_to_linker::<State, HasSelf<CacheCtx>>(&mut linker, |s| {
+                    &mut s.cache
+                })?
+            }
+            Capability::Crypto => {
+                bindings::crypto::add_to_linker::<State, HasSelf<CryptoCtx>>(&mut linker, |s| {
+                    &mut s.crypto
+                })?
             }
             Capability::Config => {
                 bindings::config::add_to_linker::<State, HasSelf<ConfigCtx>>(&mut linker, |s| {

@@ -4,13 +4,17 @@
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capabilities::{config::ConfigCtx, database::DatabaseCtx, log::LogCtx};
+use crate::capabilities::{
+    cache::CacheCtx, config::ConfigCtx, crypto::CryptoCtx, database::DatabaseCtx, log::LogCtx,
+};
 
 pub struct State {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
     pub database: DatabaseCtx,
+    pub cache: CacheCtx,
+    pub crypto: CryptoCtx,
     pub config: ConfigCtx,
     pub log: LogCtx,
 }

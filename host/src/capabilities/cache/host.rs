@@ -1,0 +1,113 @@
+//! The WIT `cache` interface over the configured store, with this component's namespace.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{CacheStore, Error};
+use crate::bindings::cache::Host;
+
+const MAX_KEY: usize = 512;
+const MAX_VALUE: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct CacheCtx {
+    store: Option<Arc<dyn CacheStore>>,
+    namespace: Arc<str>,
+}
+
+impl CacheCtx {
+    /// `store` is none when the policy does not grant `cache` (nothing is linked then).
+    pub fn new(store: Option<Arc<dyn CacheStore>>, component: &str) -> Self {
+        Self {
+            store,
+            namespace: format!("cache:{component}:").into(),
+        }
+    }
+
+    fn scoped(&self, key: &str) -> Result<(&dyn CacheStore, String), Error> {
+        if key.is_empty() || key.len() > MAX_KEY {
+            return Err(Error::Invalid(format!("keys are 1 to {MAX_KEY} bytes")));
+        }
+        let store = self
+            .store
+            .as_deref()
+            .ok_or_else(|| Error::Unavailable("no cache is granted".into()))?;
+        Ok((store, format!("{}{key}", self.namespace)))
+    }
+}
+
+fn ttl(ms: Option<u64>) -> Result<Option<Duration>, Error> {
+    match ms {
+        Some(0) => Err(Error::Invalid("a ttl must be at least 1 ms".into())),
+        other => Ok(other.map(Duration::from_millis)),
+    }
+}
+
+fn checked(value: &[u8]) -> Result<(), Error> {
+    if value.len() > MAX_VALUE {
+        return Err(Error::Invalid(format!(
+            "values are at most {MAX_VALUE} bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl Host for CacheCtx {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+        Ok(match self.scoped(&key) {
+            Ok((store, key)) => store.get(&key).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let result = async {
+            checked(&value)?;
+            let ttl = ttl(ttl_ms)?;
+            let (store, key) = self.scoped(&key)?;
+            store.set(&key, value, ttl, false).await.map(|_| ())
+        };
+        Ok(result.await)
+    }
+
+    async fn set_if_absent(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<bool, Error>> {
+        let result = async {
+            checked(&value)?;
+            let ttl = ttl(ttl_ms)?;
+            let (store, key) = self.scoped(&key)?;
+            store.set(&key, value, ttl, true).await
+        };
+        Ok(result.await)
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, Error>> {
+        Ok(match self.scoped(&key) {
+            Ok((store, key)) => store.delete(&key).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<i64, Error>> {
+        let result = async {
+            let ttl = ttl(ttl_ms)?;
+            let (store, key) = self.scoped(&key)?;
+            store.increment(&key, delta, ttl).await
+        };
+        Ok(result.await)
+    }
+}

@@ -1,0 +1,134 @@
+//! The `crypto` capability: password hashing, randomness, constant-time comparison and HMACs,
+//! with every key kept in the host.
+
+use std::sync::Arc;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+use crate::bindings::crypto::Host;
+
+const MAX_RANDOM_BYTES: u32 = 4096;
+
+/// What every component's crypto shares: the host's secret and a bound on concurrent hashing.
+pub struct Crypto {
+    secret: SecretString,
+    /// Argon2id takes ~19 MiB and tens of milliseconds a hash: at most one per core at a time,
+    /// on blocking threads, so hashing never starves the threads serving requests.
+    hashing: Semaphore,
+}
+
+impl Crypto {
+    pub fn new(secret: SecretString) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            secret,
+            hashing: Semaphore::new(cores),
+        }
+    }
+
+    /// The per-component state: the component's own HMAC key, derived from the host's secret.
+    pub fn for_component(self: &Arc<Self>, component: &str) -> CryptoCtx {
+        let key = hmac_sha256(
+            self.secret.expose_secret().as_bytes(),
+            format!("component key:{component}").as_bytes(),
+        );
+        CryptoCtx {
+            shared: self.clone(),
+            key,
+        }
+    }
+
+    /// The state of a component without the `crypto` grant; never linked, so never called.
+    pub fn ungranted(self: &Arc<Self>) -> CryptoCtx {
+        CryptoCtx {
+            shared: self.clone(),
+            key: [0; 32],
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CryptoCtx {
+    shared: Arc<Crypto>,
+    key: [u8; 32],
+}
+
+/// OWASP's Argon2id parameters: m = 19456 KiB, t = 2, p = 1.
+fn argon2() -> wasmtime::Result<Argon2<'static>> {
+    let params = Params::new(19_456, 2, 1, None)
+        .map_err(|e| wasmtime::format_err!("argon2 parameters: {e}"))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(key)
+        // HMAC takes keys of any length; the error case does not exist for it.
+        .unwrap_or_else(|_| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()));
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+impl CryptoCtx {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> wasmtime::Result<T> {
+        let _permit = self
+            .shared
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| wasmtime::format_err!("{e}"))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| wasmtime::format_err!("hashing task failed: {e}"))
+    }
+}
+
+impl Host for CryptoCtx {
+    async fn hash_password(&mut self, password: String) -> wasmtime::Result<String> {
+        let argon2 = argon2()?;
+        let hashed = self
+            .blocking(move || {
+                let salt = SaltString::generate(&mut OsRng);
+                argon2
+                    .hash_password(password.as_bytes(), &salt)
+                    .map(|h| h.to_string())
+            })
+            .await?;
+        hashed.map_err(|e| wasmtime::format_err!("hashing a password: {e}"))
+    }
+
+    async fn verify_password(&mut self, password: String, phc: String) -> wasmtime::Result<bool> {
+        let argon2 = argon2()?;
+        self.blocking(move || {
+            PasswordHash::new(&phc)
+                .is_ok_and(|hash| argon2.verify_password(password.as_bytes(), &hash).is_ok())
+        })
+        .await
+    }
+
+    async fn random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
+        if len > MAX_RANDOM_BYTES {
+            wasmtime::bail!("random-bytes takes at most {MAX_RANDOM_BYTES} bytes, not {len}");
+        }
+        let mut bytes = vec![0u8; len as usize];
+        rand::fill(bytes.as_mut_slice());
+        Ok(bytes)
+    }
+
+    async fn constant_time_equal(&mut self, a: Vec<u8>, b: Vec<u8>) -> wasmtime::Result<bool> {
+        Ok(a.ct_eq(&b).into())
+    }
+
+    async fn hmac_sha256(&mut self, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        Ok(hmac_sha256(&self.key, &data).to_vec())
+    }
+}

@@ -1,0 +1,90 @@
+//! Test fixture: exposes the `cache` and `crypto` capabilities over HTTP, so tests can check
+//! what a component can do with them (and that keys stay in the host).
+
+use serde_json::json;
+use truevalue_sdk::bindings::truevalue::platform::{cache, crypto};
+use truevalue_sdk::prelude::*;
+
+struct Vault;
+
+fn cache_error(error: cache::Error) -> Problem {
+    match error {
+        cache::Error::Invalid(m) => Problem::unprocessable(m),
+        cache::Error::Unavailable(m) => Problem::new(503, "unavailable", "Cache unavailable", m),
+    }
+}
+
+fn ttl(request: &Request) -> Option<u64> {
+    request.query("ttl_ms").and_then(|v| v.parse().ok())
+}
+
+impl App for Vault {
+    fn router() -> Router {
+        Router::new()
+            .get("/vault/cache/{key}", |r| {
+                let value = cache::get(r.param("key")?).map_err(cache_error)?;
+                match value {
+                    Some(bytes) => {
+                        Response::json(200, &json!({ "value": String::from_utf8_lossy(&bytes) }))
+                    }
+                    None => Err(Problem::not_found("no such key")),
+                }
+            })
+            .put("/vault/cache/{key}", |r| {
+                cache::set(r.param("key")?, r.body(), ttl(r)).map_err(cache_error)?;
+                Ok(Response::no_content())
+            })
+            .post("/vault/once/{key}", |r| {
+                let stored =
+                    cache::set_if_absent(r.param("key")?, b"used", ttl(r)).map_err(cache_error)?;
+                Response::json(200, &json!({ "first": stored }))
+            })
+            .delete("/vault/cache/{key}", |r| {
+                let removed = cache::delete(r.param("key")?).map_err(cache_error)?;
+                Response::json(200, &json!({ "removed": removed }))
+            })
+            .post("/vault/count/{key}", |r| {
+                let value = cache::increment(r.param("key")?, 1, ttl(r)).map_err(cache_error)?;
+                Response::json(200, &json!({ "value": value }))
+            })
+            .post("/vault/password/hash", |r| {
+                let hash = crypto::hash_password(&String::from_utf8_lossy(r.body()));
+                Response::json(200, &json!({ "hash": hash }))
+            })
+            .post("/vault/password/verify", |r| {
+                let body: serde_json::Value = r.json()?;
+                let (password, hash) = (
+                    body["password"].as_str().unwrap_or(""),
+                    body["hash"].as_str().unwrap_or(""),
+                );
+                Response::json(
+                    200,
+                    &json!({ "valid": crypto::verify_password(password, hash) }),
+                )
+            })
+            .get("/vault/random", |_| {
+                let (a, b) = (crypto::random_bytes(32), crypto::random_bytes(32));
+                Response::json(200, &json!({ "a": hex(&a), "b": hex(&b), "len": a.len() }))
+            })
+            .post("/vault/hmac", |r| {
+                Response::json(200, &json!({ "hmac": hex(&crypto::hmac_sha256(r.body())) }))
+            })
+            .post("/vault/equal", |r| {
+                let body: serde_json::Value = r.json()?;
+                let (a, b) = (
+                    body["a"].as_str().unwrap_or(""),
+                    body["b"].as_str().unwrap_or(""),
+                );
+                Response::json(
+                    200,
+                    &json!({ "equal": crypto::constant_time_equal(a.as_bytes(), b.as_bytes()) }),
+                )
+            })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+truevalue_sdk::component!(Vault);
