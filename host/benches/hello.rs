@@ -115,7 +115,7 @@ fn platform(dir: &Path) -> Server {
     std::fs::write(
         policies.join("hello.toml"),
         format!(
-            "wasm = {:?}\nroutes = [\"/hello\"]\ncapabilities = [\"database\", \"config\"]\n[limits]\nmax_instances = 256\n[config]\ngreeting = \"Hello\"\n",
+            "wasm = {:?}\nroutes = [\"/hello\"]\npublic_routes = [\"/hello\"]\ncapabilities = [\"database\", \"config\"]\n[limits]\nmax_instances = 256\n[config]\ngreeting = \"Hello\"\n",
             wasm.display().to_string()
         ),
     )
@@ -238,21 +238,28 @@ async fn in_process() {
     std::fs::write(
         host_dir.join("policies/hello.toml"),
         format!(
-            "wasm = {:?}\nroutes = [\"/hello\"]\ncapabilities = [\"database\", \"config\"]\n[config]\ngreeting = \"Hello\"\n",
+            "wasm = {:?}\nroutes = [\"/hello\"]\npublic_routes = [\"/hello\"]\ncapabilities = [\"database\", \"config\"]\n[config]\ngreeting = \"Hello\"\n",
             repo().join("dist/components/hello.wasm").display().to_string()
         ),
     )
     .unwrap();
     let policies = truevalue::policy::load_dir(&host_dir.join("policies"), 64).unwrap();
     let engine = new_engine(64, 64).unwrap();
+    let cache: Arc<dyn truevalue::capabilities::cache::CacheStore> =
+        Arc::new(truevalue::capabilities::cache::MemoryCache::default());
+    let secret: secrecy::SecretString = "bench secret key, 32 chars long!".to_string().into();
+    let keys = [truevalue::capabilities::tokens::Tokens::derived_key(
+        &secret,
+    )];
     let capabilities = truevalue::capabilities::Capabilities {
         database: truevalue::capabilities::database::connect(None, &host_dir)
             .await
             .unwrap(),
-        cache: Arc::new(truevalue::capabilities::cache::MemoryCache::default()),
-        crypto: Arc::new(truevalue::capabilities::crypto::Crypto::new(
-            "bench secret key, 32 chars long!".to_string().into(),
-        )),
+        tokens: Arc::new(
+            truevalue::capabilities::tokens::Tokens::new(&keys, cache.clone()).unwrap(),
+        ),
+        crypto: Arc::new(truevalue::capabilities::crypto::Crypto::new(secret)),
+        cache,
     };
     let runtime = Runtime::start(
         engine,

@@ -40,6 +40,10 @@ pub struct Config {
     /// The host's own secret, from which it derives each component's HMAC key; at least 32
     /// characters, shared by every host of a deployment. Absent: generated into the data dir.
     pub secret_key: Option<SecretString>,
+    /// Keys of access tokens, `[{ kid, secret }]`: the first signs, all verify, so a new key
+    /// can be added in front and the old one dropped after 15 minutes. Empty: one key derived
+    /// from `secret_key`.
+    pub token_keys: Vec<TokenKey>,
     /// Bearer token of the admin API; absent: generated and stored in the data directory.
     pub admin_token: Option<SecretString>,
     /// Largest request body the gateway accepts, in bytes.
@@ -65,12 +69,21 @@ impl Default for Config {
             cors_origins: Vec::new(),
             kafka_brokers: None,
             secret_key: None,
+            token_keys: Vec::new(),
             admin_token: None,
             body_limit_bytes: 1024 * 1024,
             max_instances: 256,
             max_memory_mib: 256,
         }
     }
+}
+
+/// One access-token key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenKey {
+    pub kid: String,
+    pub secret: SecretString,
 }
 
 /// Command-line flags, which win over every other source.
@@ -153,6 +166,18 @@ impl Config {
             .is_some_and(|k| k.expose_secret().len() < 32)
         {
             bail!("secret_key (TRUEVALUE_SECRET_KEY) must be at least 32 characters");
+        }
+        for key in &self.token_keys {
+            let kid_ok = !key.kid.is_empty()
+                && key
+                    .kid
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !kid_ok || key.secret.expose_secret().len() < 32 {
+                bail!(
+                    "token_keys: each needs a kid of letters, digits and -_. and a secret of at least 32 characters"
+                );
+            }
         }
         self.listen_addr()?;
         self.admin_addr()?;

@@ -14,6 +14,7 @@ pub enum Capability {
     Database,
     Cache,
     Crypto,
+    Tokens,
     Config,
     Log,
 }
@@ -25,6 +26,7 @@ impl Capability {
             Capability::Database => "database",
             Capability::Cache => "cache",
             Capability::Crypto => "crypto",
+            Capability::Tokens => "tokens",
             Capability::Config => "config",
             Capability::Log => "log",
         }
@@ -35,6 +37,7 @@ impl Capability {
             Capability::Database,
             Capability::Cache,
             Capability::Crypto,
+            Capability::Tokens,
             Capability::Config,
             Capability::Log,
         ]
@@ -79,6 +82,10 @@ pub struct Policy {
     pub wasm: PathBuf,
     /// Path prefixes routed to the component, e.g. `/hello`.
     pub routes: Vec<String>,
+    /// Path prefixes (within `routes`) served without an access token; everything else needs
+    /// a valid one.
+    #[serde(default)]
+    pub public_routes: Vec<String>,
     /// Host interfaces the component may import.
     #[serde(default)]
     pub capabilities: BTreeSet<Capability>,
@@ -93,6 +100,17 @@ impl Policy {
     pub fn grants(&self, capability: Capability) -> bool {
         self.capabilities.contains(&capability)
     }
+
+    /// Whether `path` is served without an access token.
+    pub fn is_public(&self, path: &str) -> bool {
+        self.public_routes.iter().any(|prefix| under(path, prefix))
+    }
+}
+
+/// Whether `path` is `prefix` or below it, by whole segments.
+pub fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Reads every `*.toml` in `dir`; fails with all problems found, one per line.
@@ -172,6 +190,13 @@ fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
             problems.push(format!(
                 "{at}: route {route:?} must be a path prefix like \"/{}\" (no trailing slash, no wildcards)",
                 policy.name
+            ));
+        }
+    }
+    for public in &policy.public_routes {
+        if !policy.routes.iter().any(|route| under(public, route)) {
+            problems.push(format!(
+                "{at}: public route {public:?} is not under any of `routes`"
             ));
         }
     }

@@ -11,7 +11,9 @@ use crate::backends::Backends;
 use crate::capabilities::Capabilities;
 use crate::capabilities::cache::{CacheStore, MemoryCache, RedisCache};
 use crate::capabilities::crypto::Crypto;
+use crate::capabilities::tokens::{Key, Tokens};
 use crate::config::Config;
+use crate::gateway::auth::Auth;
 use crate::gateway::rate_limit::{Limiter, MemoryLimiter, RateLimit, RedisLimiter};
 use crate::gateway::{self, AppState};
 use crate::runtime::{Runtime, new_engine};
@@ -48,10 +50,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let (secret, _) =
         secrets::load_or_generate(config.secret_key.clone(), &config.data_dir, "secret-key")?;
+    let keys = match config.token_keys.is_empty() {
+        true => vec![Tokens::derived_key(&secret)],
+        false => config
+            .token_keys
+            .iter()
+            .map(|k| Key {
+                kid: k.kid.clone(),
+                secret: k.secret.clone(),
+            })
+            .collect(),
+    };
+    // Revocations live in the cache store: shared by every gateway when Redis is configured.
+    let tokens = Arc::new(Tokens::new(&keys, cache.clone())?);
     let capabilities = Capabilities {
         database,
         cache,
         crypto: Arc::new(Crypto::new(secret)),
+        tokens: tokens.clone(),
     };
     let engine = new_engine(config.max_instances, config.max_memory_mib)
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
@@ -100,8 +116,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let gateway = axum::serve(
         gateway,
-        gateway::router(state, rate, gateway::cors(&config.cors_origins))
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        gateway::router(
+            state,
+            Arc::new(Auth {
+                runtime: runtime.clone(),
+                tokens,
+            }),
+            rate,
+            gateway::cors(&config.cors_origins),
+        )
+        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown());
     let admin =

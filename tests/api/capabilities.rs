@@ -12,7 +12,7 @@ fn vault() -> Policy {
         "vault",
         "vault",
         "vault",
-        "capabilities = [\"cache\", \"crypto\"]",
+        "capabilities = [\"cache\", \"crypto\", \"tokens\"]",
     )
 }
 

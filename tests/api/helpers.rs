@@ -65,10 +65,17 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// `name` served from `dist/components/<wasm>.wasm` at `/<route>`, with extra TOML lines.
+    /// `name` served from `dist/components/<wasm>.wasm` at `/<route>`, public (no token
+    /// needed), with extra TOML lines.
     pub fn new(name: &str, wasm_name: &str, route: &str, extra: &str) -> Self {
+        let routes = format!("routes = [\"/{route}\"]\npublic_routes = [\"/{route}\"]");
+        Self::with_routes(name, wasm_name, &routes, extra)
+    }
+
+    /// `routes`: the policy's TOML lines naming its routes and public routes.
+    pub fn with_routes(name: &str, wasm_name: &str, routes: &str, extra: &str) -> Self {
         let toml = format!(
-            "wasm = {:?}\nroutes = [\"/{route}\"]\n{extra}\n",
+            "wasm = {:?}\n{routes}\n{extra}\n",
             wasm(wasm_name).display().to_string()
         );
         Self {

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod auth;
 mod capabilities;
 mod cli;
 mod config;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod crypto;
 pub mod database;
 pub mod log;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -13,4 +14,5 @@ pub struct Capabilities {
     pub database: Arc<dyn database::Backend>,
     pub cache: Arc<dyn cache::CacheStore>,
     pub crypto: Arc<crypto::Crypto>,
+    pub tokens: Arc<tokens::Tokens>,
 }

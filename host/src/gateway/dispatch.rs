@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::AppState;
+use super::auth::Caller;
 use super::problem::ApiError;
 use super::request_id;
 use crate::bindings::handler::{Request as WasmRequest, RequestContext};
@@ -82,13 +83,7 @@ pub async fn dispatch(
         query: parts.uri.query().unwrap_or_default().to_string(),
         headers,
         body: body.to_bytes().to_vec(),
-        context: RequestContext {
-            request_id: request_id::current(),
-            user_id: None,
-            org_id: None,
-            roles: Vec::new(),
-            permissions: Vec::new(),
-        },
+        context: context(parts.extensions.get::<Caller>()),
     };
 
     let outcome = state.runtime.handle(&slot, wasm_request).await;
@@ -160,4 +155,25 @@ fn into_http(
         }
     }
     Ok(http)
+}
+
+/// The verified caller as the component sees it; anonymous unless `identify` verified a token.
+fn context(caller: Option<&Caller>) -> RequestContext {
+    let request_id = request_id::current();
+    match caller {
+        Some(Caller::User(claims)) => RequestContext {
+            request_id,
+            user_id: Some(claims.user_id.clone()),
+            org_id: claims.org_id.clone(),
+            roles: claims.roles.clone(),
+            permissions: claims.permissions.clone(),
+        },
+        _ => RequestContext {
+            request_id,
+            user_id: None,
+            org_id: None,
+            roles: Vec::new(),
+            permissions: Vec::new(),
+        },
+    }
 }

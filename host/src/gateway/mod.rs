@@ -1,6 +1,7 @@
 //! The public gateway: axum routes for operations, everything else to the components, with
 //! the gateway's concerns as layers composed here in one place.
 
+pub mod auth;
 mod dispatch;
 mod ops;
 pub mod problem;
@@ -32,7 +33,12 @@ pub struct AppState {
     pub body_limit: usize,
 }
 
-pub fn router(state: Arc<AppState>, rate: Arc<rate_limit::RateLimit>, cors: CorsLayer) -> Router {
+pub fn router(
+    state: Arc<AppState>,
+    auth: Arc<auth::Auth>,
+    rate: Arc<rate_limit::RateLimit>,
+    cors: CorsLayer,
+) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -41,7 +47,9 @@ pub fn router(state: Arc<AppState>, rate: Arc<rate_limit::RateLimit>, cors: Cors
         .with_state(state)
         // Outermost last: the request id exists before anything else runs or fails.
         .layer(middleware::from_fn(log_errors))
+        .layer(middleware::from_fn_with_state(auth.clone(), auth::require))
         .layer(middleware::from_fn_with_state(rate, rate_limit::layer))
+        .layer(middleware::from_fn_with_state(auth, auth::identify))
         .layer(TraceLayer::new_for_http())
         .layer(cors)
         .layer(middleware::from_fn(request_id::layer))

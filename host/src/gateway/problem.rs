@@ -17,6 +17,8 @@ pub enum ApiError {
     BadBody(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    #[error("invalid access token: {0}")]
+    InvalidToken(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -56,7 +58,9 @@ impl ApiError {
                 "Payload too large",
             ),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Unauthorized | ApiError::InvalidToken(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+            }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::Unprocessable(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -121,6 +125,20 @@ impl IntoResponse for ApiError {
             response
                 .extensions_mut()
                 .insert(ErrorDetail(self.to_string()));
+        }
+        match &self {
+            ApiError::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::InvalidToken(_) => {
+                let challenge = HeaderValue::from_static("Bearer error=\"invalid_token\"");
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            _ => {}
         }
         if matches!(self, ApiError::PayloadTooLarge(_)) {
             // The rest of the body is never read, so the connection cannot carry another request.

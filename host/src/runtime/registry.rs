@@ -27,6 +27,7 @@ use crate::capabilities::config::ConfigCtx;
 use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::{self, Backend, ComponentDb, DatabaseCtx, Dialect};
 use crate::capabilities::log::LogCtx;
+use crate::capabilities::tokens::TokensCtx;
 use crate::policy::{Capability, Policy};
 
 /// What never changes between a component's versions: its policy, its linker (built from the
@@ -40,6 +41,7 @@ pub struct Sandbox {
     config: Arc<BTreeMap<String, String>>,
     cache: CacheCtx,
     crypto: CryptoCtx,
+    tokens: TokensCtx,
 }
 
 impl Sandbox {
@@ -56,6 +58,7 @@ impl Sandbox {
             database: DatabaseCtx::new(self.db.clone(), self.dialect),
             cache: self.cache.clone(),
             crypto: self.crypto.clone(),
+            tokens: self.tokens.clone(),
             config: ConfigCtx::new(self.config.clone()),
             log: LogCtx::new(self.name.clone(), request_id.into()),
         };
@@ -211,6 +214,8 @@ impl Runtime {
                     .then(|| capabilities.cache.clone()),
                 &policy.name,
             ),
+            // Ungranted, the interface is not linked, so the shared keys are unreachable.
+            tokens: TokensCtx::new(capabilities.tokens.clone()),
             crypto: match policy.grants(Capability::Crypto) {
                 true => capabilities.crypto.for_component(&policy.name),
                 false => capabilities.crypto.ungranted(),
@@ -357,6 +362,11 @@ fn linker_for(engine: &Engine, policy: &Policy) -> anyhow::Result<Linker<State>>
             Capability::Crypto => {
                 bindings::crypto::add_to_linker::<State, HasSelf<CryptoCtx>>(&mut linker, |s| {
                     &mut s.crypto
+                })?
+            }
+            Capability::Tokens => {
+                bindings::tokens::add_to_linker::<State, HasSelf<TokensCtx>>(&mut linker, |s| {
+                    &mut s.tokens
                 })?
             }
             Capability::Config => {

@@ -4,9 +4,12 @@
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capabilities::{
-    cache::CacheCtx, config::ConfigCtx, crypto::CryptoCtx, database::DatabaseCtx, log::LogCtx,
-};
+use crate::capabilities::cache::CacheCtx;
+use crate::capabilities::config::ConfigCtx;
+use crate::capabilities::crypto::CryptoCtx;
+use crate::capabilities::database::DatabaseCtx;
+use crate::capabilities::log::LogCtx;
+use crate::capabilities::tokens::TokensCtx;
 
 pub struct State {
     pub(crate) wasi: WasiCtx,
@@ -15,6 +18,7 @@ pub struct State {
     pub database: DatabaseCtx,
     pub cache: CacheCtx,
     pub crypto: CryptoCtx,
+    pub tokens: TokensCtx,
     pub config: ConfigCtx,
     pub log: LogCtx,
 }

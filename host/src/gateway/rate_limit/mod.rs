@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 pub use memory::MemoryLimiter;
 pub use redis::RedisLimiter;
 
+use super::auth::Caller;
 use super::problem::problem;
 
 /// The window the limit is counted over.
@@ -70,9 +71,13 @@ pub async fn layer(State(rate): State<Arc<RateLimit>>, request: Request, next: N
     if EXEMPT.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    let client = match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(address)) => format!("ip:{}", address.ip()),
-        None => "ip:unknown".to_string(),
+    let client = match (
+        request.extensions().get::<Caller>(),
+        request.extensions().get::<ConnectInfo<SocketAddr>>(),
+    ) {
+        (Some(Caller::User(claims)), _) => format!("user:{}", claims.user_id),
+        (_, Some(ConnectInfo(address))) => format!("ip:{}", address.ip()),
+        _ => "ip:unknown".to_string(),
     };
     let decision = match rate.limiter.check(&client, rate.limit).await {
         Ok(decision) => decision,

@@ -1,0 +1,207 @@
+//! The `tokens` capability and the gateway's token checks share this: the host's signing keys,
+//! minting and verifying access tokens, and the revocation list.
+//!
+//! HS256 only, pinned: a token naming any other algorithm (`none` included) is refused, as is
+//! one without a `kid` the host knows. Several keys verify, one signs, so keys can rotate.
+
+mod host;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::cache::CacheStore;
+pub use crate::bindings::tokens::{AccessToken, Claims, Error};
+pub use host::TokensCtx;
+
+pub const ISSUER: &str = "truevalue-auth";
+pub const AUDIENCE: &str = "truevalue-platform";
+/// Access tokens live 15 minutes; a revocation needs to be remembered that long.
+pub const ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+/// Clock difference tolerated between hosts when checking `exp` and `nbf`.
+const LEEWAY_SECONDS: u64 = 5;
+
+/// The JWT payload, as API.md names the claims.
+#[derive(Debug, Serialize, Deserialize)]
+struct Payload {
+    sub: String,
+    email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    org_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    org_slug: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    org_name: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    permissions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plan: Option<String>,
+    session_id: String,
+    iss: String,
+    aud: String,
+    exp: u64,
+    iat: u64,
+    nbf: u64,
+}
+
+/// One key: its id and its HS256 secret.
+pub struct Key {
+    pub kid: String,
+    pub secret: SecretString,
+}
+
+pub struct Tokens {
+    signing: (String, EncodingKey),
+    verifying: HashMap<String, DecodingKey>,
+    validation: Validation,
+    revocations: Arc<dyn CacheStore>,
+}
+
+impl Tokens {
+    /// `keys[0]` signs; all of them verify.
+    pub fn new(keys: &[Key], revocations: Arc<dyn CacheStore>) -> anyhow::Result<Self> {
+        let first = keys
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no token keys"))?;
+        let signing = (
+            first.kid.clone(),
+            EncodingKey::from_secret(first.secret.expose_secret().as_bytes()),
+        );
+        let verifying = keys
+            .iter()
+            .map(|k| {
+                (
+                    k.kid.clone(),
+                    DecodingKey::from_secret(k.secret.expose_secret().as_bytes()),
+                )
+            })
+            .collect();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECONDS;
+        Ok(Self {
+            signing,
+            verifying,
+            validation,
+            revocations,
+        })
+    }
+
+    /// The key every host derives from the shared host secret when no keys are configured.
+    pub fn derived_key(secret: &SecretString) -> Key {
+        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(
+            secret.expose_secret().as_bytes(),
+        )
+        .unwrap_or_else(|_| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()));
+        mac.update(b"access token key");
+        Key {
+            kid: "derived-1".into(),
+            secret: SecretString::from(hex::encode(mac.finalize().into_bytes())),
+        }
+    }
+
+    pub fn mint(&self, claims: Claims) -> anyhow::Result<AccessToken> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let payload = Payload {
+            sub: claims.user_id,
+            email: claims.email,
+            org_id: claims.org_id,
+            org_slug: claims.org_slug,
+            org_name: claims.org_name,
+            roles: claims.roles,
+            permissions: claims.permissions,
+            plan: claims.plan,
+            session_id: claims.session_id,
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            exp: now + ACCESS_TTL.as_secs(),
+            iat: now,
+            nbf: now,
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.signing.0.clone());
+        let token = jsonwebtoken::encode(&header, &payload, &self.signing.1)?;
+        Ok(AccessToken {
+            token,
+            expires_in: ACCESS_TTL.as_secs() as u32,
+        })
+    }
+
+    /// Verifies signature, algorithm, `kid`, `exp`, `nbf`, `iss`, `aud`, then revocation.
+    pub async fn verify(&self, token: &str) -> Result<Claims, Error> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| Error::Invalid(format!("malformed: {e}")))?;
+        if header.alg != Algorithm::HS256 {
+            return Err(Error::Invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| Error::Invalid("the token names no key (kid)".into()))?;
+        let key = self
+            .verifying
+            .get(&kid)
+            .ok_or_else(|| Error::Invalid(format!("unknown key {kid:?}")))?;
+        let data = jsonwebtoken::decode::<Payload>(token, key, &self.validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => Error::Expired,
+                _ => Error::Invalid(e.to_string()),
+            }
+        })?;
+        let payload = data.claims;
+        match self
+            .revocations
+            .get(&revocation_key(&payload.session_id))
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(_)) => return Err(Error::Revoked),
+            // Fail closed: a token whose session cannot be checked is not accepted.
+            Err(_) => return Err(Error::Invalid("the revocation list cannot be read".into())),
+        }
+        Ok(Claims {
+            user_id: payload.sub,
+            email: payload.email,
+            org_id: payload.org_id,
+            org_slug: payload.org_slug,
+            org_name: payload.org_name,
+            roles: payload.roles,
+            permissions: payload.permissions,
+            plan: payload.plan,
+            session_id: payload.session_id,
+        })
+    }
+
+    /// Remembered as long as a token of the session can still be unexpired.
+    pub async fn revoke(&self, session_id: &str) -> Result<(), String> {
+        let ttl = ACCESS_TTL + Duration::from_secs(LEEWAY_SECONDS);
+        self.revocations
+            .set(
+                &revocation_key(session_id),
+                b"revoked".to_vec(),
+                Some(ttl),
+                false,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Outside every component's cache namespace (`cache:<component>:`), so none can forge one.
+fn revocation_key(session_id: &str) -> String {
+    format!("revoked-session:{session_id}")
+}
