@@ -97,7 +97,11 @@ fn start(mut command: Command) -> Server {
     let mut line = String::new();
     while reader.read_line(&mut line).unwrap_or(0) > 0 {
         if let Some(address) = line.strip_prefix("gateway listening on ") {
-            server.1 = address.trim().to_string();
+            server.1 = address
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
             // Keep draining stdout so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in reader.lines() {});
             return server;

@@ -25,6 +25,12 @@ pub enum Command {
 
 #[derive(Args)]
 pub struct ServeArgs {
+    /// What this process runs: all (default), gateway, or node.
+    #[arg(long, value_enum)]
+    pub role: Option<crate::config::Role>,
+    /// With --role gateway: the nodes to forward to, comma-separated base URLs.
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Option<Vec<String>>,
     /// Address of the public gateway [default: 127.0.0.1:8000].
     #[arg(long)]
     pub listen: Option<String>,
@@ -80,6 +86,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let overrides = Overrides {
+                role: args.role,
+                nodes: args.nodes,
                 listen: args.listen,
                 admin_listen: args.admin_listen,
                 data_dir: args.data_dir,

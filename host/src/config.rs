@@ -14,6 +14,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// What this process runs: `all` (gateway and components), `gateway` (forwards to nodes)
+    /// or `node` (components, behind gateways).
+    pub role: Role,
+    /// The nodes a gateway forwards to, as base URLs (`http://10.0.0.5:8000`).
+    pub nodes: Vec<String>,
+    /// The secret gateways sign forwarded requests with and nodes check; required for both.
+    pub gateway_secret: Option<SecretString>,
     /// Address of the public gateway.
     pub listen: String,
     /// Address of the admin API.
@@ -57,6 +64,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            role: Role::All,
+            nodes: Vec::new(),
+            gateway_secret: None,
             listen: "127.0.0.1:8000".into(),
             admin_listen: "127.0.0.1:8010".into(),
             data_dir: "data".into(),
@@ -78,6 +88,19 @@ impl Default for Config {
     }
 }
 
+/// What a `truevalue serve` process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The gateway and the components, in one process.
+    #[default]
+    All,
+    /// Only the gateway: verifies tokens, limits rates, and forwards signed requests to nodes.
+    Gateway,
+    /// Only the components, serving signed requests from gateways.
+    Node,
+}
+
 /// One access-token key.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +113,10 @@ pub struct TokenKey {
 #[derive(Debug, Default, Serialize)]
 pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<String>,
@@ -100,12 +127,13 @@ pub struct Overrides {
 }
 
 /// The variables read from the environment, each overriding the key of the same name.
-const ENV_KEYS: [&str; 5] = [
+const ENV_KEYS: [&str; 6] = [
     "database_url",
     "redis_url",
     "kafka_brokers",
     "admin_token",
     "secret_key",
+    "gateway_secret",
 ];
 
 impl Config {
@@ -135,6 +163,7 @@ impl Config {
             &mut self.redis_url,
             &mut self.admin_token,
             &mut self.secret_key,
+            &mut self.gateway_secret,
         ] {
             if secret
                 .as_ref()
@@ -177,6 +206,34 @@ impl Config {
                 bail!(
                     "token_keys: each needs a kid of letters, digits and -_. and a secret of at least 32 characters"
                 );
+            }
+        }
+        match self.role {
+            Role::Node if self.gateway_secret.is_none() => {
+                bail!(
+                    "role node needs gateway_secret (TRUEVALUE_GATEWAY_SECRET): nodes only trust signed requests"
+                )
+            }
+            Role::Gateway if self.gateway_secret.is_none() => {
+                bail!(
+                    "role gateway needs gateway_secret (TRUEVALUE_GATEWAY_SECRET) to sign what it forwards"
+                )
+            }
+            Role::Gateway if self.nodes.is_empty() => {
+                bail!("role gateway needs nodes (--nodes URL,URL)")
+            }
+            _ => {}
+        }
+        if self
+            .gateway_secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().len() < 32)
+        {
+            bail!("gateway_secret (TRUEVALUE_GATEWAY_SECRET) must be at least 32 characters");
+        }
+        for node in &self.nodes {
+            if !(node.starts_with("http://") || node.starts_with("https://")) {
+                bail!("nodes: {node:?} is not a URL like http://10.0.0.5:8000");
             }
         }
         self.listen_addr()?;

@@ -12,3 +12,4 @@ pub mod policy;
 pub mod runtime;
 pub mod secrets;
 pub mod serve;
+pub mod signing;

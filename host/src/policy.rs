@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -233,4 +234,30 @@ fn check_routes(policies: &[Policy]) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Which policy serves a path: the longest route prefix that matches by whole segments.
+pub struct RouteTable(Vec<(String, Arc<Policy>)>);
+
+impl RouteTable {
+    pub fn new(policies: &[Arc<Policy>]) -> Self {
+        let mut routes: Vec<(String, Arc<Policy>)> = policies
+            .iter()
+            .flat_map(|policy| {
+                policy
+                    .routes
+                    .iter()
+                    .map(|route| (route.clone(), policy.clone()))
+            })
+            .collect();
+        routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        Self(routes)
+    }
+
+    pub fn find(&self, path: &str) -> Option<&Arc<Policy>> {
+        self.0
+            .iter()
+            .find(|(prefix, _)| under(path, prefix))
+            .map(|(_, policy)| policy)
+    }
 }

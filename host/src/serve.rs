@@ -12,12 +12,17 @@ use crate::capabilities::Capabilities;
 use crate::capabilities::cache::{CacheStore, MemoryCache, RedisCache};
 use crate::capabilities::crypto::Crypto;
 use crate::capabilities::tokens::{Key, Tokens};
-use crate::config::Config;
+use crate::config::{Config, Role};
+use crate::gateway::Upstream;
 use crate::gateway::auth::Auth;
+use crate::gateway::forward::Nodes;
+use crate::gateway::node::NodeGuard;
 use crate::gateway::rate_limit::{Limiter, MemoryLimiter, RateLimit, RedisLimiter};
 use crate::gateway::{self, AppState};
+use crate::policy::RouteTable;
 use crate::runtime::{Runtime, new_engine};
 use crate::{admin, capabilities, policy, secrets};
+use secrecy::SecretString;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -42,8 +47,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let policies = policy::load_dir(&config.policies_dir, config.max_memory_mib)?;
     let backends = Backends::new(&config)?;
-    let database =
-        capabilities::database::connect(config.database_url.as_ref(), &config.data_dir).await?;
     let cache: Arc<dyn CacheStore> = match &backends.redis {
         Some(redis) => Arc::new(RedisCache::new(redis.clone())),
         None => Arc::new(MemoryCache::default()),
@@ -63,42 +66,78 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     // Revocations live in the cache store: shared by every gateway when Redis is configured.
     let tokens = Arc::new(Tokens::new(&keys, cache.clone())?);
-    let capabilities = Capabilities {
-        database,
-        cache,
-        crypto: Arc::new(Crypto::new(secret)),
-        tokens: tokens.clone(),
-    };
-    let engine = new_engine(config.max_instances, config.max_memory_mib)
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let runtime = Arc::new(
-        Runtime::start(
-            engine,
-            capabilities,
-            policies,
-            &config.data_dir,
-            config.cache_dir(),
-            config.max_instances,
-        )
-        .await?,
-    );
-    for component in runtime.components() {
-        tracing::info!(component = %component.name, version = %component.version, digest = %component.digest, routes = ?component.routes, "loaded");
-    }
 
-    let (token, token_source) = admin::token(config.admin_token.clone(), &config.data_dir)?;
-    let gateway = TcpListener::bind(config.listen_addr()?)
+    // A gateway runs no components: it only needs the policies' routes.
+    let (upstream, routes, runtime) = match config.role {
+        Role::Gateway => {
+            let routes = RouteTable::new(&policies.into_iter().map(Arc::new).collect::<Vec<_>>());
+            let nodes = Nodes::new(config.nodes.clone(), gateway_secret(&config)?)?;
+            (Upstream::Nodes(nodes), routes, None)
+        }
+        Role::All | Role::Node => {
+            let database =
+                capabilities::database::connect(config.database_url.as_ref(), &config.data_dir)
+                    .await?;
+            let capabilities = Capabilities {
+                database,
+                cache: cache.clone(),
+                crypto: Arc::new(Crypto::new(secret)),
+                tokens: tokens.clone(),
+            };
+            let engine = new_engine(config.max_instances, config.max_memory_mib)
+                .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let runtime = Arc::new(
+                Runtime::start(
+                    engine,
+                    capabilities,
+                    policies,
+                    &config.data_dir,
+                    config.cache_dir(),
+                    config.max_instances,
+                )
+                .await?,
+            );
+            for component in runtime.components() {
+                tracing::info!(component = %component.name, version = %component.version, digest = %component.digest, routes = ?component.routes, "loaded");
+            }
+            (
+                Upstream::Local(runtime.clone()),
+                RouteTable::new(&runtime.policies()),
+                Some(runtime),
+            )
+        }
+    };
+    let routes = Arc::new(routes);
+
+    let listener = TcpListener::bind(config.listen_addr()?)
         .await
         .with_context(|| format!("listen: cannot bind {}", config.listen))?;
-    let admin = TcpListener::bind(config.admin_addr()?)
-        .await
-        .with_context(|| format!("admin_listen: cannot bind {}", config.admin_listen))?;
     // Printed on stdout for people and scripts: the addresses actually bound (port 0 resolved).
-    println!("gateway listening on http://{}", gateway.local_addr()?);
     println!(
-        "admin API listening on http://{} (token from {token_source})",
-        admin.local_addr()?
+        "gateway listening on http://{} (role {:?})",
+        listener.local_addr()?,
+        config.role
     );
+    let admin = match &runtime {
+        Some(runtime) => {
+            let (token, token_source) = admin::token(config.admin_token.clone(), &config.data_dir)?;
+            let admin = TcpListener::bind(config.admin_addr()?)
+                .await
+                .with_context(|| format!("admin_listen: cannot bind {}", config.admin_listen))?;
+            println!(
+                "admin API listening on http://{} (token from {token_source})",
+                admin.local_addr()?
+            );
+            Some(
+                axum::serve(admin, admin::router(runtime.clone(), &token))
+                    .with_graceful_shutdown(shutdown()),
+            )
+        }
+        None => {
+            println!("admin API not served: a gateway runs no components; deploy on the nodes");
+            None
+        }
+    };
 
     let limiter: Arc<dyn Limiter> = match &backends.redis {
         Some(redis) => Arc::new(RedisLimiter::new(redis.clone())),
@@ -108,33 +147,49 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         limiter,
         limit: u64::from(config.rate_limit_per_minute),
     });
+    let body_limit = config.body_limit_bytes;
     let state = Arc::new(AppState {
-        runtime: runtime.clone(),
+        upstream,
+        routes: routes.clone(),
         backends,
         metrics,
-        body_limit: config.body_limit_bytes,
+        body_limit,
     });
+    let app = match config.role {
+        Role::Node => {
+            let guard = NodeGuard {
+                secret: gateway_secret(&config)?,
+                seen: cache,
+                body_limit,
+            };
+            gateway::node_router(state, Arc::new(guard))
+        }
+        Role::All | Role::Gateway => {
+            let auth = Arc::new(Auth { routes, tokens });
+            gateway::router(state, auth, rate, gateway::cors(&config.cors_origins))
+        }
+    };
     let gateway = axum::serve(
-        gateway,
-        gateway::router(
-            state,
-            Arc::new(Auth {
-                runtime: runtime.clone(),
-                tokens,
-            }),
-            rate,
-            gateway::cors(&config.cors_origins),
-        )
-        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown());
-    let admin =
-        axum::serve(admin, admin::router(runtime, &token)).with_graceful_shutdown(shutdown());
-    tokio::try_join!(async { gateway.await.context("gateway") }, async {
-        admin.await.context("admin API")
-    })?;
+    let admin = async {
+        match admin {
+            Some(admin) => admin.await.context("admin API"),
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(async { gateway.await.context("gateway") }, admin)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn gateway_secret(config: &Config) -> anyhow::Result<SecretString> {
+    config
+        .gateway_secret
+        .clone()
+        .context("gateway_secret (TRUEVALUE_GATEWAY_SECRET) is required for this role")
 }
 
 /// Resolves on Ctrl-C or SIGTERM; in-flight requests then finish before the process exits.

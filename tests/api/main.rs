@@ -14,3 +14,4 @@ mod gateway;
 mod hot_swap;
 mod rate_limit;
 mod sandbox;
+mod split;

@@ -12,10 +12,10 @@ use axum::response::Response;
 
 use super::problem::ApiError;
 use crate::capabilities::tokens::{Claims, Error as TokenError, Tokens};
-use crate::runtime::Runtime;
+use crate::policy::RouteTable;
 
 pub struct Auth {
-    pub runtime: Arc<Runtime>,
+    pub routes: Arc<RouteTable>,
     pub tokens: Arc<Tokens>,
 }
 
@@ -59,9 +59,9 @@ pub async fn require(
     // Paths no component serves answer 404 whoever asks; public routes need no token, and on
     // them a stale token is no reason to refuse: the caller is served as anonymous.
     let public = auth
-        .runtime
-        .route(path)
-        .is_none_or(|slot| slot.sandbox.policy.is_public(path));
+        .routes
+        .find(path)
+        .is_none_or(|policy| policy.is_public(path));
     match request.extensions().get::<Caller>() {
         Some(Caller::User(_)) => {}
         _ if public => {}

@@ -3,18 +3,19 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::AppState;
 use super::auth::Caller;
 use super::problem::ApiError;
 use super::request_id;
+use super::{AppState, Upstream};
 use crate::bindings::handler::{Request as WasmRequest, RequestContext};
-use crate::runtime::{Failure, Outcome};
+use crate::runtime::{Failure, Outcome, Runtime};
 
 /// Headers a component never sees: credentials stay with the host, hop-by-hop headers with
 /// the connection.
@@ -44,16 +45,32 @@ pub async fn dispatch(
     request: Request,
 ) -> Result<Response, ApiError> {
     let path = request.uri().path().to_string();
-    let slot = state
-        .runtime
-        .route(&path)
+    let policy = state
+        .routes
+        .find(&path)
         .ok_or_else(|| ApiError::NoRoute(path.clone()))?
         .clone();
-    let component = slot.sandbox.name.to_string();
     let started = std::time::Instant::now();
-
     let (parts, body) = request.into_parts();
-    let limit = state.body_limit;
+    let body = read_body(&parts, body, state.body_limit).await?;
+    let result = match &state.upstream {
+        Upstream::Local(runtime) => local(runtime, &policy.name, parts, body).await,
+        Upstream::Nodes(nodes) => nodes.forward(parts, body).await,
+    };
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(error) => error.status(),
+    };
+    let component = policy.name.clone();
+    metrics::counter!("truevalue_requests_total", "component" => component.clone(), "status" => status.as_str().to_string())
+        .increment(1);
+    metrics::histogram!("truevalue_request_duration_seconds", "component" => component)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+/// The whole body, refused with 413 past `limit` (declared or streamed).
+async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -61,14 +78,26 @@ pub async fn dispatch(
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let body = Limited::new(body, limit).collect().await.map_err(|e| {
+    let collected = Limited::new(body, limit).collect().await.map_err(|e| {
         if e.downcast_ref::<LengthLimitError>().is_some() {
             ApiError::PayloadTooLarge(limit)
         } else {
             ApiError::BadBody(e.to_string())
         }
     })?;
+    Ok(collected.to_bytes())
+}
 
+/// Runs the request through the component in this process.
+async fn local(
+    runtime: &Runtime,
+    component: &str,
+    parts: Parts,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let slot = runtime
+        .route(parts.uri.path())
+        .ok_or_else(|| ApiError::NoRoute(parts.uri.path().into()))?;
     let headers = parts
         .headers
         .iter()
@@ -79,20 +108,19 @@ pub async fn dispatch(
         .collect();
     let wasm_request = WasmRequest {
         method: parts.method.as_str().to_string(),
-        path: path.clone(),
+        path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or_default().to_string(),
         headers,
-        body: body.to_bytes().to_vec(),
+        body: body.to_vec(),
         context: context(parts.extensions.get::<Caller>()),
     };
-
-    let outcome = state.runtime.handle(&slot, wasm_request).await;
-    let result = match outcome {
+    let component = component.to_string();
+    match runtime.handle(slot, wasm_request).await {
         Outcome::Response { response, .. } => into_http(&component, response),
-        Outcome::Busy => Err(ApiError::Busy(component.clone())),
-        Outcome::Failed(Failure::Timeout) => Err(ApiError::Timeout(component.clone())),
+        Outcome::Busy => Err(ApiError::Busy(component)),
+        Outcome::Failed(Failure::Timeout) => Err(ApiError::Timeout(component)),
         Outcome::Failed(failure) => Err(ApiError::ComponentFailed {
-            component: component.clone(),
+            component,
             status: match failure {
                 Failure::Commit(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -103,16 +131,7 @@ pub async fn dispatch(
                 Failure::Timeout => "timeout".into(),
             },
         }),
-    };
-    let status = match &result {
-        Ok(response) => response.status(),
-        Err(error) => error.status(),
-    };
-    metrics::counter!("truevalue_requests_total", "component" => component.clone(), "status" => status.as_str().to_string())
-        .increment(1);
-    metrics::histogram!("truevalue_request_duration_seconds", "component" => component)
-        .record(started.elapsed().as_secs_f64());
-    result
+    }
 }
 
 /// The component's response as HTTP. A 5xx keeps its status but its body is replaced: the

@@ -3,6 +3,8 @@
 
 pub mod auth;
 mod dispatch;
+pub mod forward;
+pub mod node;
 mod ops;
 pub mod problem;
 pub mod rate_limit;
@@ -21,37 +23,63 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::backends::Backends;
+use crate::policy::RouteTable;
 use crate::runtime::Runtime;
 
 pub use problem::ApiError;
 
+/// Where requests go after the gateway's checks.
+pub enum Upstream {
+    /// The components in this process (`--role all` and `--role node`).
+    Local(Arc<Runtime>),
+    /// Nodes over the network, signed (`--role gateway`).
+    Nodes(forward::Nodes),
+}
+
 /// What every gateway handler shares.
 pub struct AppState {
-    pub runtime: Arc<Runtime>,
+    pub upstream: Upstream,
+    pub routes: Arc<RouteTable>,
     pub backends: Backends,
     pub metrics: PrometheusHandle,
     pub body_limit: usize,
 }
 
-pub fn router(
-    state: Arc<AppState>,
-    auth: Arc<auth::Auth>,
-    rate: Arc<rate_limit::RateLimit>,
-    cors: CorsLayer,
-) -> Router {
+fn base(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(dispatch::dispatch)
         .with_state(state)
-        // Outermost last: the request id exists before anything else runs or fails.
+}
+
+/// The public gateway (`all` and `gateway` roles). Layers run outermost last: the request id
+/// exists before anything else runs or fails; the caller is identified before the rate limit
+/// counts it, and refused after.
+pub fn router(
+    state: Arc<AppState>,
+    auth: Arc<auth::Auth>,
+    rate: Arc<rate_limit::RateLimit>,
+    cors: CorsLayer,
+) -> Router {
+    base(state)
         .layer(middleware::from_fn(log_errors))
         .layer(middleware::from_fn_with_state(auth.clone(), auth::require))
         .layer(middleware::from_fn_with_state(rate, rate_limit::layer))
         .layer(middleware::from_fn_with_state(auth, auth::identify))
         .layer(TraceLayer::new_for_http())
         .layer(cors)
+        .layer(middleware::from_fn(request_id::layer))
+}
+
+/// A node (`node` role): serves only requests a gateway signed; tokens, rate limits and CORS
+/// were the gateway's job.
+pub fn node_router(state: Arc<AppState>, guard: Arc<node::NodeGuard>) -> Router {
+    base(state)
+        .layer(middleware::from_fn(log_errors))
+        .layer(middleware::from_fn_with_state(guard, node::verify))
+        .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn(request_id::layer))
 }
 

@@ -9,8 +9,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::problem::ApiError;
+use super::{AppState, Upstream};
 
 /// Alive: the process answers.
 pub async fn healthz() -> Json<Value> {
@@ -20,14 +20,21 @@ pub async fn healthz() -> Json<Value> {
 /// Ready: every configured backend answers within two seconds.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     const WITHIN: Duration = Duration::from_secs(2);
-    let database = tokio::time::timeout(WITHIN, state.runtime.backend().ping());
+    let upstream = async {
+        match &state.upstream {
+            Upstream::Local(runtime) => ("database", runtime.backend().ping().await),
+            Upstream::Nodes(nodes) => ("nodes", nodes.ready().await),
+        }
+    };
+    let database = tokio::time::timeout(WITHIN, upstream);
     let backends = tokio::time::timeout(WITHIN, state.backends.check());
     let (database, backends) = tokio::join!(database, backends);
 
     let mut checks = serde_json::Map::new();
     let mut failures = Vec::new();
-    let database = database.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 2 s")));
-    record(&mut checks, &mut failures, "database", database);
+    let (name, result) =
+        database.unwrap_or_else(|_| ("upstream", Err(anyhow::anyhow!("no answer within 2 s"))));
+    record(&mut checks, &mut failures, name, result);
     for (name, result) in backends
         .unwrap_or_else(|_| vec![("cache/broker", Err(anyhow::anyhow!("no answer within 2 s")))])
     {

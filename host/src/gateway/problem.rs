@@ -19,6 +19,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("invalid access token: {0}")]
     InvalidToken(String),
+    #[error("refused: {0}")]
+    GatewaySignature(String),
+    #[error("no node could be reached: {0}")]
+    NoNode(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -58,6 +62,12 @@ impl ApiError {
                 "Payload too large",
             ),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            ApiError::GatewaySignature(_) => (
+                StatusCode::UNAUTHORIZED,
+                "gateway-signature",
+                "Unsigned or invalid",
+            ),
+            ApiError::NoNode(_) => (StatusCode::BAD_GATEWAY, "no-node", "No node reachable"),
             ApiError::Unauthorized | ApiError::InvalidToken(_) => {
                 (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
             }

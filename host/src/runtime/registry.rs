@@ -28,7 +28,7 @@ use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::{self, Backend, ComponentDb, DatabaseCtx, Dialect};
 use crate::capabilities::log::LogCtx;
 use crate::capabilities::tokens::TokensCtx;
-use crate::policy::{Capability, Policy};
+use crate::policy::{Capability, Policy, RouteTable};
 
 /// What never changes between a component's versions: its policy, its linker (built from the
 /// grants) and its database.
@@ -129,7 +129,7 @@ pub struct Runtime {
     cache_dir: PathBuf,
     store_dir: PathBuf,
     slots: BTreeMap<String, Arc<Slot>>,
-    routes: Vec<(String, Arc<Slot>)>,
+    routes: RouteTable,
     pub(crate) pool: Arc<Semaphore>,
 }
 
@@ -152,17 +152,11 @@ impl Runtime {
                 .with_context(|| format!("loading component `{name}`"))?;
             slots.insert(name, slot);
         }
-        let mut routes: Vec<(String, Arc<Slot>)> = slots
+        let policies: Vec<Arc<Policy>> = slots
             .values()
-            .flat_map(|slot| {
-                slot.sandbox
-                    .policy
-                    .routes
-                    .iter()
-                    .map(|r| (r.clone(), slot.clone()))
-            })
+            .map(|slot| slot.sandbox.policy.clone())
             .collect();
-        routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        let routes = RouteTable::new(&policies);
         Ok(Self {
             engine,
             capabilities,
@@ -249,12 +243,16 @@ impl Runtime {
     /// The component whose route prefix matches `path` (longest prefix first).
     pub fn route(&self, path: &str) -> Option<&Arc<Slot>> {
         self.routes
-            .iter()
-            .find(|(prefix, _)| {
-                path.strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
-            .map(|(_, slot)| slot)
+            .find(path)
+            .and_then(|policy| self.slots.get(&policy.name))
+    }
+
+    /// Which policy serves which path, for the gateway.
+    pub fn policies(&self) -> Vec<Arc<Policy>> {
+        self.slots
+            .values()
+            .map(|slot| slot.sandbox.policy.clone())
+            .collect()
     }
 
     pub fn components(&self) -> Vec<ComponentInfo> {

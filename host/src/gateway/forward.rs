@@ -1,0 +1,171 @@
+//! Gateway role: forwards each verified request to a node, signed, round-robin over the nodes,
+//! trying the next node when one cannot be reached.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use secrecy::SecretString;
+
+use super::auth::Caller;
+use super::problem::ApiError;
+use super::request_id;
+use crate::signing::{self, Signed};
+
+/// Request headers not forwarded: credentials were verified here, hop-by-hop headers belong to
+/// this connection, and the signed ones are set by the gateway alone.
+const NOT_FORWARDED: [&str; 14] = [
+    "authorization",
+    "cookie",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "x-gateway-timestamp",
+    "x-gateway-signature",
+    "x-user-id",
+    "x-org-id",
+];
+
+pub struct Nodes {
+    urls: Vec<String>,
+    next: AtomicUsize,
+    client: reqwest::Client,
+    secret: SecretString,
+}
+
+impl Nodes {
+    pub fn new(urls: Vec<String>, secret: SecretString) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()?;
+        let urls = urls
+            .into_iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect();
+        Ok(Self {
+            urls,
+            next: AtomicUsize::new(0),
+            client,
+            secret,
+        })
+    }
+
+    pub async fn forward(&self, parts: Parts, body: Bytes) -> Result<Response, ApiError> {
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let request_id = request_id::current();
+        let (user, org, roles, permissions) = match parts.extensions.get::<Caller>() {
+            Some(Caller::User(claims)) => (
+                claims.user_id.clone(),
+                claims.org_id.clone().unwrap_or_default(),
+                claims.roles.join(","),
+                claims.permissions.join(","),
+            ),
+            _ => Default::default(),
+        };
+        let timestamp = signing::now().to_string();
+        let signature = Signed {
+            timestamp: &timestamp,
+            method: parts.method.as_str(),
+            path_and_query: &path_and_query,
+            request_id: &request_id,
+            context: [&user, &org, &roles, &permissions],
+            body: &body,
+        }
+        .sign(&self.secret);
+
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last_error = String::new();
+        for attempt in 0..self.urls.len() {
+            let url = format!(
+                "{}{path_and_query}",
+                self.urls[(start + attempt) % self.urls.len()]
+            );
+            let mut request = self
+                .client
+                .request(parts.method.clone(), &url)
+                .body(body.clone());
+            for (name, value) in &parts.headers {
+                let forbidden = NOT_FORWARDED.contains(&name.as_str())
+                    || signing::CONTEXT.contains(&name.as_str());
+                if !forbidden {
+                    request = request.header(name, value);
+                }
+            }
+            request = request
+                .header(signing::TIMESTAMP, &timestamp)
+                .header(signing::SIGNATURE, &signature)
+                .header(request_id::HEADER, &request_id)
+                .header(signing::USER_ID, &user)
+                .header(signing::ORG_ID, &org)
+                .header(signing::ROLES, &roles)
+                .header(signing::PERMISSIONS, &permissions);
+            match request.send().await {
+                Ok(response) => return relay(response).await,
+                // Nothing reached that node: the request can safely go to the next one.
+                Err(error) if error.is_connect() => last_error = format!("{url}: {error}"),
+                Err(error) => {
+                    return Err(ApiError::Unexpected(anyhow::anyhow!(
+                        "forwarding to {url}: {error}"
+                    )));
+                }
+            }
+        }
+        Err(ApiError::NoNode(last_error))
+    }
+
+    /// Ready when one node is.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        let mut last = anyhow::anyhow!("no nodes");
+        for url in &self.urls {
+            match self
+                .client
+                .get(format!("{url}/readyz"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+            {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) => last = anyhow::anyhow!("{url}: {}", response.status()),
+                Err(error) => last = anyhow::anyhow!("{url}: {error}"),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Response headers that belong to the node's connection, not to the client's.
+const HOP_BY_HOP: [&str; 4] = [
+    "connection",
+    "transfer-encoding",
+    "content-length",
+    "keep-alive",
+];
+
+/// The node's answer, as it is, minus hop-by-hop headers.
+async fn relay(response: reqwest::Response) -> Result<Response, ApiError> {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("reading a node's answer: {e}")))?;
+    let mut relayed = Body::from(body).into_response();
+    *relayed.status_mut() = status;
+    for (name, value) in &headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            relayed.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    Ok(relayed)
+}

@@ -1,0 +1,122 @@
+//! Node role: only signed requests from a gateway are served. A request that is unsigned,
+//! altered (any signed header or the body), older than 30 s, or seen before is refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body_util::{BodyExt, Limited};
+use secrecy::SecretString;
+
+use super::auth::Caller;
+use super::problem::ApiError;
+use super::request_id;
+use crate::capabilities::cache::CacheStore;
+use crate::capabilities::tokens::Claims;
+use crate::signing::{self, Signed};
+
+pub struct NodeGuard {
+    pub secret: SecretString,
+    /// Signatures seen in the last minute, to refuse replays.
+    pub seen: Arc<dyn CacheStore>,
+    pub body_limit: usize,
+}
+
+fn header<'a>(request: &'a Request, name: &str) -> &'a str {
+    request
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+pub async fn verify(
+    State(guard): State<Arc<NodeGuard>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if ["/healthz", "/readyz", "/metrics"].contains(&request.uri().path()) {
+        return Ok(next.run(request).await);
+    }
+    let refused = |why: &str| ApiError::GatewaySignature(why.to_string());
+    let timestamp = header(&request, signing::TIMESTAMP).to_string();
+    let signature = header(&request, signing::SIGNATURE).to_string();
+    if timestamp.is_empty() || signature.is_empty() {
+        return Err(refused("the request is not signed by a gateway"));
+    }
+    if !signing::fresh(&timestamp) {
+        return Err(refused("the signature is older than 30 s"));
+    }
+    let context = signing::CONTEXT.map(|name| header(&request, name).to_string());
+    let request_id = header(&request, request_id::HEADER).to_string();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let method = request.method().as_str().to_string();
+
+    let (mut parts, body) = request.into_parts();
+    let body = Limited::new(body, guard.body_limit)
+        .collect()
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(guard.body_limit))?
+        .to_bytes();
+    let signed = Signed {
+        timestamp: &timestamp,
+        method: &method,
+        path_and_query: &path_and_query,
+        request_id: &request_id,
+        context: [&context[0], &context[1], &context[2], &context[3]],
+        body: &body,
+    };
+    if !signed.verify(&guard.secret, &signature) {
+        return Err(refused("the signature does not match the request"));
+    }
+    let ttl = Some(signing::MAX_AGE * 2 + Duration::from_secs(1));
+    match guard
+        .seen
+        .set(
+            &format!("gateway-signature:{signature}"),
+            Vec::new(),
+            ttl,
+            true,
+        )
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(refused("the request was already served (replay)")),
+        Err(_) => {
+            return Err(ApiError::NotReady(
+                "the replay cache cannot be reached".into(),
+            ));
+        }
+    }
+
+    let [user, org, roles, permissions] = context;
+    let split = |list: &str| {
+        list.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let caller = match user.is_empty() {
+        true => Caller::Anonymous,
+        false => Caller::User(Arc::new(Claims {
+            user_id: user,
+            email: String::new(),
+            org_id: (!org.is_empty()).then_some(org),
+            org_slug: None,
+            org_name: None,
+            roles: split(&roles),
+            permissions: split(&permissions),
+            plan: None,
+            session_id: String::new(),
+        })),
+    };
+    parts.extensions.insert(caller);
+    Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
+}
