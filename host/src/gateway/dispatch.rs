@@ -19,7 +19,7 @@ use crate::runtime::{Failure, Outcome, Runtime};
 
 /// Headers a component never sees: credentials stay with the host, hop-by-hop headers with
 /// the connection.
-const HIDDEN: [&str; 9] = [
+pub(super) const HIDDEN: [&str; 9] = [
     "authorization",
     "cookie",
     "proxy-authorization",

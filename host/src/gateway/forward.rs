@@ -14,24 +14,20 @@ use super::problem::ApiError;
 use super::request_id;
 use crate::signing::{self, Signed};
 
-/// Request headers not forwarded: credentials were verified here, hop-by-hop headers belong to
-/// this connection, and the signed ones are set by the gateway alone.
-const NOT_FORWARDED: [&str; 14] = [
-    "authorization",
-    "cookie",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "x-gateway-timestamp",
-    "x-gateway-signature",
-    "x-user-id",
-    "x-org-id",
-];
+/// Whether a request header stays at the gateway: credentials were verified here, hop-by-hop
+/// headers belong to this connection, and the signed ones are set by the gateway alone.
+fn stays(name: &str) -> bool {
+    super::dispatch::HIDDEN.contains(&name)
+        || signing::CONTEXT.contains(&name)
+        || [
+            signing::TIMESTAMP,
+            signing::SIGNATURE,
+            request_id::HEADER,
+            "host",
+            "content-length",
+        ]
+        .contains(&name)
+}
 
 pub struct Nodes {
     urls: Vec<String>,
@@ -96,9 +92,7 @@ impl Nodes {
                 .request(parts.method.clone(), &url)
                 .body(body.clone());
             for (name, value) in &parts.headers {
-                let forbidden = NOT_FORWARDED.contains(&name.as_str())
-                    || signing::CONTEXT.contains(&name.as_str());
-                if !forbidden {
+                if !stays(name.as_str()) {
                     request = request.header(name, value);
                 }
             }

@@ -62,3 +62,24 @@ pub async fn connect(
         None => Ok(Arc::new(SqliteBackend::new(data_dir.join("db"))?)),
     }
 }
+
+/// A query's rows as the WIT returns them; `value_of` converts one column with the engine's types.
+fn rows_of<R: sqlx::Row>(
+    rows: &[R],
+    value_of: fn(&R, usize) -> Result<Value, Error>,
+) -> Result<Rows, Error> {
+    use sqlx::Column;
+    let columns = rows
+        .first()
+        .map(|r| r.columns().iter().map(|c| c.name().to_string()).collect())
+        .unwrap_or_default();
+    let rows = rows
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| value_of(row, i))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Rows { columns, rows })
+}

@@ -180,7 +180,7 @@ impl Transaction for PostgresTransaction {
             .fetch_all(&mut *self.transaction)
             .await
             .map_err(to_error)?;
-        rows_of(&rows)
+        super::rows_of(&rows, value_of)
     }
 
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error> {
@@ -210,22 +210,6 @@ fn bind<'q>(mut query: Query<'q>, params: &'q [Value]) -> Query<'q> {
         };
     }
     query
-}
-
-fn rows_of(rows: &[PgRow]) -> Result<Rows, Error> {
-    let columns = rows
-        .first()
-        .map(|r| r.columns().iter().map(|c| c.name().to_string()).collect())
-        .unwrap_or_default();
-    let rows = rows
-        .iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| value_of(row, i))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Rows { columns, rows })
 }
 
 fn value_of(row: &PgRow, i: usize) -> Result<Value, Error> {
