@@ -124,6 +124,9 @@ fn platform(dir: &Path) -> Server {
         ),
     )
     .unwrap();
+    // The rate limit stays in the path, as in production, with a budget the load cannot spend.
+    let config = dir.join("config.toml");
+    std::fs::write(&config, "rate_limit_per_minute = 1000000\n").unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_truevalue"));
     command
         .args([
@@ -137,6 +140,8 @@ fn platform(dir: &Path) -> Server {
         .arg(dir.join("data"))
         .arg("--policies")
         .arg(&policies)
+        .arg("--config")
+        .arg(&config)
         .env("RUST_LOG", "warn");
     start(command)
 }
