@@ -222,6 +222,10 @@ impl Config {
             Role::Gateway if self.nodes.is_empty() => {
                 bail!("role gateway needs nodes (--nodes URL,URL)")
             }
+            Role::Gateway | Role::Node if self.redis_url.is_none() => bail!(
+                "roles gateway and node need redis_url (TRUEVALUE_REDIS_URL): they share session \
+                 revocations and the replay check through it"
+            ),
             _ => {}
         }
         if self

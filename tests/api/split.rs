@@ -20,22 +20,26 @@ fn policies() -> Vec<Policy> {
     ]
 }
 
-async fn node() -> TestApp {
+/// Gateways and nodes of one deployment share Redis under one prefix.
+async fn node(prefix: &str) -> TestApp {
     Spawn::new(Engine::Sqlite, policies())
-        .config("role = \"node\"")
+        .config(&format!("role = \"node\"\nredis_prefix = {prefix:?}"))
+        .env("TRUEVALUE_REDIS_URL", "redis://127.0.0.1:6379")
         .env("TRUEVALUE_GATEWAY_SECRET", GATEWAY_SECRET)
         .env("TRUEVALUE_SECRET_KEY", HOST_SECRET)
         .start()
         .await
 }
 
-async fn gateway(nodes: &[&TestApp]) -> TestApp {
+async fn gateway(prefix: &str, nodes: &[&TestApp]) -> TestApp {
     let urls: Vec<String> = nodes.iter().map(|n| format!("{:?}", n.address)).collect();
+    let config = format!(
+        "role = \"gateway\"\nnodes = [{}]\nredis_prefix = {prefix:?}",
+        urls.join(", ")
+    );
     Spawn::new(Engine::Sqlite, policies())
-        .config(&format!(
-            "role = \"gateway\"\nnodes = [{}]",
-            urls.join(", ")
-        ))
+        .config(&config)
+        .env("TRUEVALUE_REDIS_URL", "redis://127.0.0.1:6379")
         .env("TRUEVALUE_GATEWAY_SECRET", GATEWAY_SECRET)
         .env("TRUEVALUE_SECRET_KEY", HOST_SECRET)
         .start()
@@ -133,9 +137,20 @@ async fn a_node_refuses_to_start_without_the_gateway_secret() {
 }
 
 #[tokio::test]
+async fn split_roles_refuse_to_start_without_a_shared_redis() {
+    let stderr = Spawn::new(Engine::Sqlite, policies())
+        .config("role = \"node\"")
+        .env("TRUEVALUE_GATEWAY_SECRET", GATEWAY_SECRET)
+        .start_refused()
+        .await;
+    assert!(stderr.contains("TRUEVALUE_REDIS_URL"), "{stderr}");
+}
+
+#[tokio::test]
 async fn a_gateway_spreads_requests_over_its_nodes_with_the_verified_caller() {
-    let (first, second) = (node().await, node().await);
-    let gateway = gateway(&[&first, &second]).await;
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let (first, second) = (node(&prefix).await, node(&prefix).await);
+    let gateway = gateway(&prefix, &[&first, &second]).await;
     for _ in 0..6 {
         assert_eq!(gateway.get("/greeter").await.status(), 200);
     }
@@ -170,11 +185,27 @@ async fn a_gateway_spreads_requests_over_its_nodes_with_the_verified_caller() {
     assert_eq!(context["org_id"], "org-9");
     assert_eq!(context["roles"], json!(["admin"]));
     assert_eq!(context["permissions"], json!(["contacts:read"]));
+
+    // Revoked on a node (where the auth component runs), refused at the gateway at once.
+    let revoked = gateway
+        .client
+        .post(gateway.url("/vault/sessions/s-7/revoke"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let me = gateway
+        .client
+        .get(gateway.url("/private/me"))
+        .bearer_auth(token["token"].as_str().unwrap())
+        .send()
+        .await;
+    problem(me.unwrap(), 401).await;
 }
 
 #[tokio::test]
 async fn nodes_refuse_unsigned_tampered_stale_and_replayed_requests() {
-    let node = node().await;
+    let node = node(&format!("test-{}", uuid::Uuid::new_v4().simple())).await;
     let body = problem(node.get("/greeter").await, 401).await;
     assert!(
         body["detail"].as_str().unwrap().contains("not signed"),
