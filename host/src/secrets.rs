@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use anyhow::Context;
+use hmac::{Hmac, Mac};
 use secrecy::SecretString;
+use sha2::Sha256;
 
 /// The configured secret, or the one stored in `data_dir/file`, or a new random one stored
 /// there (mode 0600). Also returns where it came from, to tell the operator.
@@ -41,4 +43,18 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
+}
+
+/// An HMAC-SHA256 keyed with `key`, ready for updates. HMAC takes keys of any length, so the
+/// error branch of `new_from_slice` cannot happen; it falls back to an empty key rather than panic.
+pub fn hmac(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()))
+}
+
+/// HMAC-SHA256 of `data` under `key`.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = hmac(key);
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }

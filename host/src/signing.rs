@@ -36,10 +36,7 @@ pub struct Signed<'a> {
 
 impl Signed<'_> {
     fn mac(&self, secret: &SecretString) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(
-            secret.expose_secret().as_bytes(),
-        )
-        .unwrap_or_else(|_| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()));
+        let mut mac = crate::secrets::hmac(secret.expose_secret().as_bytes());
         let fields = [
             self.timestamp,
             self.method,

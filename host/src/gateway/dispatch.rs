@@ -96,7 +96,7 @@ async fn local(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let slot = runtime
-        .route(parts.uri.path())
+        .slot(component)
         .ok_or_else(|| ApiError::NoRoute(parts.uri.path().into()))?;
     let headers = parts
         .headers

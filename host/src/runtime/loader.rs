@@ -51,7 +51,7 @@ pub fn compile(
             }
         }
     }
-    if wasmparser_is_core_module(bytes) {
+    if is_core_module(bytes) {
         bail!("this is a core WebAssembly module, not a component: build it for wasm32-wasip2");
     }
     let component = Component::new(engine, bytes)
@@ -70,7 +70,7 @@ pub fn compile(
 }
 
 /// A core module starts with version 1 in its preamble; a component with layer 1.
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }
 

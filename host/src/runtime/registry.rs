@@ -241,6 +241,11 @@ impl Runtime {
     }
 
     /// The component whose route prefix matches `path` (longest prefix first).
+    /// The component named `name`.
+    pub fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
+        self.slots.get(name)
+    }
+
     pub fn route(&self, path: &str) -> Option<&Arc<Slot>> {
         self.routes
             .find(path)

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::bindings::crypto::Host;
+use crate::secrets::hmac_sha256;
 
 const MAX_RANDOM_BYTES: u32 = 4096;
 
@@ -65,14 +64,6 @@ fn argon2() -> wasmtime::Result<Argon2<'static>> {
     let params = Params::new(19_456, 2, 1, None)
         .map_err(|e| wasmtime::format_err!("argon2 parameters: {e}"))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
-}
-
-fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(key)
-        // HMAC takes keys of any length; the error case does not exist for it.
-        .unwrap_or_else(|_| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()));
-    mac.update(data);
-    mac.finalize().into_bytes().into()
 }
 
 impl CryptoCtx {

@@ -10,11 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use super::cache::CacheStore;
 pub use crate::bindings::tokens::{AccessToken, Claims, Error};
@@ -100,14 +98,11 @@ impl Tokens {
 
     /// The key every host derives from the shared host secret when no keys are configured.
     pub fn derived_key(secret: &SecretString) -> Key {
-        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(
-            secret.expose_secret().as_bytes(),
-        )
-        .unwrap_or_else(|_| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()));
-        mac.update(b"access token key");
+        let key =
+            crate::secrets::hmac_sha256(secret.expose_secret().as_bytes(), b"access token key");
         Key {
             kid: "derived-1".into(),
-            secret: SecretString::from(hex::encode(mac.finalize().into_bytes())),
+            secret: SecretString::from(hex::encode(key)),
         }
     }
 
