@@ -18,8 +18,10 @@ pub const USER_ID: &str = "x-user-id";
 pub const ORG_ID: &str = "x-org-id";
 pub const ROLES: &str = "x-user-roles";
 pub const PERMISSIONS: &str = "x-user-permissions";
+pub const SESSION_ID: &str = "x-session-id";
+pub const CLIENT_IP: &str = "x-client-ip";
 /// The context headers the signature covers, in order, after the request id.
-pub const CONTEXT: [&str; 4] = [USER_ID, ORG_ID, ROLES, PERMISSIONS];
+pub const CONTEXT: [&str; 6] = [USER_ID, ORG_ID, ROLES, PERMISSIONS, SESSION_ID, CLIENT_IP];
 /// How far a signed request's timestamp may be from the node's clock.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
 
@@ -30,7 +32,7 @@ pub struct Signed<'a> {
     pub path_and_query: &'a str,
     pub request_id: &'a str,
     /// The values of [`CONTEXT`], in order; empty when absent.
-    pub context: [&'a str; 4],
+    pub context: [&'a str; 6],
     pub body: &'a [u8],
 }
 

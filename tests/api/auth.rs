@@ -125,6 +125,8 @@ async fn a_valid_token_becomes_the_components_request_context() {
     assert_eq!(context["user_id"], "user-42");
     assert_eq!(context["org_id"], "org-1");
     assert_eq!(context["roles"], json!(["manager"]));
+    assert_eq!(context["session_id"], "session-1");
+    assert_eq!(context["client_ip"], "127.0.0.1");
     assert_eq!(
         context["permissions"],
         json!(["contacts:read", "contacts:write"])

@@ -47,7 +47,7 @@ async fn gateway(prefix: &str, nodes: &[&TestApp]) -> TestApp {
 }
 
 /// The signature a gateway sends: HMAC-SHA256 over length-prefixed fields, then the body.
-fn sign(secret: &str, fields: [&str; 8], body: &[u8]) -> String {
+fn sign(secret: &str, fields: [&str; 10], body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     for field in fields {
         mac.update(format!("{}:{field}|", field.len()).as_bytes());
@@ -100,6 +100,8 @@ impl Signed {
             "",
             "",
             "",
+            "",
+            "",
         ];
         sign(secret, fields, self.body.as_bytes())
     }
@@ -120,6 +122,8 @@ impl Signed {
             .header("x-org-id", "")
             .header("x-user-roles", "")
             .header("x-user-permissions", "")
+            .header("x-session-id", "")
+            .header("x-client-ip", "")
             .body(body)
             .send()
             .await
@@ -185,6 +189,8 @@ async fn a_gateway_spreads_requests_over_its_nodes_with_the_verified_caller() {
     assert_eq!(context["org_id"], "org-9");
     assert_eq!(context["roles"], json!(["admin"]));
     assert_eq!(context["permissions"], json!(["contacts:read"]));
+    assert_eq!(context["session_id"], "s-7");
+    assert_eq!(context["client_ip"], "127.0.0.1");
 
     // Revoked on a node (where the auth component runs), refused at the gateway at once.
     let revoked = gateway

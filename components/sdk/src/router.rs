@@ -129,6 +129,8 @@ mod tests {
                 org_id: None,
                 roles: Vec::new(),
                 permissions: Vec::new(),
+                session_id: None,
+                client_ip: None,
             },
         })
     }

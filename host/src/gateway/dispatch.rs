@@ -112,7 +112,10 @@ async fn local(
         query: parts.uri.query().unwrap_or_default().to_string(),
         headers,
         body: body.to_vec(),
-        context: context(parts.extensions.get::<Caller>()),
+        context: context(
+            parts.extensions.get::<Caller>(),
+            super::client_ip(&parts.extensions),
+        ),
     };
     let component = component.to_string();
     match runtime.handle(slot, wasm_request).await {
@@ -177,7 +180,7 @@ fn into_http(
 }
 
 /// The verified caller as the component sees it; anonymous unless `identify` verified a token.
-fn context(caller: Option<&Caller>) -> RequestContext {
+fn context(caller: Option<&Caller>, client_ip: Option<String>) -> RequestContext {
     let request_id = request_id::current();
     match caller {
         Some(Caller::User(claims)) => RequestContext {
@@ -186,6 +189,8 @@ fn context(caller: Option<&Caller>) -> RequestContext {
             org_id: claims.org_id.clone(),
             roles: claims.roles.clone(),
             permissions: claims.permissions.clone(),
+            session_id: Some(claims.session_id.clone()).filter(|id| !id.is_empty()),
+            client_ip,
         },
         _ => RequestContext {
             request_id,
@@ -193,6 +198,8 @@ fn context(caller: Option<&Caller>) -> RequestContext {
             org_id: None,
             roles: Vec::new(),
             permissions: Vec::new(),
+            session_id: None,
+            client_ip,
         },
     }
 }

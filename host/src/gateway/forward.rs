@@ -60,22 +60,24 @@ impl Nodes {
             .map_or("/", |p| p.as_str())
             .to_string();
         let request_id = request_id::current();
-        let (user, org, roles, permissions) = match parts.extensions.get::<Caller>() {
+        let (user, org, roles, permissions, session) = match parts.extensions.get::<Caller>() {
             Some(Caller::User(claims)) => (
                 claims.user_id.clone(),
                 claims.org_id.clone().unwrap_or_default(),
                 claims.roles.join(","),
                 claims.permissions.join(","),
+                claims.session_id.clone(),
             ),
             _ => Default::default(),
         };
+        let client_ip = super::client_ip(&parts.extensions).unwrap_or_default();
         let timestamp = signing::now().to_string();
         let signature = Signed {
             timestamp: &timestamp,
             method: parts.method.as_str(),
             path_and_query: &path_and_query,
             request_id: &request_id,
-            context: [&user, &org, &roles, &permissions],
+            context: [&user, &org, &roles, &permissions, &session, &client_ip],
             body: &body,
         }
         .sign(&self.secret);
@@ -103,7 +105,9 @@ impl Nodes {
                 .header(signing::USER_ID, &user)
                 .header(signing::ORG_ID, &org)
                 .header(signing::ROLES, &roles)
-                .header(signing::PERMISSIONS, &permissions);
+                .header(signing::PERMISSIONS, &permissions)
+                .header(signing::SESSION_ID, &session)
+                .header(signing::CLIENT_IP, &client_ip);
             match request.send().await {
                 Ok(response) => return relay(response).await,
                 // Nothing reached that node: the request can safely go to the next one.

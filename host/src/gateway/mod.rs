@@ -28,6 +28,20 @@ use crate::runtime::Runtime;
 
 pub use problem::ApiError;
 
+/// The client's address as a node learned it from the gateway's signed `X-Client-Ip`.
+#[derive(Clone)]
+pub struct ClientIp(pub String);
+
+/// The client's IP: as the gateway signed it on a node, else the connection's peer.
+pub fn client_ip(extensions: &axum::http::Extensions) -> Option<String> {
+    if let Some(ClientIp(ip)) = extensions.get::<ClientIp>() {
+        return Some(ip.clone());
+    }
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string())
+}
+
 /// Where requests go after the gateway's checks.
 pub enum Upstream {
     /// The components in this process (`--role all` and `--role node`).

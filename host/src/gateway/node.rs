@@ -70,7 +70,7 @@ pub async fn verify(
         method: &method,
         path_and_query: &path_and_query,
         request_id: &request_id,
-        context: [&context[0], &context[1], &context[2], &context[3]],
+        context: context.each_ref().map(String::as_str),
         body: &body,
     };
     if !signed.verify(&guard.secret, &signature) {
@@ -96,7 +96,7 @@ pub async fn verify(
         }
     }
 
-    let [user, org, roles, permissions] = context;
+    let [user, org, roles, permissions, session, client_ip] = context;
     let split = |list: &str| {
         list.split(',')
             .filter(|s| !s.is_empty())
@@ -114,9 +114,12 @@ pub async fn verify(
             roles: split(&roles),
             permissions: split(&permissions),
             plan: None,
-            session_id: String::new(),
+            session_id: session,
         })),
     };
     parts.extensions.insert(caller);
+    if !client_ip.is_empty() {
+        parts.extensions.insert(super::ClientIp(client_ip));
+    }
     Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
 }

@@ -97,36 +97,7 @@ impl App for Vault {
                 let c = r.context();
                 Response::json(200, &json!({
                     "user_id": c.user_id, "org_id": c.org_id, "roles": c.roles, "permissions": c.permissions,
-                }))
-            })
-            .post("/vault/tokens", |r| {
-                // Test only: mints a token for whatever claims the body names.
-                let body: serde_json::Value = r.json()?;
-                let list = |name: &str| -> Vec<String> {
-                    body[name].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default()
-                };
-                let text = |name: &str| body[name].as_str().map(String::from);
-                let token = tokens::mint_access(&tokens::Claims {
-                    user_id: text("user_id").unwrap_or_default(),
-                    email: text("email").unwrap_or_default(),
-                    org_id: text("org_id"),
-                    org_slug: text("org_slug"),
-                    org_name: text("org_name"),
-                    roles: list("roles"),
-                    permissions: list("permissions"),
-                    plan: text("plan"),
-                    session_id: text("session_id").unwrap_or_default(),
-                });
-                Response::json(200, &json!({ "token": token.token, "expires_in": token.expires_in }))
-            })
-            .post("/vault/sessions/{id}/revoke", |r| {
-                tokens::revoke_session(r.param("id")?).map_err(Problem::internal)?;
-                Ok(Response::no_content())
-            })
-            .get("/private/me", |r| {
-                let c = r.context();
-                Response::json(200, &json!({
-                    "user_id": c.user_id, "org_id": c.org_id, "roles": c.roles, "permissions": c.permissions,
+                    "session_id": c.session_id, "client_ip": c.client_ip,
                 }))
             })
             .post("/vault/equal", |r| {
