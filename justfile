@@ -5,7 +5,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 target := env("CARGO_TARGET_DIR", "target")
 
 # First-party components (components/) and the test fixtures (tests/components/).
-components := "hello"
+components := "hello auth"
 fixtures := "greeter hostile data_thief attacker bad_migration vault"
 
 default:
@@ -30,7 +30,7 @@ run: build
 
 # Every test: unit tests, and black-box tests of the real binary (SQLite and PostgreSQL).
 test: components
-    cargo test --release -p truevalue -p truevalue-sdk
+    cargo test --release -p truevalue -p truevalue-sdk -p auth
 
 # Throughput and latency through the gateway against a native handler, and instantiate + call.
 bench: components

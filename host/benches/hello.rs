@@ -293,6 +293,8 @@ async fn in_process() {
             org_id: None,
             roles: Vec::new(),
             permissions: Vec::new(),
+            session_id: None,
+            client_ip: None,
         },
     };
 

@@ -12,6 +12,7 @@ mod config;
 mod database;
 mod gateway;
 mod hot_swap;
+mod identity;
 mod rate_limit;
 mod sandbox;
 mod split;

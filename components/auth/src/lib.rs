@@ -1,0 +1,971 @@
+//! The auth component: accounts, sessions, refresh-token rotation, TOTP and lockout.
+//!
+//! Every `/auth` route of the REST contract. Passwords are hashed by the host (Argon2id) and
+//! access tokens are minted by the host, which keeps the keys; this component keeps accounts,
+//! sessions and refresh tokens in its own database.
+//!
+//! - A login opens a **session** (device = user agent, IP, created, last seen). Its refresh token
+//!   is stored only as an HMAC. Refreshing spends the token and issues the next one; presenting
+//!   a spent token again means it was copied, so the whole session (the token family) is revoked.
+//! - Logging out, revoking a session and changing the password revoke sessions in the host too,
+//!   so the gateway refuses their access tokens from the next request on.
+//! - Five consecutive failed attempts lock an account for 15 minutes. Each attempt is counted
+//!   *before* the password is checked, in the same row update that checks the lock, so parallel
+//!   attempts cannot slip past the limit.
+//! - With TOTP enabled, a login needs a code (or a recovery code); a step's code is accepted
+//!   once: the last step used is kept and only later steps pass.
+
+mod password;
+mod totp;
+
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use truevalue_sdk::bindings::truevalue::platform::{crypto, tokens};
+use truevalue_sdk::prelude::*;
+
+/// How long a refresh token (and an idle session) lives.
+const REFRESH_TTL: i64 = 7 * 24 * 3600;
+/// Failed attempts in a row that lock an account.
+const MAX_FAILURES: i64 = 5;
+/// How long a lock lasts.
+const LOCKOUT: i64 = 15 * 60;
+/// Recovery codes handed out when TOTP is enabled.
+const RECOVERY_CODES: usize = 10;
+/// Issuer shown by authenticator apps.
+const ISSUER: &str = "TrueValue";
+/// An Argon2id hash (same parameters as the host's) checked when the email is unknown, so
+/// that an unknown email costs the same time as a wrong password.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$zBadTIMSdQEOrV+fQoQjbQ$A8kissREUg8953WcAKzipZwfbI27AKdjfnhNcEAbbS8";
+
+struct Auth;
+
+impl App for Auth {
+    fn router() -> Router {
+        Router::new()
+            .post("/auth/register", register)
+            .post("/auth/login", login)
+            .post("/auth/refresh", refresh)
+            .post("/auth/logout", logout)
+            .post("/auth/switch-org", switch_org)
+            .get("/auth/me", me)
+            .get("/auth/sessions", list_sessions)
+            .delete("/auth/sessions/{id}", revoke_session)
+            .post("/auth/mfa/totp/setup", totp_setup)
+            .post("/auth/mfa/totp/enable", totp_enable)
+            .post("/auth/mfa/disable", mfa_disable)
+            .post("/auth/password/change", change_password)
+    }
+
+    fn migrations(_dialect: Dialect) -> Vec<Migration> {
+        vec![Migration {
+            id: 1,
+            name: "accounts, sessions, refresh tokens, recovery codes, memberships",
+            sql: SCHEMA,
+        }]
+    }
+}
+
+truevalue_sdk::component!(Auth);
+
+/// Times are Unix seconds; flags are integers. Both engines accept this SQL as it is.
+const SCHEMA: &str = "
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    failed_logins BIGINT NOT NULL DEFAULT 0,
+    locked_until BIGINT,
+    totp_secret TEXT,
+    totp_pending TEXT,
+    totp_last_step BIGINT
+);
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id),
+    org_id TEXT,
+    user_agent TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_seen_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE INDEX sessions_by_user ON sessions (user_id, created_at);
+CREATE TABLE refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (id),
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    spent_at BIGINT
+);
+CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
+CREATE TABLE recovery_codes (
+    user_id TEXT NOT NULL REFERENCES users (id),
+    code_hash TEXT NOT NULL,
+    used_at BIGINT,
+    PRIMARY KEY (user_id, code_hash)
+);
+-- The organizations each user belongs to, with the roles and permissions held there; written
+-- from the organization service's membership events.
+CREATE TABLE memberships (
+    user_id TEXT NOT NULL,
+    org_id TEXT NOT NULL,
+    org_slug TEXT NOT NULL,
+    org_name TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    permissions TEXT NOT NULL,
+    plan TEXT,
+    PRIMARY KEY (user_id, org_id)
+);
+CREATE INDEX memberships_by_slug ON memberships (user_id, org_slug);
+";
+
+// ---------------------------------------------------------------------------------------------
+// Accounts
+
+#[derive(Deserialize)]
+struct Registration {
+    email: String,
+    password: String,
+    name: String,
+}
+
+fn register(request: &Request) -> Result<Response, Problem> {
+    let body: Registration = request.json()?;
+    let email = normalize_email(&body.email)?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(Problem::unprocessable(
+            "`name` must be between 1 and 200 characters",
+        ));
+    }
+    password::check(&body.password, &email)?;
+    let exists = db::query(
+        "SELECT id FROM users WHERE email = $1",
+        &[email.as_str().into()],
+    )?;
+    if !exists.is_empty() {
+        return Err(Problem::conflict(
+            "an account with this email already exists",
+        ));
+    }
+    let (id, now) = (new_id(), now());
+    db::execute(
+        "INSERT INTO users (id, email, name, password_hash, status, created_at)
+         VALUES ($1, $2, $3, $4, 'active', $5)",
+        &[
+            id.as_str().into(),
+            email.as_str().into(),
+            name.into(),
+            crypto::hash_password(&body.password).into(),
+            now.into(),
+        ],
+    )?;
+    Response::json(
+        201,
+        &json!({ "id": id, "email": email, "name": name, "status": "active",
+                 "created_at": rfc3339(now) }),
+    )
+}
+
+/// Trimmed and lower-cased; refused unless it looks like an address.
+fn normalize_email(raw: &str) -> Result<String, Problem> {
+    let email = raw.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if !valid {
+        return Err(Problem::unprocessable("`email` must be an email address"));
+    }
+    Ok(email)
+}
+
+struct User {
+    id: String,
+    email: String,
+    name: String,
+    password_hash: String,
+    status: String,
+    created_at: i64,
+    totp_secret: Option<String>,
+    totp_pending: Option<String>,
+}
+
+impl FromRow for User {
+    fn from_row(row: &Row) -> Result<Self, db::Error> {
+        Ok(Self {
+            id: row.get("id")?,
+            email: row.get("email")?,
+            name: row.get("name")?,
+            password_hash: row.get("password_hash")?,
+            status: row.get("status")?,
+            created_at: row.get("created_at")?,
+            totp_secret: row.get("totp_secret")?,
+            totp_pending: row.get("totp_pending")?,
+        })
+    }
+}
+
+const USER_COLUMNS: &str =
+    "id, email, name, password_hash, status, created_at, totp_secret, totp_pending";
+
+fn user_by(column: &str, value: &str) -> Result<Option<User>, Problem> {
+    Ok(db::query_one(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1"),
+        &[value.into()],
+    )?)
+}
+
+/// The caller's account; the gateway has verified the token, so only a deleted account is
+/// missing.
+fn current_user(request: &Request) -> Result<User, Problem> {
+    let (user_id, _) = caller(request)?;
+    user_by("id", &user_id)?.ok_or_else(invalid_session)
+}
+
+/// The caller's user and session ids, as the gateway verified them.
+fn caller(request: &Request) -> Result<(String, String), Problem> {
+    let context = request.context();
+    match (&context.user_id, &context.session_id) {
+        (Some(user), Some(session)) => Ok((user.clone(), session.clone())),
+        _ => Err(invalid_session()),
+    }
+}
+
+fn invalid_session() -> Problem {
+    Problem::new(
+        401,
+        "invalid-session",
+        "Unauthorized",
+        "the session has ended; log in again",
+    )
+}
+
+fn me(request: &Request) -> Result<Response, Problem> {
+    let user = current_user(request)?;
+    Response::json(
+        200,
+        &json!({ "id": user.id, "email": user.email, "name": user.name, "status": user.status,
+                 "created_at": rfc3339(user.created_at),
+                 "mfa_enabled": user.totp_secret.is_some() }),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Password attempts and lockout
+
+fn invalid_credentials() -> Problem {
+    Problem::new(
+        401,
+        "invalid-credentials",
+        "Unauthorized",
+        "the email or password is wrong",
+    )
+}
+
+fn locked() -> Problem {
+    Problem::new(
+        423,
+        "account-locked",
+        "Locked",
+        "too many failed attempts: the account is locked for 15 minutes",
+    )
+}
+
+/// Counts an attempt on `user` before anything is checked. The update both checks the lock and
+/// takes the row, so parallel attempts queue behind each other and at most five get through.
+/// A lock that has run out starts the count afresh.
+fn reserve_attempt(user: &User) -> Result<(), Problem> {
+    let now = now();
+    let reserved = db::query(
+        "UPDATE users SET
+             failed_logins = CASE WHEN locked_until <= $2 THEN 1 ELSE failed_logins + 1 END,
+             locked_until = CASE WHEN locked_until <= $2 THEN NULL ELSE locked_until END
+         WHERE id = $1 AND (failed_logins < $3 OR locked_until <= $2)
+         RETURNING failed_logins",
+        &[user.id.as_str().into(), now.into(), MAX_FAILURES.into()],
+    )?;
+    match reserved.is_empty() {
+        true => Err(locked()),
+        false => Ok(()),
+    }
+}
+
+/// The reserved attempt failed: it stays counted, and the fifth in a row locks the account.
+fn attempt_failed(user: &User) -> Result<(), Problem> {
+    db::execute(
+        "UPDATE users SET locked_until = $2 WHERE id = $1 AND failed_logins >= $3",
+        &[
+            user.id.as_str().into(),
+            (now() + LOCKOUT).into(),
+            MAX_FAILURES.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The reserved attempt does not count after all (the password was right and a second factor
+/// is still to come).
+fn attempt_undone(user: &User) -> Result<(), Problem> {
+    db::execute(
+        "UPDATE users SET failed_logins = failed_logins - 1 WHERE id = $1 AND failed_logins > 0",
+        &[user.id.as_str().into()],
+    )?;
+    Ok(())
+}
+
+fn attempt_succeeded(user: &User) -> Result<(), Problem> {
+    db::execute(
+        "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1",
+        &[user.id.as_str().into()],
+    )?;
+    Ok(())
+}
+
+/// Checks the password of a known user as one counted attempt.
+fn check_password(user: &User, password: &str) -> Result<(), Problem> {
+    reserve_attempt(user)?;
+    if !crypto::verify_password(password, &user.password_hash) {
+        attempt_failed(user)?;
+        return Err(invalid_credentials());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Second factor
+
+fn mfa_required() -> Problem {
+    Problem::new(
+        401,
+        "mfa-required",
+        "Unauthorized",
+        "this account uses two-factor authentication: send `mfa_code`",
+    )
+}
+
+fn mfa_invalid(status: u16) -> Problem {
+    Problem::new(
+        status,
+        "mfa-invalid",
+        "Invalid code",
+        "the code is wrong, expired or already used",
+    )
+}
+
+/// Accepts a TOTP code of a step later than the last one used, or an unused recovery code,
+/// and marks it used.
+fn accept_second_factor(user: &User, secret_hex: &str, code: &str) -> Result<bool, Problem> {
+    let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    if let Some(step) = totp::matching_step(&unhex(secret_hex)?, &code, now_u64()) {
+        let step = i64::try_from(step).map_err(|_| Problem::internal("step out of range"))?;
+        let taken = db::execute(
+            "UPDATE users SET totp_last_step = $2
+             WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
+            &[user.id.as_str().into(), step.into()],
+        )?;
+        return Ok(taken == 1);
+    }
+    let used = db::execute(
+        "UPDATE recovery_codes SET used_at = $3
+         WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
+        &[
+            user.id.as_str().into(),
+            recovery_hash(&code).into(),
+            now().into(),
+        ],
+    )?;
+    Ok(used == 1)
+}
+
+#[derive(Deserialize)]
+struct Code {
+    code: String,
+}
+
+fn totp_setup(request: &Request) -> Result<Response, Problem> {
+    let user = current_user(request)?;
+    if user.totp_secret.is_some() {
+        return Err(Problem::conflict(
+            "two-factor authentication is already enabled; disable it first",
+        ));
+    }
+    let secret = crypto::random_bytes(20);
+    db::execute(
+        "UPDATE users SET totp_pending = $2 WHERE id = $1",
+        &[user.id.as_str().into(), hex(&secret).into()],
+    )?;
+    let encoded = totp::base32(&secret);
+    let uri = format!(
+        "otpauth://totp/{ISSUER}:{account}?secret={encoded}&issuer={ISSUER}&algorithm=SHA1&digits={}&period={}",
+        totp::DIGITS,
+        totp::STEP,
+        account = percent_encode(&user.email),
+    );
+    Response::json(200, &json!({ "secret": encoded, "otpauth_uri": uri }))
+}
+
+fn totp_enable(request: &Request) -> Result<Response, Problem> {
+    let body: Code = request.json()?;
+    let user = current_user(request)?;
+    let pending = user.totp_pending.as_deref().ok_or_else(|| {
+        Problem::conflict("no TOTP secret is waiting: call /auth/mfa/totp/setup first")
+    })?;
+    let step = totp::matching_step(&unhex(pending)?, body.code.trim(), now_u64())
+        .and_then(|step| i64::try_from(step).ok())
+        .ok_or_else(|| mfa_invalid(422))?;
+    db::execute(
+        "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $2
+         WHERE id = $1",
+        &[user.id.as_str().into(), step.into()],
+    )?;
+    db::execute(
+        "DELETE FROM recovery_codes WHERE user_id = $1",
+        &[user.id.as_str().into()],
+    )?;
+    let mut codes = Vec::with_capacity(RECOVERY_CODES);
+    for _ in 0..RECOVERY_CODES {
+        let code = recovery_code();
+        db::execute(
+            "INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)",
+            &[user.id.as_str().into(), recovery_hash(&code).into()],
+        )?;
+        codes.push(code);
+    }
+    Response::json(200, &json!({ "recovery_codes": codes }))
+}
+
+#[derive(Deserialize)]
+struct Disable {
+    password: String,
+    code: String,
+}
+
+fn mfa_disable(request: &Request) -> Result<Response, Problem> {
+    let body: Disable = request.json()?;
+    let user = current_user(request)?;
+    let Some(secret) = user.totp_secret.clone() else {
+        return Err(Problem::conflict(
+            "two-factor authentication is not enabled",
+        ));
+    };
+    check_password(&user, &body.password).map_err(forbidden_if_unauthorized)?;
+    if !accept_second_factor(&user, &secret, &body.code)? {
+        attempt_failed(&user)?;
+        return Err(mfa_invalid(403));
+    }
+    attempt_succeeded(&user)?;
+    db::execute(
+        "UPDATE users SET totp_secret = NULL, totp_pending = NULL, totp_last_step = NULL
+         WHERE id = $1",
+        &[user.id.as_str().into()],
+    )?;
+    db::execute(
+        "DELETE FROM recovery_codes WHERE user_id = $1",
+        &[user.id.as_str().into()],
+    )?;
+    Ok(Response::no_content())
+}
+
+/// A wrong password from a signed-in caller is 403: their access token is fine, so a 401 would
+/// send clients to refresh it.
+fn forbidden_if_unauthorized(mut problem: Problem) -> Problem {
+    if problem.status == 401 {
+        problem.status = 403;
+        problem.title = "Forbidden".into();
+    }
+    problem
+}
+
+/// Ten random base32 characters as `xxxxx-xxxxx`, lower case.
+fn recovery_code() -> String {
+    let raw = totp::base32(&crypto::random_bytes(10)).to_lowercase();
+    format!("{}-{}", &raw[..5], &raw[5..10])
+}
+
+/// Recovery codes are compared by their keyed hash, ignoring case and dashes.
+fn recovery_hash(code: &str) -> String {
+    let normalized: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    hex(&crypto::hmac_sha256(
+        format!("recovery:{normalized}").as_bytes(),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login, sessions and tokens
+
+#[derive(Deserialize)]
+struct Login {
+    email: String,
+    password: String,
+    mfa_code: Option<String>,
+    org_slug: Option<String>,
+}
+
+fn login(request: &Request) -> Result<Response, Problem> {
+    let body: Login = request.json()?;
+    let user = normalize_email(&body.email)
+        .ok()
+        .map(|email| user_by("email", &email))
+        .transpose()?
+        .flatten();
+    let Some(user) = user else {
+        // Same work and same answer as a wrong password.
+        crypto::verify_password(&body.password, DUMMY_HASH);
+        return Err(invalid_credentials());
+    };
+    check_password(&user, &body.password)?;
+    if let Some(secret) = &user.totp_secret {
+        let Some(code) = body.mfa_code.as_deref().filter(|c| !c.trim().is_empty()) else {
+            attempt_undone(&user)?;
+            return Err(mfa_required());
+        };
+        if !accept_second_factor(&user, secret, code)? {
+            attempt_failed(&user)?;
+            return Err(mfa_invalid(401));
+        }
+    }
+    attempt_succeeded(&user)?;
+    if user.status != "active" {
+        return Err(Problem::forbidden("this account is disabled"));
+    }
+    let membership = match &body.org_slug {
+        Some(slug) => Some(membership_by_slug(&user.id, slug)?),
+        None => None,
+    };
+    let session = open_session(request, &user, membership.as_ref())?;
+    token_pair(&user, &session, membership.as_ref(), 200)
+}
+
+struct Membership {
+    org_id: String,
+    org_slug: String,
+    org_name: String,
+    roles: String,
+    permissions: String,
+    plan: Option<String>,
+}
+
+impl FromRow for Membership {
+    fn from_row(row: &Row) -> Result<Self, db::Error> {
+        Ok(Self {
+            org_id: row.get("org_id")?,
+            org_slug: row.get("org_slug")?,
+            org_name: row.get("org_name")?,
+            roles: row.get("roles")?,
+            permissions: row.get("permissions")?,
+            plan: row.get("plan")?,
+        })
+    }
+}
+
+const MEMBERSHIP_COLUMNS: &str = "org_id, org_slug, org_name, roles, permissions, plan";
+
+/// The caller's membership of the organization `slug`; 404 when there is none, whether or not
+/// the organization exists.
+fn membership_by_slug(user_id: &str, slug: &str) -> Result<Membership, Problem> {
+    db::query_one(
+        &format!(
+            "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE user_id = $1 AND org_slug = $2"
+        ),
+        &[user_id.into(), slug.into()],
+    )?
+    .ok_or_else(|| Problem::not_found(format!("you are not a member of an organization `{slug}`")))
+}
+
+fn membership_by_id(user_id: &str, org_id: Option<&str>) -> Result<Option<Membership>, Problem> {
+    let Some(org_id) = org_id else {
+        return Ok(None);
+    };
+    Ok(db::query_one(
+        &format!("SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE user_id = $1 AND org_id = $2"),
+        &[user_id.into(), org_id.into()],
+    )?)
+}
+
+fn open_session(
+    request: &Request,
+    user: &User,
+    membership: Option<&Membership>,
+) -> Result<String, Problem> {
+    let (id, now) = (new_id(), now());
+    db::execute(
+        "INSERT INTO sessions (id, user_id, org_id, user_agent, ip, created_at, last_seen_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        &[
+            id.as_str().into(),
+            user.id.as_str().into(),
+            membership.map(|m| m.org_id.clone()).into(),
+            device(request).into(),
+            request
+                .context()
+                .client_ip
+                .clone()
+                .unwrap_or_default()
+                .into(),
+            now.into(),
+        ],
+    )?;
+    Ok(id)
+}
+
+/// The user agent, as the session's device.
+fn device(request: &Request) -> String {
+    request
+        .header("user-agent")
+        .unwrap_or("unknown")
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// A new refresh token for `session` and an access token for the user in the membership's
+/// organization.
+fn token_pair(
+    user: &User,
+    session: &str,
+    membership: Option<&Membership>,
+    status: u16,
+) -> Result<Response, Problem> {
+    let refresh = hex(&crypto::random_bytes(32));
+    let now = now();
+    db::execute(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
+         VALUES ($1, $2, $3, $4)",
+        &[
+            refresh_hash(&refresh).into(),
+            session.into(),
+            now.into(),
+            (now + REFRESH_TTL).into(),
+        ],
+    )?;
+    let list = |csv: &str| -> Vec<String> {
+        csv.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let access = tokens::mint_access(&tokens::Claims {
+        user_id: user.id.clone(),
+        email: user.email.clone(),
+        org_id: membership.map(|m| m.org_id.clone()),
+        org_slug: membership.map(|m| m.org_slug.clone()),
+        org_name: membership.map(|m| m.org_name.clone()),
+        roles: membership.map(|m| list(&m.roles)).unwrap_or_default(),
+        permissions: membership.map(|m| list(&m.permissions)).unwrap_or_default(),
+        plan: membership.and_then(|m| m.plan.clone()),
+        session_id: session.to_string(),
+    });
+    Response::json(
+        status,
+        &json!({
+            "access_token": access.token,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "expires_in": access.expires_in,
+            "refresh_expires_in": REFRESH_TTL,
+            "user_info": { "id": user.id, "email": user.email, "name": user.name },
+        }),
+    )
+}
+
+fn refresh_hash(token: &str) -> String {
+    hex(&crypto::hmac_sha256(format!("refresh:{token}").as_bytes()))
+}
+
+fn invalid_refresh(detail: &str) -> Problem {
+    Problem::new(401, "invalid-refresh-token", "Unauthorized", detail)
+}
+
+#[derive(Deserialize)]
+struct Refresh {
+    refresh_token: String,
+}
+
+fn refresh(request: &Request) -> Result<Response, Problem> {
+    let body: Refresh = request.json()?;
+    let hash = refresh_hash(body.refresh_token.trim());
+    let now = now();
+    // Spending is one conditional update: of two requests racing with the same token, one wins.
+    let spent = db::query(
+        "UPDATE refresh_tokens SET spent_at = $2
+         WHERE token_hash = $1 AND spent_at IS NULL AND expires_at > $2
+         RETURNING session_id",
+        &[hash.as_str().into(), now.into()],
+    )?;
+    let Some(row) = spent.first() else {
+        return Err(refused_refresh(&hash, now)?);
+    };
+    let session_id: String = row.get("session_id")?;
+    let session = db::query(
+        "SELECT user_id, org_id FROM sessions WHERE id = $1 AND revoked_at IS NULL",
+        &[session_id.as_str().into()],
+    )?;
+    let Some(session) = session.first() else {
+        return Err(invalid_refresh("the session has ended; log in again"));
+    };
+    let user_id: String = session.get("user_id")?;
+    let org_id: Option<String> = session.get("org_id")?;
+    let user = user_by("id", &user_id)?
+        .filter(|u| u.status == "active")
+        .ok_or_else(|| invalid_refresh("the account is disabled"))?;
+    db::execute(
+        "UPDATE sessions SET last_seen_at = $2, ip = $3 WHERE id = $1",
+        &[
+            session_id.as_str().into(),
+            now.into(),
+            request
+                .context()
+                .client_ip
+                .clone()
+                .unwrap_or_default()
+                .into(),
+        ],
+    )?;
+    let membership = membership_by_id(&user.id, org_id.as_deref())?;
+    token_pair(&user, &session_id, membership.as_ref(), 200)
+}
+
+/// Why a refresh token could not be spent. A token that was spent before is being replayed:
+/// someone holds a copy, so its whole session is revoked.
+fn refused_refresh(hash: &str, now: i64) -> Result<Problem, Problem> {
+    let known = db::query(
+        "SELECT session_id, spent_at FROM refresh_tokens WHERE token_hash = $1",
+        &[hash.into()],
+    )?;
+    let Some(row) = known.first() else {
+        return Ok(invalid_refresh("the refresh token is not valid"));
+    };
+    let spent_at: Option<i64> = row.get("spent_at")?;
+    if spent_at.is_none() {
+        return Ok(invalid_refresh(
+            "the refresh token has expired; log in again",
+        ));
+    }
+    let session_id: String = row.get("session_id")?;
+    end_session(&session_id, now)?;
+    log::warn(&format!(
+        "a spent refresh token was presented again: session {session_id} revoked"
+    ));
+    Ok(invalid_refresh(
+        "the refresh token was already used; the session has been revoked, log in again",
+    ))
+}
+
+/// Revokes a session here and in the host, so its access tokens stop working at once.
+fn end_session(session_id: &str, now: i64) -> Result<(), Problem> {
+    db::execute(
+        "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        &[session_id.into(), now.into()],
+    )?;
+    tokens::revoke_session(session_id)
+        .map_err(|e| Problem::internal(format!("revoking session {session_id}: {e}")))
+}
+
+fn logout(request: &Request) -> Result<Response, Problem> {
+    let (_, session) = caller(request)?;
+    end_session(&session, now())?;
+    Ok(Response::no_content())
+}
+
+#[derive(Deserialize)]
+struct SwitchOrg {
+    org_slug: String,
+}
+
+fn switch_org(request: &Request) -> Result<Response, Problem> {
+    let body: SwitchOrg = request.json()?;
+    let user = current_user(request)?;
+    let (_, session) = caller(request)?;
+    let membership = membership_by_slug(&user.id, body.org_slug.trim())?;
+    db::execute(
+        "UPDATE sessions SET org_id = $2, last_seen_at = $3 WHERE id = $1",
+        &[
+            session.as_str().into(),
+            membership.org_id.as_str().into(),
+            now().into(),
+        ],
+    )?;
+    // The session's earlier refresh token would still mint tokens for the old organization.
+    db::execute(
+        "DELETE FROM refresh_tokens WHERE session_id = $1 AND spent_at IS NULL",
+        &[session.as_str().into()],
+    )?;
+    token_pair(&user, &session, Some(&membership), 200)
+}
+
+fn list_sessions(request: &Request) -> Result<Response, Problem> {
+    let (user_id, current) = caller(request)?;
+    let limit = match request.query("limit") {
+        None => 50,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or_else(|| Problem::bad_request("`limit` must be a number from 1 to 200"))?,
+    };
+    // The cursor is the last session's `created_at.id`; newest sessions come first.
+    let (before_time, before_id) = match request.query("cursor") {
+        None => (i64::MAX, String::new()),
+        Some(cursor) => cursor
+            .split_once('.')
+            .and_then(|(time, id)| Some((time.parse::<i64>().ok()?, id.to_string())))
+            .ok_or_else(|| Problem::bad_request("`cursor` is not one this API returned"))?,
+    };
+    let rows = db::query(
+        "SELECT id, user_agent, ip, created_at, last_seen_at FROM sessions
+         WHERE user_id = $1 AND revoked_at IS NULL
+           AND (created_at < $2 OR (created_at = $2 AND id < $3))
+         ORDER BY created_at DESC, id DESC
+         LIMIT $4",
+        &[
+            user_id.as_str().into(),
+            before_time.into(),
+            before_id.into(),
+            (limit + 1).into(),
+        ],
+    )?;
+    let mut items = Vec::new();
+    let mut next_cursor = None;
+    for (index, row) in rows.iter().enumerate() {
+        let id: String = row.get("id")?;
+        let created_at: i64 = row.get("created_at")?;
+        if index as i64 == limit {
+            break;
+        }
+        if index as i64 == limit - 1 && rows.len() as i64 > limit {
+            next_cursor = Some(format!("{created_at}.{id}"));
+        }
+        items.push(json!({
+            "id": id,
+            "device": row.get::<String>("user_agent")?,
+            "ip": row.get::<String>("ip")?,
+            "created_at": rfc3339(created_at),
+            "last_seen_at": rfc3339(row.get("last_seen_at")?),
+            "current": id == current,
+        }));
+    }
+    Response::json(200, &json!({ "items": items, "next_cursor": next_cursor }))
+}
+
+fn revoke_session(request: &Request) -> Result<Response, Problem> {
+    let (user_id, _) = caller(request)?;
+    let id = request.param("id")?;
+    let owned = db::query(
+        "SELECT id FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        &[id.into(), user_id.as_str().into()],
+    )?;
+    if owned.is_empty() {
+        return Err(Problem::not_found("no such session"));
+    }
+    end_session(id, now())?;
+    Ok(Response::no_content())
+}
+
+#[derive(Deserialize)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+fn change_password(request: &Request) -> Result<Response, Problem> {
+    let body: PasswordChange = request.json()?;
+    let user = current_user(request)?;
+    let (_, current) = caller(request)?;
+    check_password(&user, &body.current_password).map_err(forbidden_if_unauthorized)?;
+    attempt_succeeded(&user)?;
+    password::check(&body.new_password, &user.email)?;
+    db::execute(
+        "UPDATE users SET password_hash = $2 WHERE id = $1",
+        &[
+            user.id.as_str().into(),
+            crypto::hash_password(&body.new_password).into(),
+        ],
+    )?;
+    let others = db::query(
+        "SELECT id FROM sessions WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL",
+        &[user.id.as_str().into(), current.as_str().into()],
+    )?;
+    let now = now();
+    for row in &others {
+        end_session(&row.get::<String>("id")?, now)?;
+    }
+    Ok(Response::no_content())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+fn now_u64() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn now() -> i64 {
+    i64::try_from(now_u64()).unwrap_or(i64::MAX)
+}
+
+fn rfc3339(unix_seconds: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix_seconds)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// A random (version 4) UUID.
+fn new_id() -> String {
+    let mut b = crypto::random_bytes(16);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Result<Vec<u8>, Problem> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| Problem::internal("a stored TOTP secret is not hex"))
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for the otpauth label.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
