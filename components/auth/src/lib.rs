@@ -9,9 +9,9 @@
 //!   a spent token again means it was copied, so the whole session (the token family) is revoked.
 //! - Logging out, revoking a session and changing the password revoke sessions in the host too,
 //!   so the gateway refuses their access tokens from the next request on.
-//! - Five consecutive failed attempts lock an account for 15 minutes. Each attempt is counted
-//!   *before* the password is checked, in the same row update that checks the lock, so parallel
-//!   attempts cannot slip past the limit.
+//! - Five consecutive failed attempts lock an account for 15 minutes. Each attempt is settled
+//!   in one conditional update against the lock, so parallel attempts are decided one at a time
+//!   and no more than five wrong guesses ever get an answer other than 423.
 //! - With TOTP enabled, a login needs a code (or a recovery code); a step's code is accepted
 //!   once: the last step used is kept and only later steps pass.
 
@@ -197,6 +197,7 @@ struct User {
     password_hash: String,
     status: String,
     created_at: i64,
+    locked_until: Option<i64>,
     totp_secret: Option<String>,
     totp_pending: Option<String>,
 }
@@ -210,6 +211,7 @@ impl FromRow for User {
             password_hash: row.get("password_hash")?,
             status: row.get("status")?,
             created_at: row.get("created_at")?,
+            locked_until: row.get("locked_until")?,
             totp_secret: row.get("totp_secret")?,
             totp_pending: row.get("totp_pending")?,
         })
@@ -217,7 +219,7 @@ impl FromRow for User {
 }
 
 const USER_COLUMNS: &str =
-    "id, email, name, password_hash, status, created_at, totp_secret, totp_pending";
+    "id, email, name, password_hash, status, created_at, locked_until, totp_secret, totp_pending";
 
 fn user_by(column: &str, value: &str) -> Result<Option<User>, Problem> {
     Ok(db::query_one(
@@ -282,64 +284,65 @@ fn locked() -> Problem {
     )
 }
 
-/// Counts an attempt on `user` before anything is checked. The update both checks the lock and
-/// takes the row, so parallel attempts queue behind each other and at most five get through.
-/// A lock that has run out starts the count afresh.
-fn reserve_attempt(user: &User) -> Result<(), Problem> {
-    let now = now();
-    let reserved = db::query(
-        "UPDATE users SET
-             failed_logins = CASE WHEN locked_until <= $2 THEN 1 ELSE failed_logins + 1 END,
-             locked_until = CASE WHEN locked_until <= $2 THEN NULL ELSE locked_until END
-         WHERE id = $1 AND (failed_logins < $3 OR locked_until <= $2)
-         RETURNING failed_logins",
-        &[user.id.as_str().into(), now.into(), MAX_FAILURES.into()],
-    )?;
-    match reserved.is_empty() {
-        true => Err(locked()),
-        false => Ok(()),
+/// Refuses at once, without checking a password, while a lock is in force.
+fn not_locked(user: &User) -> Result<(), Problem> {
+    match user.locked_until {
+        Some(until) if until > now() => Err(locked()),
+        _ => Ok(()),
     }
 }
 
-/// The reserved attempt failed: it stays counted, and the fifth in a row locks the account.
-fn attempt_failed(user: &User) -> Result<(), Problem> {
-    db::execute(
-        "UPDATE users SET locked_until = $2 WHERE id = $1 AND failed_logins >= $3",
-        &[
-            user.id.as_str().into(),
-            (now() + LOCKOUT).into(),
-            MAX_FAILURES.into(),
-        ],
-    )?;
-    Ok(())
-}
-
-/// The reserved attempt does not count after all (the password was right and a second factor
-/// is still to come).
-fn attempt_undone(user: &User) -> Result<(), Problem> {
-    db::execute(
-        "UPDATE users SET failed_logins = failed_logins - 1 WHERE id = $1 AND failed_logins > 0",
-        &[user.id.as_str().into()],
-    )?;
-    Ok(())
-}
-
-fn attempt_succeeded(user: &User) -> Result<(), Problem> {
-    db::execute(
-        "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1",
-        &[user.id.as_str().into()],
-    )?;
-    Ok(())
-}
-
-/// Checks the password of a known user as one counted attempt.
+/// Checks the password of a known user; a wrong one is settled as a failed attempt.
 fn check_password(user: &User, password: &str) -> Result<(), Problem> {
-    reserve_attempt(user)?;
+    not_locked(user)?;
     if !crypto::verify_password(password, &user.password_hash) {
-        attempt_failed(user)?;
+        settle(user, Attempt::Failed)?;
         return Err(invalid_credentials());
     }
     Ok(())
+}
+
+/// How a checked attempt ended.
+#[derive(Clone, Copy, PartialEq)]
+enum Attempt {
+    Failed,
+    Passed,
+    /// The password was right; a second factor is still to come.
+    Pending,
+}
+
+/// Settles a checked attempt in one conditional update, so parallel attempts are decided one
+/// at a time against the lock: a failure counts (the fifth in a row locks the account for 15
+/// minutes), a success clears the count, a pending attempt leaves it. Once the account is
+/// locked every attempt is answered 423, whatever its outcome, so parallel guesses learn
+/// nothing past the fifth. The update comes after the password hash, never before: on SQLite a
+/// request holds the write lock from its first write on.
+fn settle(user: &User, attempt: Attempt) -> Result<(), Problem> {
+    let now = now();
+    let mut params: Vec<Value> = vec![user.id.as_str().into(), now.into(), MAX_FAILURES.into()];
+    let (failed, locked_until) = match attempt {
+        Attempt::Failed => {
+            params.push((now + LOCKOUT).into());
+            (
+                "CASE WHEN locked_until <= $2 THEN 1 ELSE failed_logins + 1 END",
+                "CASE WHEN locked_until <= $2 THEN NULL \
+                      WHEN failed_logins + 1 >= $3 THEN $4 ELSE locked_until END",
+            )
+        }
+        Attempt::Passed => ("0", "NULL"),
+        Attempt::Pending => ("failed_logins", "locked_until"),
+    };
+    let settled = db::execute(
+        &format!(
+            "UPDATE users SET failed_logins = {failed}, locked_until = {locked_until}
+             WHERE id = $1 AND (failed_logins < $3 OR locked_until <= $2)"
+        ),
+        &params,
+    )?;
+    match settled {
+        0 => Err(locked()),
+        _ => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -461,10 +464,10 @@ fn mfa_disable(request: &Request) -> Result<Response, Problem> {
     };
     check_password(&user, &body.password).map_err(forbidden_if_unauthorized)?;
     if !accept_second_factor(&user, &secret, &body.code)? {
-        attempt_failed(&user)?;
+        settle(&user, Attempt::Failed)?;
         return Err(mfa_invalid(403));
     }
-    attempt_succeeded(&user)?;
+    settle(&user, Attempt::Passed)?;
     db::execute(
         "UPDATE users SET totp_secret = NULL, totp_pending = NULL, totp_last_step = NULL
          WHERE id = $1",
@@ -531,15 +534,15 @@ fn login(request: &Request) -> Result<Response, Problem> {
     check_password(&user, &body.password)?;
     if let Some(secret) = &user.totp_secret {
         let Some(code) = body.mfa_code.as_deref().filter(|c| !c.trim().is_empty()) else {
-            attempt_undone(&user)?;
+            settle(&user, Attempt::Pending)?;
             return Err(mfa_required());
         };
         if !accept_second_factor(&user, secret, code)? {
-            attempt_failed(&user)?;
+            settle(&user, Attempt::Failed)?;
             return Err(mfa_invalid(401));
         }
     }
-    attempt_succeeded(&user)?;
+    settle(&user, Attempt::Passed)?;
     if user.status != "active" {
         return Err(Problem::forbidden("this account is disabled"));
     }
@@ -887,14 +890,12 @@ fn change_password(request: &Request) -> Result<Response, Problem> {
     let user = current_user(request)?;
     let (_, current) = caller(request)?;
     check_password(&user, &body.current_password).map_err(forbidden_if_unauthorized)?;
-    attempt_succeeded(&user)?;
     password::check(&body.new_password, &user.email)?;
+    let hash = crypto::hash_password(&body.new_password);
+    settle(&user, Attempt::Passed)?;
     db::execute(
         "UPDATE users SET password_hash = $2 WHERE id = $1",
-        &[
-            user.id.as_str().into(),
-            crypto::hash_password(&body.new_password).into(),
-        ],
+        &[user.id.as_str().into(), hash.into()],
     )?;
     let others = db::query(
         "SELECT id FROM sessions WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL",

@@ -80,41 +80,81 @@ struct SqliteDb {
 #[async_trait]
 impl ComponentDb for SqliteDb {
     async fn begin(&self) -> Result<Box<dyn Transaction>, Error> {
-        // IMMEDIATE takes the write lock up front, so two requests never deadlock upgrading
-        // a read lock; the busy timeout queues them instead.
-        let transaction = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(to_error)?;
-        Ok(Box::new(SqliteTransaction { transaction }))
+        Ok(Box::new(SqliteTransaction {
+            pool: self.pool.clone(),
+            transaction: None,
+        }))
     }
 }
 
+/// A request's statements. Reads before the request's first write run on their own, each
+/// seeing the latest committed data (as PostgreSQL's default READ COMMITTED does); the first
+/// write begins an IMMEDIATE transaction that holds the file's write lock until the request
+/// ends, and every later statement runs inside it. So a request that reads, then works for a
+/// while (hashing a password, say), then writes holds the lock only for its writes, and two
+/// requests never deadlock upgrading a read lock: the busy timeout queues writers instead.
 struct SqliteTransaction {
-    transaction: sqlx::Transaction<'static, Sqlite>,
+    pool: SqlitePool,
+    transaction: Option<sqlx::Transaction<'static, Sqlite>>,
+}
+
+impl SqliteTransaction {
+    /// The write transaction, begun now unless `sql` only reads and none is open yet.
+    async fn for_statement(
+        &mut self,
+        sql: &str,
+    ) -> Result<Option<&mut sqlx::Transaction<'static, Sqlite>>, Error> {
+        if self.transaction.is_none() && !reads_only(sql) {
+            let begun = self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(to_error)?;
+            self.transaction = Some(begun);
+        }
+        Ok(self.transaction.as_mut())
+    }
+}
+
+/// Whether a statement surely only reads: a plain `SELECT` or `VALUES` (a `WITH` may write).
+fn reads_only(sql: &str) -> bool {
+    let first = sql
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default();
+    first.eq_ignore_ascii_case("select") || first.eq_ignore_ascii_case("values")
 }
 
 #[async_trait]
 impl Transaction for SqliteTransaction {
     async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, Error> {
-        let rows = bind(sqlx::query(sql), params)
-            .fetch_all(&mut *self.transaction)
-            .await
-            .map_err(to_error)?;
+        let pool = self.pool.clone();
+        let query = bind(sqlx::query(sql), params);
+        let rows = match self.for_statement(sql).await? {
+            Some(transaction) => query.fetch_all(&mut **transaction).await,
+            None => query.fetch_all(&pool).await,
+        }
+        .map_err(to_error)?;
         super::rows_of(&rows, value_of)
     }
 
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error> {
-        let done = bind(sqlx::query(sql), params)
-            .execute(&mut *self.transaction)
-            .await
-            .map_err(to_error)?;
+        let pool = self.pool.clone();
+        let query = bind(sqlx::query(sql), params);
+        let done = match self.for_statement(sql).await? {
+            Some(transaction) => query.execute(&mut **transaction).await,
+            None => query.execute(&pool).await,
+        }
+        .map_err(to_error)?;
         Ok(done.rows_affected())
     }
 
     async fn commit(self: Box<Self>) -> Result<(), Error> {
-        self.transaction.commit().await.map_err(to_error)
+        match self.transaction {
+            Some(transaction) => transaction.commit().await.map_err(to_error),
+            None => Ok(()),
+        }
     }
 }
 
@@ -175,5 +215,32 @@ fn to_error(error: sqlx::Error) -> Error {
             Error::Unavailable(error.to_string())
         }
         _ => Error::Invalid(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reads_only;
+
+    #[test]
+    fn only_plain_selects_run_before_the_write_lock() {
+        for sql in [
+            "SELECT 1",
+            "  select * from t",
+            "(SELECT 1) UNION (SELECT 2)",
+            "VALUES (1)",
+        ] {
+            assert!(reads_only(sql), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1 RETURNING a",
+            "WITH x AS (SELECT 1) DELETE FROM t",
+            "DELETE FROM t",
+            "selected",
+            "",
+        ] {
+            assert!(!reads_only(sql), "{sql}");
+        }
     }
 }
