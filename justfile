@@ -32,9 +32,9 @@ run: build
 test: components
     cargo test --release -p truevalue -p truevalue-sdk -p auth
 
-# Throughput and latency through the gateway against a native handler, and instantiate + call.
+# Gateway + Wasm against a native handler, instantiate + call, and logins against raw Argon2id.
 bench: components
-    cargo bench -p truevalue --bench hello
+    cargo bench -p truevalue --bench hello --bench auth
 
 # Formatting and lints, as CI expects them.
 lint:

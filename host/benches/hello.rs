@@ -11,15 +11,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::Query;
 use serde_json::{Value, json};
+
+use common::{Server, median, percentile, repo, start};
 
 const CONCURRENCY: usize = 16;
 const ROUND: Duration = Duration::from_secs(4);
@@ -71,79 +74,8 @@ fn native_server() {
     });
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A server process; killed on drop.
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(mut command: Command) -> Server {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take();
-    let mut server = Server(child, String::new());
-    let mut reader = BufReader::new(stdout.unwrap());
-    let mut line = String::new();
-    while reader.read_line(&mut line).unwrap_or(0) > 0 {
-        if let Some(address) = line.strip_prefix("gateway listening on ") {
-            server.1 = address
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            // Keep draining stdout so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in reader.lines() {});
-            return server;
-        }
-        line.clear();
-    }
-    panic!("the server stopped before listening");
-}
-
 fn platform(dir: &Path) -> Server {
-    let policies = dir.join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    let wasm = repo().join("dist/components/hello.wasm");
-    assert!(wasm.is_file(), "run `just components` first");
-    std::fs::write(
-        policies.join("hello.toml"),
-        format!(
-            "wasm = {:?}\nroutes = [\"/hello\"]\npublic_routes = [\"/hello\"]\ncapabilities = [\"database\", \"config\"]\n[limits]\nmax_instances = 256\n[config]\ngreeting = \"Hello\"\n",
-            wasm.display().to_string()
-        ),
-    )
-    .unwrap();
-    // The rate limit stays in the path, as in production, with a budget the load cannot spend.
-    let config = dir.join("config.toml");
-    std::fs::write(&config, "rate_limit_per_minute = 1000000\n").unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_truevalue"));
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.join("data"))
-        .arg("--policies")
-        .arg(&policies)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn");
-    start(command)
+    common::platform(dir, &[("hello", common::hello_policy(true))])
 }
 
 struct Round {
@@ -182,17 +114,11 @@ async fn load(url: &str) -> Round {
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Round {
         requests_per_second: latencies.len() as f64 / elapsed,
-        p50_us: at(0.50),
-        p99_us: at(0.99),
+        p50_us: percentile(&latencies, 0.50),
+        p99_us: percentile(&latencies, 0.99),
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 async fn through_the_network() {

@@ -1,26 +1,24 @@
 //! The `crypto` capability: password hashing, randomness, constant-time comparison and HMACs,
 //! with every key kept in the host.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 
 use crate::bindings::crypto::Host;
 use crate::secrets::hmac_sha256;
 
 const MAX_RANDOM_BYTES: u32 = 4096;
 
-/// What every component's crypto shares: the host's secret and a bound on concurrent hashing.
+/// What every component's crypto shares: the host's secret and the password hashers.
 pub struct Crypto {
     secret: SecretString,
-    /// Argon2id takes ~19 MiB and tens of milliseconds a hash: at most one per core at a time,
-    /// on blocking threads, so hashing never starves the threads serving requests.
-    hashing: Semaphore,
+    hashers: Hashers,
 }
 
 impl Crypto {
@@ -28,7 +26,7 @@ impl Crypto {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             secret,
-            hashing: Semaphore::new(cores),
+            hashers: Hashers::start(cores),
         }
     }
 
@@ -66,20 +64,80 @@ fn argon2() -> wasmtime::Result<Argon2<'static>> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads that hash passwords. Argon2id takes ~19 MiB and tens of milliseconds a hash, so
+/// it never runs on the threads serving requests: one hasher per core takes jobs from a queue,
+/// at a lower scheduling priority (nice 10 on Linux). A burst of logins then uses whatever CPU
+/// the other requests leave, instead of delaying them.
+struct Hashers {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Hashers {
+    fn start(threads: usize) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads {
+            let queue = queue.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("password-hasher-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            // A panicking hash fails its own request (its reply is dropped).
+                            Ok(job) => drop(std::panic::catch_unwind(AssertUnwindSafe(job))),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(error) = started {
+                tracing::error!(%error, "could not start a password hashing thread");
+            }
+        }
+        Self { jobs }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> wasmtime::Result<T> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || drop(reply.send(work()))))
+            .map_err(|_| wasmtime::format_err!("the password hashers have stopped"))?;
+        result
+            .await
+            .map_err(|_| wasmtime::format_err!("hashing a password failed"))
+    }
+}
+
+/// Makes the calling thread yield to the request threads when the CPU is contended.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread; a failure leaves the priority as is.
+        let result = unsafe {
+            let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, thread, 10)
+        };
+        if result != 0 {
+            tracing::debug!("could not lower a password hashing thread's priority");
+        }
+    }
+}
+
 impl CryptoCtx {
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> wasmtime::Result<T> {
-        let _permit = self
-            .shared
-            .hashing
-            .acquire()
-            .await
-            .map_err(|e| wasmtime::format_err!("{e}"))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| wasmtime::format_err!("hashing task failed: {e}"))
+        self.shared.hashers.run(work).await
     }
 }
 

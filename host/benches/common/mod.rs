@@ -1,0 +1,102 @@
+//! What the benchmarks share: the release host (or another server) in its own process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A server process and its address; killed on drop.
+pub struct Server(Child, pub String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command` and waits until it prints `gateway listening on <url>`.
+pub fn start(mut command: Command) -> Server {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take();
+    let mut server = Server(child, String::new());
+    let mut reader = BufReader::new(stdout.unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+        if let Some(address) = line.strip_prefix("gateway listening on ") {
+            server.1 = address
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return server;
+        }
+        line.clear();
+    }
+    panic!("the server stopped before listening");
+}
+
+/// The release host on the embedded default, serving `policies` (file stem, TOML), with the
+/// rate limit in the path, as in production, and a budget the load cannot spend.
+pub fn platform(dir: &Path, policies: &[(&str, String)]) -> Server {
+    let policy_dir = dir.join("policies");
+    std::fs::create_dir_all(&policy_dir).unwrap();
+    for (name, toml) in policies {
+        std::fs::write(policy_dir.join(format!("{name}.toml")), toml).unwrap();
+    }
+    let config = dir.join("config.toml");
+    std::fs::write(&config, "rate_limit_per_minute = 1000000\n").unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_truevalue"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .arg("--policies")
+        .arg(&policy_dir)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn");
+    start(command)
+}
+
+/// The path of a built component.
+pub fn wasm(name: &str) -> String {
+    let path = repo().join(format!("dist/components/{name}.wasm"));
+    assert!(path.is_file(), "run `just components` first");
+    path.display().to_string()
+}
+
+/// The `hello` example's policy; `public` serves it without an access token.
+pub fn hello_policy(public: bool) -> String {
+    let public_routes = if public { "[\"/hello\"]" } else { "[]" };
+    format!(
+        "wasm = {:?}\nroutes = [\"/hello\"]\npublic_routes = {public_routes}\ncapabilities = [\"database\", \"config\"]\n[limits]\nmax_instances = 256\n[config]\ngreeting = \"Hello\"\n",
+        wasm("hello")
+    )
+}
+
+/// Latency percentile `q` (0..1) of sorted samples.
+pub fn percentile(sorted: &[u64], q: f64) -> u64 {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+#[allow(dead_code)] // not every benchmark takes medians
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
