@@ -13,7 +13,7 @@ use crate::on_both_engines;
 const PASSWORD: &str = "correct horse battery staple";
 
 /// `policies/auth.toml` as shipped, with the wasm path pointing at the built component.
-fn auth_policy() -> Policy {
+pub fn auth_policy() -> Policy {
     let shipped = std::fs::read_to_string(repo().join("policies/auth.toml")).unwrap();
     let wasm_line = format!("wasm = {:?}", wasm("auth").display().to_string());
     let toml = shipped

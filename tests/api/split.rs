@@ -17,18 +17,24 @@ fn policies() -> Vec<Policy> {
             "routes = [\"/vault\", \"/private\"]\npublic_routes = [\"/vault\"]",
             "capabilities = [\"cache\", \"crypto\", \"tokens\"]",
         ),
+        crate::identity::auth_policy(),
     ]
 }
 
 /// Gateways and nodes of one deployment share Redis under one prefix.
 async fn node(prefix: &str) -> TestApp {
-    Spawn::new(Engine::Sqlite, policies())
+    node_on(Engine::Sqlite, prefix)
+        .env("TRUEVALUE_SECRET_KEY", HOST_SECRET)
+        .start()
+        .await
+}
+
+fn node_on(engine: Engine, prefix: &str) -> Spawn {
+    Spawn::new(engine, policies())
         .config(&format!("role = \"node\"\nredis_prefix = {prefix:?}"))
         .env("TRUEVALUE_REDIS_URL", "redis://127.0.0.1:6379")
         .env("TRUEVALUE_GATEWAY_SECRET", GATEWAY_SECRET)
         .env("TRUEVALUE_SECRET_KEY", HOST_SECRET)
-        .start()
-        .await
 }
 
 async fn gateway(prefix: &str, nodes: &[&TestApp]) -> TestApp {
@@ -251,4 +257,68 @@ async fn nodes_refuse_unsigned_tampered_stale_and_replayed_requests() {
     let request = Signed::new("GET", "/greeter", "", "");
     let signature = request.signature("some other secret, also 32 characters long");
     problem(request.send(&node, &signature, "", "").await, 401).await;
+}
+
+/// Nodes of one deployment share PostgreSQL: an account made through one node logs in through
+/// the other, and the session context (id, client IP) crosses the signed hop.
+#[tokio::test]
+async fn accounts_and_sessions_work_through_a_gateway_and_two_nodes() {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let first = node_on(Engine::Postgres, &prefix).start().await;
+    let shared = first.database_url.clone().unwrap();
+    let second = node_on(Engine::Sqlite, &prefix)
+        .env("TRUEVALUE_DATABASE_URL", &shared)
+        .start()
+        .await;
+    let gateway = gateway(&prefix, &[&first, &second]).await;
+
+    let account = json!({ "email": "ada@example.com", "password": "correct horse battery staple",
+                          "name": "Ada" });
+    assert_eq!(
+        gateway.post_json("/auth/register", &account).await.status(),
+        201
+    );
+    let pair: Value = gateway
+        .post_json("/auth/login", &account)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = pair["access_token"].as_str().unwrap();
+    let get = |path: &'static str| {
+        let gateway = &gateway;
+        async move {
+            gateway
+                .client
+                .get(gateway.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Round-robin: both nodes answer for the same account.
+    for _ in 0..2 {
+        assert_eq!(get("/auth/me").await.status(), 200);
+    }
+    let sessions: Value = get("/auth/sessions").await.json().await.unwrap();
+    assert_eq!(sessions["items"][0]["ip"], "127.0.0.1", "{sessions}");
+    assert_eq!(sessions["items"][0]["current"], true, "{sessions}");
+
+    let refreshed = gateway
+        .post_json(
+            "/auth/refresh",
+            &json!({ "refresh_token": pair["refresh_token"] }),
+        )
+        .await;
+    assert_eq!(refreshed.status(), 200);
+    let logout = gateway
+        .client
+        .post(gateway.url("/auth/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    problem(get("/auth/me").await, 401).await;
 }
