@@ -92,9 +92,35 @@ pub struct Policy {
     pub capabilities: BTreeSet<Capability>,
     #[serde(default)]
     pub limits: Limits,
-    /// Values the component reads through the `config` capability.
-    #[serde(default)]
+    /// Values the component reads through the `config` capability, as text: numbers and
+    /// booleans may be written as TOML numbers and booleans.
+    #[serde(default, deserialize_with = "config_values")]
     pub config: BTreeMap<String, String>,
+}
+
+/// `[config]` values as text; a TOML number or boolean is written as it reads.
+fn config_values<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let values = BTreeMap::<String, toml::Value>::deserialize(deserializer)?;
+    values
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                toml::Value::String(text) => text,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(x) => x.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(serde::de::Error::custom(format!(
+                        "config value `{key}` must be a string, number or boolean, not {}",
+                        other.type_str()
+                    )));
+                }
+            };
+            Ok((key, text))
+        })
+        .collect()
 }
 
 impl Policy {

@@ -57,6 +57,21 @@ async fn a_policy_with_an_unknown_key_is_refused_with_its_file() {
 }
 
 #[tokio::test]
+async fn a_policy_config_value_must_be_a_scalar() {
+    let mut policy = greeter();
+    policy
+        .toml
+        .push_str("[config]\nretries = 3\nnames = [\"a\", \"b\"]\n");
+    let stderr = Spawn::new(Engine::Sqlite, vec![policy])
+        .start_refused()
+        .await;
+    assert!(
+        stderr.contains("config value `names` must be a string, number or boolean, not array"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn every_policy_problem_is_reported_at_once() {
     let bad_limits = Policy::new("greeter", "greeter", "greeter", "[limits]\nmemory_mib = 0");
     let clash = Policy::new("other", "greeter", "greeter", "");

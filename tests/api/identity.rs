@@ -509,6 +509,27 @@ async fn five_failures_lock_the_account_even_for_the_right_password(engine: Engi
     assert!(text(&locked, "detail").contains("15 minutes"), "{locked}");
 }
 
+on_both_engines!(a_lock_runs_out_and_the_count_starts_afresh);
+async fn a_lock_runs_out_and_the_count_starts_afresh(engine: Engine) {
+    let mut policy = auth_policy();
+    policy.toml = policy
+        .toml
+        .replace("lockout_seconds = 900", "lockout_seconds = 2");
+    let app = Spawn::new(engine, vec![policy]).start().await;
+    let (email, _) = signed_up(&app).await;
+    let wrong = json!({ "email": email, "password": "not the password" });
+    let right = json!({ "email": email, "password": PASSWORD });
+    for _ in 0..5 {
+        problem(login_with(&app, wrong.clone(), "t").await, 401).await;
+    }
+    let locked = problem(login_with(&app, right.clone(), "t").await, 423).await;
+    assert!(text(&locked, "detail").contains("2 seconds"), "{locked}");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // One more failure does not lock again at once: the count started afresh.
+    problem(login_with(&app, wrong.clone(), "t").await, 401).await;
+    assert_eq!(login_with(&app, right, "t").await.status(), 200);
+}
+
 on_both_engines!(twenty_parallel_attempts_cannot_pass_the_lockout);
 async fn twenty_parallel_attempts_cannot_pass_the_lockout(engine: Engine) {
     let app = app(engine).await;
@@ -585,6 +606,17 @@ async fn totp_guards_the_login_and_each_code_works_once(engine: Engine) {
     );
     let me: Value = get(&app, "/auth/me", token).await.json().await.unwrap();
     assert_eq!(me["mfa_enabled"], true);
+    // The secret is not in the component's database in the clear, in any encoding.
+    let stored = stored_totp_secret(&app, engine, &email).await;
+    let raw = generator.secret.clone();
+    assert!(
+        !stored.to_lowercase().contains(&hex::encode(&raw)),
+        "{stored}"
+    );
+    assert!(
+        !stored.to_uppercase().contains(text(&setup, "secret")),
+        "{stored}"
+    );
 
     let attempt = |mfa_code: Option<&str>| {
         let mut body = json!({ "email": email, "password": PASSWORD });
@@ -692,4 +724,36 @@ async fn switching_organization_needs_a_membership_and_scopes_the_tokens() {
     assert_eq!(claims(text(&direct, "access_token"))["org_id"], "org-1");
     let body = json!({ "email": email, "password": PASSWORD, "org_slug": "globex" });
     problem(login_with(&app, body, "t").await, 404).await;
+}
+
+/// The `totp_secret` column of the account, read straight from the component's database.
+async fn stored_totp_secret(app: &TestApp, engine: Engine, email: &str) -> String {
+    let sql = "SELECT totp_secret FROM users WHERE email = $1";
+    match engine {
+        Engine::Sqlite => {
+            let path = app.data_dir.join("db/auth.sqlite");
+            let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            let value: String = sqlx::query_scalar(&sql.replace("users", "main.users"))
+                .bind(email)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            db.close().await;
+            value
+        }
+        Engine::Postgres => {
+            let db = sqlx::PgPool::connect(app.database_url.as_deref().unwrap())
+                .await
+                .unwrap();
+            let value: String = sqlx::query_scalar(&sql.replace("users", "auth.users"))
+                .bind(email)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            db.close().await;
+            value
+        }
+    }
 }

@@ -29,7 +29,7 @@ use truevalue_sdk::prelude::*;
 const REFRESH_TTL: i64 = 7 * 24 * 3600;
 /// Failed attempts in a row that lock an account.
 const MAX_FAILURES: i64 = 5;
-/// How long a lock lasts.
+/// How long a lock lasts unless the policy's `lockout_seconds` says otherwise.
 const LOCKOUT: i64 = 15 * 60;
 /// Recovery codes handed out when TOTP is enabled.
 const RECOVERY_CODES: usize = 10;
@@ -144,27 +144,32 @@ fn register(request: &Request) -> Result<Response, Problem> {
         ));
     }
     password::check(&body.password, &email)?;
+    let taken = || Problem::conflict("an account with this email already exists");
     let exists = db::query(
         "SELECT id FROM users WHERE email = $1",
         &[email.as_str().into()],
     )?;
     if !exists.is_empty() {
-        return Err(Problem::conflict(
-            "an account with this email already exists",
-        ));
+        return Err(taken());
     }
     let (id, now) = (new_id(), now());
-    db::execute(
+    let hash = crypto::hash_password(&body.password);
+    let inserted = db::execute(
         "INSERT INTO users (id, email, name, password_hash, status, created_at)
          VALUES ($1, $2, $3, $4, 'active', $5)",
         &[
             id.as_str().into(),
             email.as_str().into(),
             name.into(),
-            crypto::hash_password(&body.password).into(),
+            hash.into(),
             now.into(),
         ],
-    )?;
+    );
+    match inserted {
+        // Registered in parallel, between the check and the insert.
+        Err(db::Error::Constraint(_)) => return Err(taken()),
+        other => other?,
+    };
     Response::json(
         201,
         &json!({ "id": id, "email": email, "name": name, "status": "active",
@@ -275,12 +280,25 @@ fn invalid_credentials() -> Problem {
     )
 }
 
+/// How long a lock lasts: the policy's `lockout_seconds`, 15 minutes by default.
+fn lockout() -> i64 {
+    config::get("lockout_seconds")
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|&seconds| seconds > 0)
+        .unwrap_or(LOCKOUT)
+}
+
 fn locked() -> Problem {
+    let seconds = lockout();
+    let length = match seconds % 60 {
+        0 => format!("{} minutes", seconds / 60),
+        _ => format!("{seconds} seconds"),
+    };
     Problem::new(
         423,
         "account-locked",
         "Locked",
-        "too many failed attempts: the account is locked for 15 minutes",
+        format!("too many failed attempts: the account is locked for {length}"),
     )
 }
 
@@ -322,7 +340,7 @@ fn settle(user: &User, attempt: Attempt) -> Result<(), Problem> {
     let mut params: Vec<Value> = vec![user.id.as_str().into(), now.into(), MAX_FAILURES.into()];
     let (failed, locked_until) = match attempt {
         Attempt::Failed => {
-            params.push((now + LOCKOUT).into());
+            params.push((now + lockout()).into());
             (
                 "CASE WHEN locked_until <= $2 THEN 1 ELSE failed_logins + 1 END",
                 "CASE WHEN locked_until <= $2 THEN NULL \
@@ -367,10 +385,10 @@ fn mfa_invalid(status: u16) -> Problem {
 }
 
 /// Accepts a TOTP code of a step later than the last one used, or an unused recovery code,
-/// and marks it used.
-fn accept_second_factor(user: &User, secret_hex: &str, code: &str) -> Result<bool, Problem> {
+/// and marks it used. `sealed` is the user's stored secret.
+fn accept_second_factor(user: &User, sealed: &str, code: &str) -> Result<bool, Problem> {
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-    if let Some(step) = totp::matching_step(&unhex(secret_hex)?, &code, now_u64()) {
+    if let Some(step) = totp::matching_step(&unseal(sealed)?, &code, now_u64()) {
         let step = i64::try_from(step).map_err(|_| Problem::internal("step out of range"))?;
         let taken = db::execute(
             "UPDATE users SET totp_last_step = $2
@@ -406,7 +424,7 @@ fn totp_setup(request: &Request) -> Result<Response, Problem> {
     let secret = crypto::random_bytes(20);
     db::execute(
         "UPDATE users SET totp_pending = $2 WHERE id = $1",
-        &[user.id.as_str().into(), hex(&secret).into()],
+        &[user.id.as_str().into(), seal(&secret).into()],
     )?;
     let encoded = totp::base32(&secret);
     let uri = format!(
@@ -424,7 +442,7 @@ fn totp_enable(request: &Request) -> Result<Response, Problem> {
     let pending = user.totp_pending.as_deref().ok_or_else(|| {
         Problem::conflict("no TOTP secret is waiting: call /auth/mfa/totp/setup first")
     })?;
-    let step = totp::matching_step(&unhex(pending)?, body.code.trim(), now_u64())
+    let step = totp::matching_step(&unseal(pending)?, body.code.trim(), now_u64())
         .and_then(|step| i64::try_from(step).ok())
         .ok_or_else(|| mfa_invalid(422))?;
     db::execute(
@@ -488,6 +506,34 @@ fn forbidden_if_unauthorized(mut problem: Problem) -> Problem {
         problem.title = "Forbidden".into();
     }
     problem
+}
+
+/// TOTP secrets are stored sealed: XORed with HMAC-SHA256 under the component's host-held key
+/// of a random nonce kept beside them. A copy of the database alone does not reveal them.
+fn seal(secret: &[u8]) -> String {
+    let nonce = crypto::random_bytes(16);
+    let pad = totp_pad(&nonce);
+    let sealed: Vec<u8> = secret.iter().zip(pad).map(|(s, p)| s ^ p).collect();
+    hex(&[nonce, sealed].concat())
+}
+
+fn unseal(stored: &str) -> Result<Vec<u8>, Problem> {
+    let bytes = unhex(stored)?;
+    if !(17..=48).contains(&bytes.len()) {
+        return Err(Problem::internal(
+            "a stored TOTP secret has the wrong length",
+        ));
+    }
+    let (nonce, sealed) = bytes.split_at(16);
+    Ok(sealed
+        .iter()
+        .zip(totp_pad(nonce))
+        .map(|(s, p)| s ^ p)
+        .collect())
+}
+
+fn totp_pad(nonce: &[u8]) -> Vec<u8> {
+    crypto::hmac_sha256(&[b"totp secret:".as_slice(), nonce].concat())
 }
 
 /// Ten random base32 characters as `xxxxx-xxxxx`, lower case.
@@ -578,26 +624,23 @@ impl FromRow for Membership {
 
 const MEMBERSHIP_COLUMNS: &str = "org_id, org_slug, org_name, roles, permissions, plan";
 
+/// The user's membership of the organization whose `column` (`org_slug` or `org_id`) is
+/// `value`.
+fn membership(user_id: &str, column: &str, value: &str) -> Result<Option<Membership>, Problem> {
+    Ok(db::query_one(
+        &format!(
+            "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE user_id = $1 AND {column} = $2"
+        ),
+        &[user_id.into(), value.into()],
+    )?)
+}
+
 /// The caller's membership of the organization `slug`; 404 when there is none, whether or not
 /// the organization exists.
 fn membership_by_slug(user_id: &str, slug: &str) -> Result<Membership, Problem> {
-    db::query_one(
-        &format!(
-            "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE user_id = $1 AND org_slug = $2"
-        ),
-        &[user_id.into(), slug.into()],
-    )?
-    .ok_or_else(|| Problem::not_found(format!("you are not a member of an organization `{slug}`")))
-}
-
-fn membership_by_id(user_id: &str, org_id: Option<&str>) -> Result<Option<Membership>, Problem> {
-    let Some(org_id) = org_id else {
-        return Ok(None);
-    };
-    Ok(db::query_one(
-        &format!("SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE user_id = $1 AND org_id = $2"),
-        &[user_id.into(), org_id.into()],
-    )?)
+    membership(user_id, "org_slug", slug)?.ok_or_else(|| {
+        Problem::not_found(format!("you are not a member of an organization `{slug}`"))
+    })
 }
 
 fn open_session(
@@ -739,7 +782,10 @@ fn refresh(request: &Request) -> Result<Response, Problem> {
                 .into(),
         ],
     )?;
-    let membership = membership_by_id(&user.id, org_id.as_deref())?;
+    let membership = match &org_id {
+        Some(org_id) => membership(&user.id, "org_id", org_id)?,
+        None => None,
+    };
     token_pair(&user, &session_id, membership.as_ref(), 200)
 }
 
@@ -831,7 +877,7 @@ fn list_sessions(request: &Request) -> Result<Response, Problem> {
     };
     let rows = db::query(
         "SELECT id, user_agent, ip, created_at, last_seen_at FROM sessions
-         WHERE user_id = $1 AND revoked_at IS NULL
+         WHERE user_id = $1 AND revoked_at IS NULL AND last_seen_at > $5
            AND (created_at < $2 OR (created_at = $2 AND id < $3))
          ORDER BY created_at DESC, id DESC
          LIMIT $4",
@@ -840,6 +886,8 @@ fn list_sessions(request: &Request) -> Result<Response, Problem> {
             before_time.into(),
             before_id.into(),
             (limit + 1).into(),
+            // Idle past the refresh token's lifetime: it can no longer be used.
+            (now() - REFRESH_TTL).into(),
         ],
     )?;
     let mut items = Vec::new();
