@@ -4,9 +4,9 @@ WORKDIR /src
 RUN rustup target add wasm32-wasip2
 COPY . .
 RUN cargo build --release -p truevalue \
- && cargo build --profile component --target wasm32-wasip2 -p hello \
+ && cargo build --profile component --target wasm32-wasip2 -p hello -p auth \
  && mkdir -p dist/components \
- && cp target/wasm32-wasip2/component/hello.wasm dist/components/
+ && cp target/wasm32-wasip2/component/hello.wasm target/wasm32-wasip2/component/auth.wasm dist/components/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
