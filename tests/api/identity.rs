@@ -502,8 +502,18 @@ async fn five_failures_lock_the_account_even_for_the_right_password(engine: Engi
         problem(login_with(&app, wrong.clone(), "t").await, 401).await;
     }
     let right = json!({ "email": email, "password": PASSWORD });
-    let locked = problem(login_with(&app, right, "t").await, 423).await;
+    let mut locked = problem(login_with(&app, right, "t").await, 423).await;
     assert!(text(&locked, "detail").contains("15 minutes"), "{locked}");
+
+    // An address without an account locks alike, so the lock does not tell which exist.
+    let unknown = json!({ "email": unique_email(), "password": "not the password" });
+    for _ in 0..5 {
+        problem(login_with(&app, unknown.clone(), "t").await, 401).await;
+    }
+    let mut also_locked = problem(login_with(&app, unknown, "t").await, 423).await;
+    locked.as_object_mut().unwrap().remove("request_id");
+    also_locked.as_object_mut().unwrap().remove("request_id");
+    assert_eq!(locked, also_locked);
 }
 
 on_both_engines!(a_lock_runs_out_and_the_count_starts_afresh);

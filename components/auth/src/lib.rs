@@ -9,9 +9,10 @@
 //!   a spent token again means it was copied, so the whole session (the token family) is revoked.
 //! - Logging out, revoking a session and changing the password revoke sessions in the host too,
 //!   so the gateway refuses their access tokens from the next request on.
-//! - Five consecutive failed attempts lock an account for 15 minutes. Each attempt is settled
-//!   in one conditional update against the lock, so parallel attempts are decided one at a time
-//!   and no more than five wrong guesses ever get an answer other than 423.
+//! - Five consecutive failed attempts lock an email address for 15 minutes, whether or not an
+//!   account has it (so an unknown address answers exactly like an account). Each attempt is
+//!   settled in one conditional update against the lock, so parallel attempts are decided one
+//!   at a time and no more than five wrong guesses ever get an answer other than 423.
 //! - With TOTP enabled, a login needs a code (or a recovery code); a step's code is accepted
 //!   once: the last step used is kept and only later steps pass.
 
@@ -78,11 +79,16 @@ CREATE TABLE users (
     password_hash TEXT NOT NULL,
     status TEXT NOT NULL,
     created_at BIGINT NOT NULL,
-    failed_logins BIGINT NOT NULL DEFAULT 0,
-    locked_until BIGINT,
     totp_secret TEXT,
     totp_pending TEXT,
     totp_last_step BIGINT
+);
+-- Failed attempts in a row per email address (a keyed hash of it), whether or not an account
+-- has that address, so that an unknown address locks exactly like an account.
+CREATE TABLE login_attempts (
+    email_key TEXT PRIMARY KEY,
+    failed BIGINT NOT NULL,
+    locked_until BIGINT
 );
 CREATE TABLE sessions (
     id TEXT PRIMARY KEY,
@@ -202,7 +208,6 @@ struct User {
     password_hash: String,
     status: String,
     created_at: i64,
-    locked_until: Option<i64>,
     totp_secret: Option<String>,
     totp_pending: Option<String>,
 }
@@ -216,7 +221,6 @@ impl FromRow for User {
             password_hash: row.get("password_hash")?,
             status: row.get("status")?,
             created_at: row.get("created_at")?,
-            locked_until: row.get("locked_until")?,
             totp_secret: row.get("totp_secret")?,
             totp_pending: row.get("totp_pending")?,
         })
@@ -224,7 +228,7 @@ impl FromRow for User {
 }
 
 const USER_COLUMNS: &str =
-    "id, email, name, password_hash, status, created_at, locked_until, totp_secret, totp_pending";
+    "id, email, name, password_hash, status, created_at, totp_secret, totp_pending";
 
 fn user_by(column: &str, value: &str) -> Result<Option<User>, Problem> {
     Ok(db::query_one(
@@ -302,9 +306,22 @@ fn locked() -> Problem {
     )
 }
 
+/// Attempts are counted per email address under a keyed hash of it: the address itself is not
+/// stored for an unknown account.
+fn attempts_key(email: &str) -> String {
+    hex(&crypto::hmac_sha256(format!("login:{email}").as_bytes()))
+}
+
 /// Refuses at once, without checking a password, while a lock is in force.
-fn not_locked(user: &User) -> Result<(), Problem> {
-    match user.locked_until {
+fn not_locked(key: &str) -> Result<(), Problem> {
+    let locked_until: Option<Option<i64>> = db::query(
+        "SELECT locked_until FROM login_attempts WHERE email_key = $1",
+        &[key.into()],
+    )?
+    .first()
+    .map(|row| row.get("locked_until"))
+    .transpose()?;
+    match locked_until.flatten() {
         Some(until) if until > now() => Err(locked()),
         _ => Ok(()),
     }
@@ -312,9 +329,10 @@ fn not_locked(user: &User) -> Result<(), Problem> {
 
 /// Checks the password of a known user; a wrong one is settled as a failed attempt.
 fn check_password(user: &User, password: &str) -> Result<(), Problem> {
-    not_locked(user)?;
+    let key = attempts_key(&user.email);
+    not_locked(&key)?;
     if !crypto::verify_password(password, &user.password_hash) {
-        settle(user, Attempt::Failed)?;
+        settle(&key, Attempt::Failed)?;
         return Err(invalid_credentials());
     }
     Ok(())
@@ -329,31 +347,36 @@ enum Attempt {
     Pending,
 }
 
-/// Settles a checked attempt in one conditional update, so parallel attempts are decided one
-/// at a time against the lock: a failure counts (the fifth in a row locks the account for 15
-/// minutes), a success clears the count, a pending attempt leaves it. Once the account is
-/// locked every attempt is answered 423, whatever its outcome, so parallel guesses learn
-/// nothing past the fifth. The update comes after the password hash, never before: on SQLite a
-/// request holds the write lock from its first write on.
-fn settle(user: &User, attempt: Attempt) -> Result<(), Problem> {
+/// Settles a checked attempt on the address `key` in one conditional update, so parallel
+/// attempts are decided one at a time against the lock: a failure counts (the fifth in a row
+/// locks the address), a success clears the count, a pending attempt leaves it. Once locked,
+/// every attempt is answered 423, whatever its outcome, so parallel guesses learn nothing past
+/// the fifth. The update comes after the password hash, never before: on SQLite a request holds
+/// the write lock from its first write on.
+fn settle(key: &str, attempt: Attempt) -> Result<(), Problem> {
+    db::execute(
+        "INSERT INTO login_attempts (email_key, failed) VALUES ($1, 0)
+         ON CONFLICT (email_key) DO NOTHING",
+        &[key.into()],
+    )?;
     let now = now();
-    let mut params: Vec<Value> = vec![user.id.as_str().into(), now.into(), MAX_FAILURES.into()];
+    let mut params: Vec<Value> = vec![key.into(), now.into(), MAX_FAILURES.into()];
     let (failed, locked_until) = match attempt {
         Attempt::Failed => {
             params.push((now + lockout()).into());
             (
-                "CASE WHEN locked_until <= $2 THEN 1 ELSE failed_logins + 1 END",
+                "CASE WHEN locked_until <= $2 THEN 1 ELSE failed + 1 END",
                 "CASE WHEN locked_until <= $2 THEN NULL \
-                      WHEN failed_logins + 1 >= $3 THEN $4 ELSE locked_until END",
+                      WHEN failed + 1 >= $3 THEN $4 ELSE locked_until END",
             )
         }
         Attempt::Passed => ("0", "NULL"),
-        Attempt::Pending => ("failed_logins", "locked_until"),
+        Attempt::Pending => ("failed", "locked_until"),
     };
     let settled = db::execute(
         &format!(
-            "UPDATE users SET failed_logins = {failed}, locked_until = {locked_until}
-             WHERE id = $1 AND (failed_logins < $3 OR locked_until <= $2)"
+            "UPDATE login_attempts SET failed = {failed}, locked_until = {locked_until}
+             WHERE email_key = $1 AND (failed < $3 OR locked_until <= $2)"
         ),
         &params,
     )?;
@@ -445,11 +468,17 @@ fn totp_enable(request: &Request) -> Result<Response, Problem> {
     let step = totp::matching_step(&unseal(pending)?, body.code.trim(), now_u64())
         .and_then(|step| i64::try_from(step).ok())
         .ok_or_else(|| mfa_invalid(422))?;
-    db::execute(
+    // Enables the secret just checked, not one a setup racing this request put in its place.
+    let enabled = db::execute(
         "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $2
-         WHERE id = $1",
-        &[user.id.as_str().into(), step.into()],
+         WHERE id = $1 AND totp_pending = $3 AND totp_secret IS NULL",
+        &[user.id.as_str().into(), step.into(), pending.into()],
     )?;
+    if enabled == 0 {
+        return Err(Problem::conflict(
+            "the TOTP setup changed meanwhile: use the newest secret",
+        ));
+    }
     db::execute(
         "DELETE FROM recovery_codes WHERE user_id = $1",
         &[user.id.as_str().into()],
@@ -481,11 +510,12 @@ fn mfa_disable(request: &Request) -> Result<Response, Problem> {
         ));
     };
     check_password(&user, &body.password).map_err(forbidden_if_unauthorized)?;
+    let key = attempts_key(&user.email);
     if !accept_second_factor(&user, &secret, &body.code)? {
-        settle(&user, Attempt::Failed)?;
+        settle(&key, Attempt::Failed)?;
         return Err(mfa_invalid(403));
     }
-    settle(&user, Attempt::Passed)?;
+    settle(&key, Attempt::Passed)?;
     db::execute(
         "UPDATE users SET totp_secret = NULL, totp_pending = NULL, totp_last_step = NULL
          WHERE id = $1",
@@ -567,28 +597,32 @@ struct Login {
 
 fn login(request: &Request) -> Result<Response, Problem> {
     let body: Login = request.json()?;
-    let user = normalize_email(&body.email)
-        .ok()
-        .map(|email| user_by("email", &email))
-        .transpose()?
-        .flatten();
+    let email = body.email.trim().to_lowercase();
+    let user = match normalize_email(&email) {
+        Ok(email) => user_by("email", &email)?,
+        Err(_) => None,
+    };
     let Some(user) = user else {
-        // Same work and same answer as a wrong password.
+        // The same work, the same count and the same answers as a wrong password.
+        let key = attempts_key(&email);
+        not_locked(&key)?;
         crypto::verify_password(&body.password, DUMMY_HASH);
+        settle(&key, Attempt::Failed)?;
         return Err(invalid_credentials());
     };
     check_password(&user, &body.password)?;
+    let key = attempts_key(&user.email);
     if let Some(secret) = &user.totp_secret {
         let Some(code) = body.mfa_code.as_deref().filter(|c| !c.trim().is_empty()) else {
-            settle(&user, Attempt::Pending)?;
+            settle(&key, Attempt::Pending)?;
             return Err(mfa_required());
         };
         if !accept_second_factor(&user, secret, code)? {
-            settle(&user, Attempt::Failed)?;
+            settle(&key, Attempt::Failed)?;
             return Err(mfa_invalid(401));
         }
     }
-    settle(&user, Attempt::Passed)?;
+    settle(&key, Attempt::Passed)?;
     if user.status != "active" {
         return Err(Problem::forbidden("this account is disabled"));
     }
@@ -649,9 +683,12 @@ fn open_session(
     membership: Option<&Membership>,
 ) -> Result<String, Problem> {
     let (id, now) = (new_id(), now());
-    db::execute(
+    // Only while the password just verified is still the account's: a login racing a password
+    // change must not leave a session the change did not see.
+    let opened = db::execute(
         "INSERT INTO sessions (id, user_id, org_id, user_agent, ip, created_at, last_seen_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+         SELECT $1, $2, $3, $4, $5, $6, $6
+         WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND password_hash = $7)",
         &[
             id.as_str().into(),
             user.id.as_str().into(),
@@ -664,8 +701,12 @@ fn open_session(
                 .unwrap_or_default()
                 .into(),
             now.into(),
+            user.password_hash.as_str().into(),
         ],
     )?;
+    if opened == 0 {
+        return Err(invalid_credentials());
+    }
     Ok(id)
 }
 
@@ -940,7 +981,7 @@ fn change_password(request: &Request) -> Result<Response, Problem> {
     check_password(&user, &body.current_password).map_err(forbidden_if_unauthorized)?;
     password::check(&body.new_password, &user.email)?;
     let hash = crypto::hash_password(&body.new_password);
-    settle(&user, Attempt::Passed)?;
+    settle(&attempts_key(&user.email), Attempt::Passed)?;
     db::execute(
         "UPDATE users SET password_hash = $2 WHERE id = $1",
         &[user.id.as_str().into(), hash.into()],
