@@ -248,36 +248,14 @@ async fn random_bytes_and_constant_time_comparison() {
     assert_eq!(random["len"], 32);
     assert_ne!(random["a"], random["b"]);
     let equal = |a: &str, b: &str| {
-        app.client
+        let request = app
+            .client
             .post(app.url("/vault/equal"))
             .json(&json!({ "a": a, "b": b }))
-            .send()
+            .send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap()["equal"].clone() }
     };
-    assert_eq!(
-        equal("same", "same")
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()["equal"],
-        true
-    );
-    assert_eq!(
-        equal("same", "sane")
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()["equal"],
-        false
-    );
-    assert_eq!(
-        equal("same", "same!")
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()["equal"],
-        false
-    );
+    assert_eq!(equal("same", "same").await, true);
+    assert_eq!(equal("same", "sane").await, false);
+    assert_eq!(equal("same", "same!").await, false);
 }

@@ -327,12 +327,12 @@ fn not_locked(key: &str) -> Result<(), Problem> {
     }
 }
 
-/// Checks the password of a known user; a wrong one is settled as a failed attempt.
-fn check_password(user: &User, password: &str) -> Result<(), Problem> {
-    let key = attempts_key(&user.email);
-    not_locked(&key)?;
-    if !crypto::verify_password(password, &user.password_hash) {
-        settle(&key, Attempt::Failed)?;
+/// Checks `password` against `hash` as an attempt on the address `key`: refused at once while
+/// the address is locked, settled as a failure when wrong.
+fn check_password(key: &str, password: &str, hash: &str) -> Result<(), Problem> {
+    not_locked(key)?;
+    if !crypto::verify_password(password, hash) {
+        settle(key, Attempt::Failed)?;
         return Err(invalid_credentials());
     }
     Ok(())
@@ -509,8 +509,8 @@ fn mfa_disable(request: &Request) -> Result<Response, Problem> {
             "two-factor authentication is not enabled",
         ));
     };
-    check_password(&user, &body.password).map_err(forbidden_if_unauthorized)?;
     let key = attempts_key(&user.email);
+    check_password(&key, &body.password, &user.password_hash).map_err(forbidden_if_unauthorized)?;
     if !accept_second_factor(&user, &secret, &body.code)? {
         settle(&key, Attempt::Failed)?;
         return Err(mfa_invalid(403));
@@ -598,20 +598,20 @@ struct Login {
 fn login(request: &Request) -> Result<Response, Problem> {
     let body: Login = request.json()?;
     let email = body.email.trim().to_lowercase();
+    let key = attempts_key(&email);
     let user = match normalize_email(&email) {
         Ok(email) => user_by("email", &email)?,
         Err(_) => None,
     };
+    // An unknown address costs the same hash, is counted the same and gets the same answers.
+    let hash = user
+        .as_ref()
+        .map_or(DUMMY_HASH, |u| u.password_hash.as_str());
+    check_password(&key, &body.password, hash)?;
     let Some(user) = user else {
-        // The same work, the same count and the same answers as a wrong password.
-        let key = attempts_key(&email);
-        not_locked(&key)?;
-        crypto::verify_password(&body.password, DUMMY_HASH);
         settle(&key, Attempt::Failed)?;
         return Err(invalid_credentials());
     };
-    check_password(&user, &body.password)?;
-    let key = attempts_key(&user.email);
     if let Some(secret) = &user.totp_secret {
         let Some(code) = body.mfa_code.as_deref().filter(|c| !c.trim().is_empty()) else {
             settle(&key, Attempt::Pending)?;
@@ -978,10 +978,12 @@ fn change_password(request: &Request) -> Result<Response, Problem> {
     let body: PasswordChange = request.json()?;
     let user = current_user(request)?;
     let (_, current) = caller(request)?;
-    check_password(&user, &body.current_password).map_err(forbidden_if_unauthorized)?;
+    let key = attempts_key(&user.email);
+    check_password(&key, &body.current_password, &user.password_hash)
+        .map_err(forbidden_if_unauthorized)?;
     password::check(&body.new_password, &user.email)?;
     let hash = crypto::hash_password(&body.new_password);
-    settle(&attempts_key(&user.email), Attempt::Passed)?;
+    settle(&key, Attempt::Passed)?;
     db::execute(
         "UPDATE users SET password_hash = $2 WHERE id = $1",
         &[user.id.as_str().into(), hash.into()],

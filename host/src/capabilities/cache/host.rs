@@ -52,6 +52,23 @@ fn checked(value: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+impl CacheCtx {
+    /// `set` and `set-if-absent`: checks the value and the TTL, then stores under the
+    /// component's namespace.
+    async fn store(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+        only_if_absent: bool,
+    ) -> Result<bool, Error> {
+        checked(&value)?;
+        let ttl = ttl(ttl_ms)?;
+        let (store, key) = self.scoped(key)?;
+        store.set(&key, value, ttl, only_if_absent).await
+    }
+}
+
 impl Host for CacheCtx {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         Ok(match self.scoped(&key) {
@@ -66,13 +83,7 @@ impl Host for CacheCtx {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let result = async {
-            checked(&value)?;
-            let ttl = ttl(ttl_ms)?;
-            let (store, key) = self.scoped(&key)?;
-            store.set(&key, value, ttl, false).await.map(|_| ())
-        };
-        Ok(result.await)
+        Ok(self.store(&key, value, ttl_ms, false).await.map(|_| ()))
     }
 
     async fn set_if_absent(
@@ -81,13 +92,7 @@ impl Host for CacheCtx {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        let result = async {
-            checked(&value)?;
-            let ttl = ttl(ttl_ms)?;
-            let (store, key) = self.scoped(&key)?;
-            store.set(&key, value, ttl, true).await
-        };
-        Ok(result.await)
+        Ok(self.store(&key, value, ttl_ms, true).await)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, Error>> {

@@ -138,20 +138,13 @@ fn lower_priority() {
     }
 }
 
-impl CryptoCtx {
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> wasmtime::Result<T> {
-        self.shared.hashers.run(work).await
-    }
-}
-
 impl Host for CryptoCtx {
     async fn hash_password(&mut self, password: String) -> wasmtime::Result<String> {
         let argon2 = argon2()?;
         let hashed = self
-            .blocking(move || {
+            .shared
+            .hashers
+            .run(move || {
                 let salt = SaltString::generate(&mut OsRng);
                 argon2
                     .hash_password(password.as_bytes(), &salt)
@@ -163,11 +156,13 @@ impl Host for CryptoCtx {
 
     async fn verify_password(&mut self, password: String, phc: String) -> wasmtime::Result<bool> {
         let argon2 = argon2()?;
-        self.blocking(move || {
-            PasswordHash::new(&phc)
-                .is_ok_and(|hash| argon2.verify_password(password.as_bytes(), &hash).is_ok())
-        })
-        .await
+        self.shared
+            .hashers
+            .run(move || {
+                PasswordHash::new(&phc)
+                    .is_ok_and(|hash| argon2.verify_password(password.as_bytes(), &hash).is_ok())
+            })
+            .await
     }
 
     async fn random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
