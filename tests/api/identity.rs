@@ -764,3 +764,58 @@ async fn stored_totp_secret(app: &TestApp, engine: Engine, email: &str) -> Strin
         }
     }
 }
+
+on_both_engines!(control_and_direction_characters_are_refused_in_names_and_addresses);
+async fn control_and_direction_characters_are_refused_in_names_and_addresses(engine: Engine) {
+    let app = app(engine).await;
+    let plain = unique_email();
+    for (email, name) in [
+        (format!("nul\u{0}{plain}"), "Ada".to_string()),
+        (format!("{plain}\u{202E}moc.evil"), "Ada".to_string()),
+        (format!("esc\u{1b}{plain}"), "Ada".to_string()),
+        (plain.clone(), "Ada\u{0}Lovelace".to_string()),
+        (plain.clone(), "Ada \u{202E}ecalevoL".to_string()),
+    ] {
+        let body = json!({ "email": email, "password": PASSWORD, "name": name });
+        let refused = post(&app, "/auth/register", None, body).await;
+        let problem = problem(refused, 422).await;
+        assert_eq!(kind(&problem), "validation", "{email:?} {name:?}");
+    }
+    // Nothing was stored: the plain address is still free, and a login naming the refused
+    // address is an ordinary wrong login, not a server error.
+    assert_eq!(register(&app, &plain, PASSWORD).await.status(), 201);
+    let body = json!({ "email": format!("nul\u{0}{plain}"), "password": PASSWORD });
+    problem(login_with(&app, body, "t").await, 401).await;
+    let body = json!({ "email": plain, "password": PASSWORD, "org_slug": "acme\u{0}" });
+    problem(login_with(&app, body, "t").await, 404).await;
+}
+
+#[tokio::test]
+async fn a_taken_address_costs_a_registration_as_much_as_a_new_one() {
+    let app = app(Engine::Sqlite).await;
+    let (taken, _) = signed_up(&app).await;
+    let attempt = |email: String, expected: u16| {
+        let app = &app;
+        async move {
+            let started = Instant::now();
+            let response = register(app, &email, PASSWORD).await;
+            let elapsed = started.elapsed();
+            assert_eq!(response.status(), expected);
+            elapsed
+        }
+    };
+    let (mut new, mut existing) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        new.push(attempt(unique_email(), 201).await);
+        existing.push(attempt(taken.clone(), 409).await);
+    }
+    new.sort();
+    existing.sort();
+    // A new account costs a password hash; a taken address costs one too, so the medians are
+    // of the same order. Without it a taken address answers an order of magnitude sooner.
+    let (new, existing) = (new[3], existing[3]);
+    assert!(
+        existing * 3 > new && new * 3 > existing,
+        "median new address {new:?}, taken address {existing:?}"
+    );
+}

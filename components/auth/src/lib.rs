@@ -149,7 +149,15 @@ fn register(request: &Request) -> Result<Response, Problem> {
             "`name` must be between 1 and 200 characters",
         ));
     }
+    if !is_plain_text(name) {
+        return Err(Problem::unprocessable(
+            "`name` must not contain control or text-direction characters",
+        ));
+    }
     password::check(&body.password, &email)?;
+    // Hashed before the address is looked up, so that a taken address costs the same time as
+    // a new one and the answer's timing does not tell which addresses have accounts.
+    let hash = crypto::hash_password(&body.password);
     let taken = || Problem::conflict("an account with this email already exists");
     let exists = db::query(
         "SELECT id FROM users WHERE email = $1",
@@ -159,7 +167,6 @@ fn register(request: &Request) -> Result<Response, Problem> {
         return Err(taken());
     }
     let (id, now) = (new_id(), now());
-    let hash = crypto::hash_password(&body.password);
     let inserted = db::execute(
         "INSERT INTO users (id, email, name, password_hash, status, created_at)
          VALUES ($1, $2, $3, $4, 'active', $5)",
@@ -194,11 +201,23 @@ fn normalize_email(raw: &str) -> Result<String, Problem> {
                 && !domain.ends_with('.')
                 && !domain.contains('@')
         })
-        && !email.chars().any(char::is_whitespace);
+        && !email.chars().any(char::is_whitespace)
+        && is_plain_text(&email);
     if !valid {
         return Err(Problem::unprocessable("`email` must be an email address"));
     }
     Ok(email)
+}
+
+/// Text without control characters (NUL, escapes, line breaks) and without the invisible
+/// formatting characters that reorder or hide what a reader sees (U+202E and its kin), which
+/// have no place in a name or an address and which some engines refuse to store.
+fn is_plain_text(text: &str) -> bool {
+    !text.chars().any(|c| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+    })
 }
 
 struct User {
@@ -672,6 +691,13 @@ fn membership(user_id: &str, column: &str, value: &str) -> Result<Option<Members
 /// The caller's membership of the organization `slug`; 404 when there is none, whether or not
 /// the organization exists.
 fn membership_by_slug(user_id: &str, slug: &str) -> Result<Membership, Problem> {
+    // No organization has such a slug: answered without asking the database (PostgreSQL
+    // refuses text with NUL in it) and without echoing it.
+    if slug.is_empty() || slug.len() > 200 || !is_plain_text(slug) {
+        return Err(Problem::not_found(
+            "you are not a member of an organization with that slug",
+        ));
+    }
     membership(user_id, "org_slug", slug)?.ok_or_else(|| {
         Problem::not_found(format!("you are not a member of an organization `{slug}`"))
     })
@@ -957,6 +983,9 @@ fn list_sessions(request: &Request) -> Result<Response, Problem> {
 fn revoke_session(request: &Request) -> Result<Response, Problem> {
     let (user_id, _) = caller(request)?;
     let id = request.param("id")?;
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(Problem::not_found("no such session"));
+    }
     let owned = db::query(
         "SELECT id FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
         &[id.into(), user_id.as_str().into()],
@@ -1060,4 +1089,36 @@ fn percent_encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_with_control_or_direction_characters_are_refused() {
+        assert_eq!(
+            normalize_email(" Ada@Example.com ").ok().as_deref(),
+            Some("ada@example.com")
+        );
+        for raw in [
+            "ada\u{0}@example.com",
+            "ada@example.com\u{202E}moc",
+            "ada\u{7f}@example.com",
+            "ada\u{200B}@example.com",
+            "ada@exa\u{FEFF}mple.com",
+        ] {
+            assert!(normalize_email(raw).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn plain_text_allows_any_script_but_no_hidden_characters() {
+        assert!(is_plain_text("Ada Lovelace"));
+        assert!(is_plain_text("Zoë Ødegård 李雷 علي"));
+        assert!(!is_plain_text("Ada\u{0}"));
+        assert!(!is_plain_text("Ada\nLovelace"));
+        assert!(!is_plain_text("\u{202E}ecalevoL"));
+        assert!(!is_plain_text("Ada\u{2066}"));
+    }
 }
