@@ -32,6 +32,48 @@ pub fn load_or_generate(
     Ok((SecretString::from(secret), path.display().to_string()))
 }
 
+/// Makes `data_dir` the host user's alone: everything the host creates from now on is mode
+/// 0600 (files) or 0700 (folders) — SQLite files with their journals, deployed components, the
+/// compile cache, generated secrets — and what an earlier version left readable to others in
+/// the data directory is tightened the same way.
+pub fn private_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    #[cfg(unix)]
+    tighten(data_dir)?;
+    Ok(())
+}
+
+/// Drops group and other permissions from `path` and, for a folder, from everything below it.
+/// Symbolic links are left alone: the data directory's own files are what is tightened.
+#[cfg(unix)]
+fn tighten(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata =
+        std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if metadata.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = metadata.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
+    if metadata.is_dir() {
+        for entry in
+            std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))?
+        {
+            tighten(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();

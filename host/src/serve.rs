@@ -43,8 +43,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
 
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    secrets::private_data_dir(&config.data_dir)?;
     let policies = policy::load_dir(&config.policies_dir, config.max_memory_mib)?;
     let backends = Backends::new(&config)?;
     let cache: Arc<dyn CacheStore> = match &backends.redis {

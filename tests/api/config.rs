@@ -176,3 +176,41 @@ async fn an_empty_admin_token_variable_means_unset_and_a_short_one_is_refused() 
         .await;
     assert!(stderr.contains("TRUEVALUE_ADMIN_TOKEN"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_data_directory_is_readable_by_the_host_user_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let hostile = Policy::new(
+        "hostile",
+        "hostile",
+        "hostile",
+        crate::helpers::HOSTILE_LIMITS,
+    );
+    let app = Spawn::new(Engine::Sqlite, vec![hostile]).start().await;
+    let written = app
+        .client
+        .post(app.url("/hostile/notes?text=private"))
+        .send()
+        .await
+        .unwrap();
+    assert!(written.status().is_success(), "{}", written.status());
+
+    let mut pending = vec![app.data_dir.clone()];
+    let mut files = Vec::new();
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::symlink_metadata(&path).unwrap();
+        let mode = metadata.permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", path.display());
+        if metadata.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files.push(path);
+        }
+    }
+    assert!(
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "sqlite")),
+        "the component's database is among the files checked: {files:?}"
+    );
+}
