@@ -24,7 +24,7 @@ components:
     cargo build --profile component --target wasm32-wasip2 -p greeter --features v2
     cp {{ target }}/wasm32-wasip2/component/greeter.wasm dist/components/greeter_v2.wasm
 
-# Start the whole platform on the embedded default (SQLite files, in-memory cache, in-process bus).
+# Start the whole platform on the embedded default (SQLite files, in-memory cache).
 run: build
     {{ target }}/release/truevalue serve
 
@@ -40,6 +40,7 @@ bench: components
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
+    cargo clippy --target wasm32-wasip2 -p truevalue-sdk -p hello -p auth -- -D warnings
 
 # Start Postgres 16, Redis 7, Kafka and the host in containers.
 up:

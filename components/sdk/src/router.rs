@@ -112,6 +112,7 @@ fn matches(pattern: &[Segment], path: &[&str]) -> Option<HashMap<String, String>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::bindings::exports::truevalue::platform::handler;
