@@ -1,5 +1,6 @@
 //! Shared backends beyond the databases: Redis and the Kafka brokers, when configured.
-//! Absent, the host uses its in-memory and in-process equivalents and has nothing to check.
+//! Absent, the host keeps its cache in memory and has nothing to check. (No events are
+//! published yet: the brokers are only checked, for `/readyz`.)
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -42,7 +42,7 @@ pub struct Config {
     /// Browser origins allowed to call the API (`https://app.example.com`), or `["*"]`;
     /// empty: no CORS headers, browsers on other origins are refused.
     pub cors_origins: Vec<String>,
-    /// `host:port[,host:port…]`; absent: the in-process event bus.
+    /// `host:port[,host:port…]`, checked by `/readyz`; no events are published yet.
     pub kafka_brokers: Option<String>,
     /// The host's own secret, from which it derives each component's HMAC key; at least 32
     /// characters, shared by every host of a deployment. Absent: generated into the data dir.
