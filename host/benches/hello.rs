@@ -178,7 +178,7 @@ async fn in_process() {
         ),
     )
     .unwrap();
-    let policies = truevalue::policy::load_dir(&host_dir.join("policies"), 64).unwrap();
+    let policies = truevalue::policy::load_dir(&host_dir.join("policies"), 64, &[]).unwrap();
     let engine = new_engine(64, 64).unwrap();
     let cache: Arc<dyn truevalue::capabilities::cache::CacheStore> =
         Arc::new(truevalue::capabilities::cache::MemoryCache::default());

@@ -37,8 +37,16 @@ pub struct Config {
     pub redis_url: Option<SecretString>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub redis_prefix: String,
-    /// Requests per minute per client (per user, or per IP when anonymous).
+    /// Requests per minute per client: per client address on public routes and without a
+    /// valid token, per user on the routes that need one.
     pub rate_limit_per_minute: u32,
+    /// Load balancers and reverse proxies in front of the gateway, as addresses or networks
+    /// (`10.0.0.0/8`). Only from these peers is `X-Forwarded-For` read: the right-most address
+    /// in it that is not a trusted proxy is the client. Empty: the peer is the client.
+    pub trusted_proxies: Vec<String>,
+    /// Components the operator approves for trusted capabilities (`tokens`, which mints any
+    /// identity): a policy naming one for any other component stops start-up.
+    pub trusted_components: Vec<String>,
     /// Browser origins allowed to call the API (`https://app.example.com`), or `["*"]`;
     /// empty: no CORS headers, browsers on other origins are refused.
     pub cors_origins: Vec<String>,
@@ -76,6 +84,9 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "truevalue".into(),
             rate_limit_per_minute: 100,
+            trusted_proxies: Vec::new(),
+            // The first-party auth component, which signs users in.
+            trusted_components: vec!["auth".into()],
             cors_origins: Vec::new(),
             kafka_brokers: None,
             secret_key: None,
@@ -267,6 +278,14 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.rate_limit_per_minute) {
             bail!("rate_limit_per_minute must be between 1 and 1000000");
+        }
+        crate::gateway::rate_limit::TrustedProxies::parse(&self.trusted_proxies)?;
+        if let Some(name) = self
+            .trusted_components
+            .iter()
+            .find(|name| !crate::policy::valid_name(name))
+        {
+            bail!("trusted_components: {name:?} is not a component name ([a-z][a-z0-9_]*)");
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             bail!("redis_prefix must be a non-empty word");

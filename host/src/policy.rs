@@ -33,6 +33,12 @@ impl Capability {
         }
     }
 
+    /// A trusted capability reaches past the component's own sandbox (`tokens` mints any
+    /// identity): only components the operator approves in the host config may hold it.
+    pub fn is_trusted(self) -> bool {
+        matches!(self, Capability::Tokens)
+    }
+
     pub fn from_interface(name: &str) -> Option<Self> {
         [
             Capability::Database,
@@ -96,6 +102,10 @@ pub struct Policy {
     /// booleans may be written as TOML numbers and booleans.
     #[serde(default, deserialize_with = "config_values")]
     pub config: BTreeMap<String, String>,
+    /// Whether the host config lists the component in `trusted_components`; set by
+    /// [`load_dir`], false otherwise, so a trusted capability is never granted by default.
+    #[serde(skip)]
+    pub approved: bool,
 }
 
 /// `[config]` values as text; a TOML number or boolean is written as it reads.
@@ -124,8 +134,10 @@ fn config_values<'de, D: serde::Deserializer<'de>>(
 }
 
 impl Policy {
+    /// Whether the component may import `capability`: named in the policy and, for a trusted
+    /// capability, approved by the operator too.
     pub fn grants(&self, capability: Capability) -> bool {
-        self.capabilities.contains(&capability)
+        self.capabilities.contains(&capability) && (self.approved || !capability.is_trusted())
     }
 
     /// Whether `path` is served without an access token.
@@ -140,8 +152,13 @@ pub fn under(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// Reads every `*.toml` in `dir`; fails with all problems found, one per line.
-pub fn load_dir(dir: &Path, max_memory_mib: u32) -> anyhow::Result<Vec<Policy>> {
+/// Reads every `*.toml` in `dir`; fails with all problems found, one per line. `trusted`: the
+/// components the operator approved for trusted capabilities (`trusted_components`).
+pub fn load_dir(
+    dir: &Path,
+    max_memory_mib: u32,
+    trusted: &[String],
+) -> anyhow::Result<Vec<Policy>> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("reading the policies directory {}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries
@@ -154,8 +171,9 @@ pub fn load_dir(dir: &Path, max_memory_mib: u32) -> anyhow::Result<Vec<Policy>> 
     let mut policies = Vec::new();
     for path in paths {
         match load_file(&path) {
-            Ok(policy) => {
+            Ok(mut policy) => {
                 problems.extend(check(&policy, max_memory_mib));
+                problems.extend(approve(&mut policy, trusted));
                 policies.push(policy);
             }
             Err(e) => problems.push(format!("{e:#}")),
@@ -246,6 +264,28 @@ fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
     problems
 }
 
+/// Marks the policy approved when the operator listed it; a policy that names a trusted
+/// capability without that approval is a problem, so a component dropped into the policies
+/// directory cannot grant itself one.
+fn approve(policy: &mut Policy, trusted: &[String]) -> Option<String> {
+    policy.approved = trusted.contains(&policy.name);
+    let asked: Vec<&str> = policy
+        .capabilities
+        .iter()
+        .filter(|c| c.is_trusted())
+        .map(|c| c.interface())
+        .collect();
+    (!policy.approved && !asked.is_empty()).then(|| {
+        format!(
+            "{}: {} is a trusted capability that only operator-approved components may hold; \
+             add \"{}\" to `trusted_components` in the host config, or remove it from `capabilities`",
+            policy.source.display(),
+            asked.join(", "),
+            policy.name
+        )
+    })
+}
+
 fn check_routes(policies: &[Policy]) -> Vec<String> {
     let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
     let mut problems = Vec::new();
@@ -285,5 +325,45 @@ impl RouteTable {
             .iter()
             .find(|(prefix, _)| under(path, prefix))
             .map(|(_, policy)| policy)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod trusted_tests {
+    use super::*;
+
+    fn policy(name: &str, capabilities: &str) -> Policy {
+        let mut policy: Policy = toml::from_str(&format!(
+            "wasm = \"x.wasm\"\nroutes = [\"/{name}\"]\ncapabilities = {capabilities}"
+        ))
+        .unwrap();
+        policy.name = name.into();
+        policy
+    }
+
+    #[test]
+    fn a_trusted_capability_is_granted_only_with_the_operators_approval() {
+        let mut plugin = policy("plugin", "[\"tokens\", \"cache\"]");
+        assert!(
+            !plugin.grants(Capability::Tokens),
+            "not approved by default"
+        );
+        let problem = approve(&mut plugin, &["auth".into()]).unwrap();
+        assert!(problem.contains("trusted_components"), "{problem}");
+        assert!(problem.contains("\"plugin\""), "{problem}");
+        assert!(!plugin.grants(Capability::Tokens));
+        assert!(plugin.grants(Capability::Cache), "ordinary grants stay");
+
+        let mut auth = policy("auth", "[\"tokens\"]");
+        assert_eq!(approve(&mut auth, &["auth".into()]), None);
+        assert!(auth.grants(Capability::Tokens));
+    }
+
+    #[test]
+    fn approval_grants_nothing_the_policy_does_not_name() {
+        let mut auth = policy("auth", "[\"database\"]");
+        assert_eq!(approve(&mut auth, &["auth".into()]), None);
+        assert!(!auth.grants(Capability::Tokens));
     }
 }

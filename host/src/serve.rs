@@ -17,7 +17,7 @@ use crate::gateway::Upstream;
 use crate::gateway::auth::Auth;
 use crate::gateway::forward::Nodes;
 use crate::gateway::node::NodeGuard;
-use crate::gateway::rate_limit::{Limiter, MemoryLimiter, RateLimit, RedisLimiter};
+use crate::gateway::rate_limit::{Limiter, MemoryLimiter, RateLimit, RedisLimiter, TrustedProxies};
 use crate::gateway::{self, AppState};
 use crate::policy::RouteTable;
 use crate::runtime::{Runtime, new_engine};
@@ -44,7 +44,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("installing the metrics recorder")?;
 
     secrets::private_data_dir(&config.data_dir)?;
-    let policies = policy::load_dir(&config.policies_dir, config.max_memory_mib)?;
+    let policies = policy::load_dir(
+        &config.policies_dir,
+        config.max_memory_mib,
+        &config.trusted_components,
+    )?;
     let backends = Backends::new(&config)?;
     let cache: Arc<dyn CacheStore> = match &backends.redis {
         Some(redis) => Arc::new(RedisCache::new(redis.clone())),
@@ -128,13 +132,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 admin.local_addr()?
             );
             Some(
-                axum::serve(admin, admin::router(runtime.clone(), &token))
-                    .with_graceful_shutdown(shutdown()),
+                axum::serve(
+                    admin,
+                    admin::router(runtime.clone(), &token, metrics.clone()),
+                )
+                .with_graceful_shutdown(shutdown()),
             )
         }
         None => {
-            println!("admin API not served: a gateway runs no components; deploy on the nodes");
-            None
+            let admin = TcpListener::bind(config.admin_addr()?)
+                .await
+                .with_context(|| format!("admin_listen: cannot bind {}", config.admin_listen))?;
+            println!(
+                "admin API listening on http://{} (metrics only: a gateway runs no components; deploy on the nodes)",
+                admin.local_addr()?
+            );
+            Some(
+                axum::serve(admin, admin::metrics_only(metrics.clone()))
+                    .with_graceful_shutdown(shutdown()),
+            )
         }
     };
 
@@ -145,13 +161,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let rate = Arc::new(RateLimit {
         limiter,
         limit: u64::from(config.rate_limit_per_minute),
+        routes: routes.clone(),
+        proxies: TrustedProxies::parse(&config.trusted_proxies)?,
     });
     let body_limit = config.body_limit_bytes;
     let state = Arc::new(AppState {
         upstream,
         routes: routes.clone(),
         backends,
-        metrics,
         body_limit,
     });
     let app = match config.role {

@@ -11,6 +11,9 @@ use crate::helpers::{Engine, Policy, Spawn, TestApp, problem};
 
 const SECRET: &str = "the deployment's host secret, at least 32 characters";
 
+/// The vault fixture mints tokens, a trusted capability: the operator approves it.
+pub const TRUSTS_VAULT: &str = "trusted_components = [\"auth\", \"vault\"]";
+
 fn vault() -> Policy {
     Policy::with_routes(
         "vault",
@@ -23,6 +26,7 @@ fn vault() -> Policy {
 async fn app_with(config: &str) -> TestApp {
     Spawn::new(Engine::Sqlite, vec![vault()])
         .env("TRUEVALUE_SECRET_KEY", SECRET)
+        .config(TRUSTS_VAULT)
         .config(config)
         .start()
         .await
@@ -303,6 +307,7 @@ async fn revocations_reach_every_gateway_sharing_redis() {
         Spawn::new(Engine::Sqlite, vec![vault()])
             .env("TRUEVALUE_SECRET_KEY", SECRET)
             .env("TRUEVALUE_REDIS_URL", "redis://127.0.0.1:6379")
+            .config(TRUSTS_VAULT)
             .config(&config)
             .start()
     };

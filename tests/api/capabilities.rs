@@ -5,6 +5,7 @@ use std::time::Duration;
 use hmac::Mac;
 use serde_json::{Value, json};
 
+use crate::auth::TRUSTS_VAULT;
 use crate::helpers::{Engine, Policy, Spawn, TestApp, problem};
 
 fn vault() -> Policy {
@@ -18,6 +19,7 @@ fn vault() -> Policy {
 
 async fn with_redis(prefix: &str) -> TestApp {
     Spawn::new(Engine::Sqlite, vec![vault()])
+        .config(TRUSTS_VAULT)
         .config(&format!("redis_prefix = {prefix:?}"))
         .env("TRUEVALUE_REDIS_URL", "redis://127.0.0.1:6379")
         .start()
@@ -104,7 +106,10 @@ async fn cache_semantics(app: &TestApp) {
 
 #[tokio::test]
 async fn the_in_memory_cache_keeps_expires_and_counts() {
-    let app = Spawn::new(Engine::Sqlite, vec![vault()]).start().await;
+    let app = Spawn::new(Engine::Sqlite, vec![vault()])
+        .config(TRUSTS_VAULT)
+        .start()
+        .await;
     cache_semantics(&app).await;
 }
 
@@ -143,7 +148,10 @@ async fn the_redis_cache_behaves_the_same_is_namespaced_and_shared_by_hosts() {
 
 #[tokio::test]
 async fn passwords_are_hashed_with_argon2id_owasp_parameters_and_verified() {
-    let app = Spawn::new(Engine::Sqlite, vec![vault()]).start().await;
+    let app = Spawn::new(Engine::Sqlite, vec![vault()])
+        .config(TRUSTS_VAULT)
+        .start()
+        .await;
     let response = app
         .client
         .post(app.url("/vault/password/hash"))
@@ -196,6 +204,7 @@ async fn passwords_are_hashed_with_argon2id_owasp_parameters_and_verified() {
 async fn hmacs_use_a_per_component_key_derived_from_the_host_secret() {
     let secret = "a deployment secret of at least thirty-two characters";
     let app = Spawn::new(Engine::Sqlite, vec![vault()])
+        .config(TRUSTS_VAULT)
         .env("TRUEVALUE_SECRET_KEY", secret)
         .start()
         .await;
@@ -222,7 +231,10 @@ async fn hmacs_use_a_per_component_key_derived_from_the_host_secret() {
 
 #[tokio::test]
 async fn a_generated_host_secret_survives_restarts() {
-    let mut app = Spawn::new(Engine::Sqlite, vec![vault()]).start().await;
+    let mut app = Spawn::new(Engine::Sqlite, vec![vault()])
+        .config(TRUSTS_VAULT)
+        .start()
+        .await;
     let hmac = |app: &TestApp| {
         let request = app.client.post(app.url("/vault/hmac")).body("data");
         async move { request.send().await.unwrap().json::<Value>().await.unwrap()["hmac"].clone() }
@@ -243,7 +255,10 @@ async fn a_generated_host_secret_survives_restarts() {
 
 #[tokio::test]
 async fn random_bytes_and_constant_time_comparison() {
-    let app = Spawn::new(Engine::Sqlite, vec![vault()]).start().await;
+    let app = Spawn::new(Engine::Sqlite, vec![vault()])
+        .config(TRUSTS_VAULT)
+        .start()
+        .await;
     let random: Value = app.get("/vault/random").await.json().await.unwrap();
     assert_eq!(random["len"], 32);
     assert_ne!(random["a"], random["b"]);

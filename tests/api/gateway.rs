@@ -189,7 +189,7 @@ async fn metrics_count_requests_latency_instances_and_traps() {
     assert_eq!(app.get("/hostile/counter").await.status(), 200);
     assert_eq!(app.get("/hostile/trap").await.status(), 500);
 
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.metrics().await;
     assert!(
         text.contains(r#"truevalue_requests_total{component="hostile",status="200"} 1"#),
         "{text}"

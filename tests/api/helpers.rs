@@ -440,20 +440,24 @@ macro_rules! on_both_engines {
 }
 
 impl TestApp {
+    /// The Prometheus text, from the admin listener (the public port does not serve it).
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.admin_address))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), 200, "the admin listener serves /metrics");
+        response.text().await.unwrap_or_default()
+    }
+
     /// Waits until `component` has `n` live instances, as `/metrics` reports them: a request
     /// is then surely in flight.
     pub async fn wait_for_live_instances(&self, component: &str, n: u32) {
         let line = format!("truevalue_instances_live{{component=\"{component}\"}} {n}");
         for _ in 0..500 {
-            if self
-                .get("/metrics")
-                .await
-                .text()
-                .await
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l == line)
-            {
+            if self.metrics().await.lines().any(|l| l == line) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

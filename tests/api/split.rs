@@ -3,6 +3,7 @@
 use hmac::Mac;
 use serde_json::{Value, json};
 
+use crate::auth::TRUSTS_VAULT;
 use crate::helpers::{Engine, Policy, Spawn, TestApp, problem};
 
 const GATEWAY_SECRET: &str = "the secret gateways and nodes share, 32 chars+";
@@ -31,6 +32,7 @@ async fn node(prefix: &str) -> TestApp {
 
 fn node_on(engine: Engine, prefix: &str) -> Spawn {
     Spawn::new(engine, policies())
+        .config(TRUSTS_VAULT)
         .config(&format!("role = \"node\"\nredis_prefix = {prefix:?}"))
         .env("TRUEVALUE_REDIS_URL", "redis://127.0.0.1:6379")
         .env("TRUEVALUE_GATEWAY_SECRET", GATEWAY_SECRET)
@@ -44,6 +46,7 @@ async fn gateway(prefix: &str, nodes: &[&TestApp]) -> TestApp {
         urls.join(", ")
     );
     Spawn::new(Engine::Sqlite, policies())
+        .config(TRUSTS_VAULT)
         .config(&config)
         .env("TRUEVALUE_REDIS_URL", "redis://127.0.0.1:6379")
         .env("TRUEVALUE_GATEWAY_SECRET", GATEWAY_SECRET)
@@ -140,6 +143,7 @@ impl Signed {
 #[tokio::test]
 async fn a_node_refuses_to_start_without_the_gateway_secret() {
     let stderr = Spawn::new(Engine::Sqlite, policies())
+        .config(TRUSTS_VAULT)
         .config("role = \"node\"")
         .start_refused()
         .await;
@@ -149,6 +153,7 @@ async fn a_node_refuses_to_start_without_the_gateway_secret() {
 #[tokio::test]
 async fn split_roles_refuse_to_start_without_a_shared_redis() {
     let stderr = Spawn::new(Engine::Sqlite, policies())
+        .config(TRUSTS_VAULT)
         .config("role = \"node\"")
         .env("TRUEVALUE_GATEWAY_SECRET", GATEWAY_SECRET)
         .start_refused()
@@ -165,7 +170,7 @@ async fn a_gateway_spreads_requests_over_its_nodes_with_the_verified_caller() {
         assert_eq!(gateway.get("/greeter").await.status(), 200);
     }
     for node in [&first, &second] {
-        let metrics = node.get("/metrics").await.text().await.unwrap();
+        let metrics = node.metrics().await;
         assert!(
             metrics.contains(r#"truevalue_requests_total{component="greeter",status="200"} 3"#),
             "{metrics}"
@@ -321,4 +326,22 @@ async fn accounts_and_sessions_work_through_a_gateway_and_two_nodes() {
         .unwrap();
     assert_eq!(logout.status(), 204);
     problem(get("/auth/me").await, 401).await;
+}
+
+#[tokio::test]
+async fn gateways_and_nodes_serve_metrics_only_on_their_admin_listeners() {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let node = node(&prefix).await;
+    let gateway = gateway(&prefix, &[&node]).await;
+    assert_eq!(gateway.get("/greeter").await.status(), 200);
+
+    problem(gateway.get("/metrics").await, 404).await;
+    assert_ne!(node.get("/metrics").await.status(), 200);
+    for host in [&gateway, &node] {
+        let metrics = host.metrics().await;
+        assert!(
+            metrics.contains(r#"truevalue_requests_total{component="greeter",status="200"} 1"#),
+            "{metrics}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! The admin API, on its own address behind a bearer token: list components, deploy a new
-//! version, roll back.
+//! The admin listener, on its own address: the admin API behind a bearer token (list
+//! components, deploy a new version, roll back), and `/metrics` for the operator's monitoring,
+//! which needs no token so a scraper never holds the power to deploy.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,11 +12,12 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::gateway::{ApiError, log_errors, request_id};
+use crate::gateway::{ApiError, log_errors, ops, request_id};
 use crate::runtime::{ComponentInfo, DeployError, Runtime};
 
 /// Where `serve` keeps the token it generates when none is configured.
@@ -29,18 +31,34 @@ struct AdminState {
     token_digest: [u8; 32],
 }
 
-pub fn router(runtime: Arc<Runtime>, token: &SecretString) -> Router {
+pub fn router(runtime: Arc<Runtime>, token: &SecretString, metrics: PrometheusHandle) -> Router {
     let state = Arc::new(AdminState {
         runtime,
         token_digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
     });
-    Router::new()
+    let api = Router::new()
         .route("/admin/components", get(list))
         .route("/admin/components/{name}", put(deploy))
         .route("/admin/components/{name}/rollback", post(rollback))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .with_state(state)
+        .with_state(state);
+    finish(api.merge(metrics_route(metrics)))
+}
+
+/// A gateway's admin listener: it runs no components, so only `/metrics`.
+pub fn metrics_only(metrics: PrometheusHandle) -> Router {
+    finish(metrics_route(metrics))
+}
+
+fn metrics_route(metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .with_state(metrics)
+}
+
+fn finish(router: Router) -> Router {
+    router
         .fallback(|| async { ApiError::NotFound("no such admin endpoint".into()) })
         .layer(middleware::from_fn(log_errors))
         .layer(middleware::from_fn(request_id::layer))

@@ -1,7 +1,8 @@
 //! Access tokens at the gateway, in two steps around the rate limit: `identify` verifies a
 //! bearer token (algorithm, key, signature, expiry, issuer, audience, revocation) and records
 //! who is calling, so the rate limit can count per user; `require` then refuses a request to a
-//! route its policy does not make public unless a valid token was presented.
+//! route its policy does not make public unless a valid token was presented. A refusal says
+//! why in fixed words only: nothing from the presented token is echoed back.
 
 use std::sync::Arc;
 
@@ -24,8 +25,19 @@ pub struct Auth {
 pub enum Caller {
     Anonymous,
     User(Arc<Claims>),
-    /// A token was presented and refused; why.
-    Refused(String),
+    /// A token was presented and refused; why, in fixed words (never the token's content).
+    Refused(&'static str),
+}
+
+/// At most 200 characters of `text`, with line breaks and quotes escaped.
+fn bounded(text: &str) -> String {
+    const MAX: usize = 200;
+    let mut escaped = text.chars().flat_map(char::escape_debug);
+    let mut out: String = escaped.by_ref().take(MAX).collect();
+    if escaped.next().is_some() {
+        out.push('…');
+    }
+    out
 }
 
 pub async fn identify(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
@@ -38,16 +50,29 @@ pub async fn identify(State(auth): State<Arc<Auth>>, mut request: Request, next:
     });
     let caller = match bearer {
         None => Caller::Anonymous,
-        Some(None) => Caller::Refused("use `Authorization: Bearer <token>`".into()),
+        Some(None) => Caller::Refused("use `Authorization: Bearer <token>`"),
         Some(Some(token)) => match auth.tokens.verify(token).await {
             Ok(claims) => Caller::User(Arc::new(claims)),
-            Err(TokenError::Expired) => Caller::Refused("the access token has expired".into()),
-            Err(TokenError::Revoked) => Caller::Refused("the session was revoked".into()),
-            Err(TokenError::Invalid(why)) => Caller::Refused(why),
+            Err(TokenError::Expired) => Caller::Refused("the access token has expired"),
+            Err(TokenError::Revoked) => Caller::Refused("the session was revoked"),
+            Err(TokenError::Invalid(why)) => {
+                // The detail may quote the token (its `kid`, a parser's view of it): operators
+                // get a bounded excerpt, the client a fixed answer.
+                tracing::debug!(detail = %bounded(&why), "access token refused");
+                Caller::Refused("the access token is not valid")
+            }
         },
     };
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// Whether `path` is served without a token: a public route of its policy, or a path no
+/// component serves (it answers 404 whoever asks).
+pub fn is_public(routes: &RouteTable, path: &str) -> bool {
+    routes
+        .find(path)
+        .is_none_or(|policy| policy.is_public(path))
 }
 
 pub async fn require(
@@ -55,18 +80,27 @@ pub async fn require(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let path = request.uri().path();
-    // Paths no component serves answer 404 whoever asks; public routes need no token, and on
-    // them a stale token is no reason to refuse: the caller is served as anonymous.
-    let public = auth
-        .routes
-        .find(path)
-        .is_none_or(|policy| policy.is_public(path));
+    // Public routes need no token, and on them a stale token is no reason to refuse: the
+    // caller is served as anonymous.
+    let public = is_public(&auth.routes, request.uri().path());
     match request.extensions().get::<Caller>() {
         Some(Caller::User(_)) => {}
         _ if public => {}
-        Some(Caller::Refused(why)) => return Err(ApiError::InvalidToken(why.clone())),
+        Some(Caller::Refused(why)) => return Err(ApiError::InvalidToken((*why).into())),
         Some(Caller::Anonymous) | None => return Err(ApiError::Unauthorized),
     }
     Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounded;
+
+    #[test]
+    fn a_logged_detail_is_bounded_and_cannot_forge_log_lines() {
+        let detail = format!("unknown key \"{}\"\nlevel=error", "k".repeat(100_000));
+        let logged = bounded(&detail);
+        assert!(logged.chars().count() <= 201, "{}", logged.len());
+        assert!(!bounded("a\nb").contains('\n'));
+    }
 }

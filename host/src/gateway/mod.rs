@@ -5,7 +5,7 @@ pub mod auth;
 mod dispatch;
 pub mod forward;
 pub mod node;
-mod ops;
+pub mod ops;
 pub mod problem;
 pub mod rate_limit;
 pub mod request_id;
@@ -18,7 +18,6 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -28,11 +27,12 @@ use crate::runtime::Runtime;
 
 pub use problem::ApiError;
 
-/// The client's address as a node learned it from the gateway's signed `X-Client-Ip`.
+/// The client's address: as the gateway found it (through its trusted proxies), or as a node
+/// learned it from the gateway's signed `X-Client-Ip`.
 #[derive(Clone)]
 pub struct ClientIp(pub String);
 
-/// The client's IP: as the gateway signed it on a node, else the connection's peer.
+/// The client's IP: as the gateway found it or signed it, else the connection's peer.
 pub fn client_ip(extensions: &axum::http::Extensions) -> Option<String> {
     if let Some(ClientIp(ip)) = extensions.get::<ClientIp>() {
         return Some(ip.clone());
@@ -55,7 +55,6 @@ pub struct AppState {
     pub upstream: Upstream,
     pub routes: Arc<RouteTable>,
     pub backends: Backends,
-    pub metrics: PrometheusHandle,
     pub body_limit: usize,
 }
 
@@ -63,7 +62,6 @@ fn base(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .fallback(dispatch::dispatch)
         .with_state(state)
 }

@@ -1,4 +1,5 @@
-//! Operations endpoints of the host: `/healthz`, `/readyz`, `/metrics`.
+//! Operations endpoints of the host: `/healthz` and `/readyz` on the public port for load
+//! balancers, `/metrics` on the admin listener only (it names components and their traffic).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
 use super::problem::ApiError;
@@ -65,9 +67,9 @@ fn record(
 }
 
 /// Prometheus text exposition.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+pub async fn metrics(State(metrics): State<PrometheusHandle>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        metrics.render(),
     )
 }

@@ -98,6 +98,12 @@ pub fn check_imports(engine: &Engine, component: &Component, slot: &Sandbox) -> 
             let interface = rest.split('@').next().unwrap_or(rest);
             match Capability::from_interface(interface) {
                 Some(capability) if policy.grants(capability) => {}
+                Some(capability) if capability.is_trusted() => problems.push(format!(
+                    "it imports `{name}`, a trusted capability only operator-approved components may hold: \
+                     it needs \"{interface}\" in `capabilities` in {} and \"{}\" in `trusted_components` in the host config",
+                    policy.source.display(),
+                    slot.name
+                )),
                 Some(_) => problems.push(format!(
                     "it imports `{name}`, which its policy does not grant: add \"{interface}\" to `capabilities` in {}",
                     policy.source.display()

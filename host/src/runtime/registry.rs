@@ -345,11 +345,11 @@ fn info(slot: &Slot) -> ComponentInfo {
 }
 
 /// The linker of one component: WASI without files or network, plus exactly the granted
-/// capabilities.
+/// capabilities (a trusted one only when the operator approved the component).
 fn linker_for(engine: &Engine, policy: &Policy) -> anyhow::Result<Linker<State>> {
     let mut linker = Linker::new(engine);
     add_to_linker_async(&mut linker)?;
-    for capability in &policy.capabilities {
+    for capability in policy.capabilities.iter().filter(|c| policy.grants(**c)) {
         match capability {
             Capability::Database => {
                 bindings::database::add_to_linker::<State, HasSelf<DatabaseCtx>>(

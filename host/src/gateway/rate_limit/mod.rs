@@ -1,8 +1,12 @@
-//! Rate limit: `limit` requests per minute per client — per user once authenticated, per client
-//! IP when anonymous. GCRA (a leaky bucket kept as one timestamp per client): a client may burst
-//! up to `limit` requests, then gets one more every `60 s / limit`. Counted in Redis when
-//! configured, so every gateway process shares one budget; in memory otherwise.
+//! Rate limit: `limit` requests per minute per client. Public routes (logins, registrations,
+//! paths no component serves) and every request without a valid token count per client
+//! address, so a token never buys a fresh budget for guessing passwords; the routes that need
+//! a token count per user, so many users behind one address do not share a budget. GCRA (a
+//! leaky bucket kept as one timestamp per client): a client may burst up to `limit` requests,
+//! then gets one more every `60 s / limit`. Counted in Redis when configured, so every gateway
+//! process shares one budget; in memory otherwise.
 
+mod client;
 mod memory;
 mod redis;
 
@@ -16,11 +20,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+pub use client::TrustedProxies;
 pub use memory::MemoryLimiter;
 pub use redis::RedisLimiter;
 
+use super::ClientIp;
 use super::auth::Caller;
 use super::problem::problem;
+use crate::policy::RouteTable;
 
 /// The window the limit is counted over.
 pub const PERIOD: Duration = Duration::from_secs(60);
@@ -62,23 +69,39 @@ pub fn gcra(tat: u64, now: u64, limit: u64) -> (Decision, Option<u64>) {
 pub struct RateLimit {
     pub limiter: Arc<dyn Limiter>,
     pub limit: u64,
+    /// Which routes are public, as the policies say.
+    pub routes: Arc<RouteTable>,
+    pub proxies: TrustedProxies,
 }
 
-/// Operations endpoints are for load balancers and monitoring, not clients: not limited.
-const EXEMPT: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// Operations endpoints are for load balancers, not clients: not limited.
+const EXEMPT: [&str; 2] = ["/healthz", "/readyz"];
 
-pub async fn layer(State(rate): State<Arc<RateLimit>>, request: Request, next: Next) -> Response {
+/// Counts the request against its client's budget. Also records the client's address as the
+/// trusted proxies reveal it, for everything after the gateway (sessions, the signed hop).
+pub async fn layer(
+    State(rate): State<Arc<RateLimit>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if EXEMPT.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    let client = match (
-        request.extensions().get::<Caller>(),
-        request.extensions().get::<ConnectInfo<SocketAddr>>(),
-    ) {
-        (Some(Caller::User(claims)), _) => format!("user:{}", claims.user_id),
-        (_, Some(ConnectInfo(address))) => format!("ip:{}", address.ip()),
-        _ => "ip:unknown".to_string(),
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| rate.proxies.client(peer.ip(), request.headers()));
+    let public = super::auth::is_public(&rate.routes, request.uri().path());
+    let client = match (request.extensions().get::<Caller>(), address) {
+        (Some(Caller::User(claims)), _) if !public => format!("user:{}", claims.user_id),
+        (_, Some(address)) => client::budget_key(address),
+        (_, None) => "ip:unknown".to_string(),
     };
+    if let Some(address) = address {
+        request
+            .extensions_mut()
+            .insert(ClientIp(address.to_string()));
+    }
     let decision = match rate.limiter.check(&client, rate.limit).await {
         Ok(decision) => decision,
         Err(error) => {
