@@ -191,7 +191,11 @@ async fn in_process() {
             .await
             .unwrap(),
         tokens: Arc::new(
-            truevalue::capabilities::tokens::Tokens::new(&keys, cache.clone()).unwrap(),
+            truevalue::capabilities::tokens::Tokens::new(
+                &keys,
+                Arc::new(truevalue::security_state::MemorySecurityState::default()),
+            )
+            .unwrap(),
         ),
         crypto: Arc::new(truevalue::capabilities::crypto::Crypto::new(secret)),
         cache,

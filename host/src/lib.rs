@@ -11,5 +11,6 @@ pub mod gateway;
 pub mod policy;
 pub mod runtime;
 pub mod secrets;
+pub mod security_state;
 pub mod serve;
 pub mod signing;

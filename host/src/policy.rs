@@ -63,6 +63,10 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Most instances serving requests at once; past it, clients get 503 with `Retry-After`.
     pub max_instances: u32,
+    /// Most cache entries the component may hold at once (expired ones do not count).
+    pub cache_max_entries: u64,
+    /// Most bytes of keys plus values the component may hold in the cache at once.
+    pub cache_max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -71,6 +75,8 @@ impl Default for Limits {
             memory_mib: 64,
             timeout_ms: 5_000,
             max_instances: 32,
+            cache_max_entries: 10_000,
+            cache_max_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -261,6 +267,16 @@ fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
             "{at}: limits.max_instances must be between 1 and 10000"
         ));
     }
+    if !(1..=10_000_000).contains(&limits.cache_max_entries) {
+        problems.push(format!(
+            "{at}: limits.cache_max_entries must be between 1 and 10000000"
+        ));
+    }
+    if !(1..=MAX_CACHE_BYTES).contains(&limits.cache_max_bytes) {
+        problems.push(format!(
+            "{at}: limits.cache_max_bytes must be between 1 and {MAX_CACHE_BYTES} (4 GiB)"
+        ));
+    }
     problems
 }
 
@@ -285,6 +301,9 @@ fn approve(policy: &mut Policy, trusted: &[String]) -> Option<String> {
         )
     })
 }
+
+/// The largest cache quota one policy may ask for.
+const MAX_CACHE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 fn check_routes(policies: &[Policy]) -> Vec<String> {
     let mut owners: BTreeMap<&str, &str> = BTreeMap::new();

@@ -21,6 +21,7 @@ use crate::gateway::rate_limit::{Limiter, MemoryLimiter, RateLimit, RedisLimiter
 use crate::gateway::{self, AppState};
 use crate::policy::RouteTable;
 use crate::runtime::{Runtime, new_engine};
+use crate::security_state::{MemorySecurityState, RedisSecurityState, SecurityState};
 use crate::{admin, capabilities, policy, secrets};
 use secrecy::SecretString;
 
@@ -54,6 +55,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(redis) => Arc::new(RedisCache::new(redis.clone())),
         None => Arc::new(MemoryCache::default()),
     };
+    // Revocations and replay marks: apart from the components' cache, which cannot evict them.
+    let security: Arc<dyn SecurityState> = match &backends.redis {
+        Some(redis) => Arc::new(RedisSecurityState::new(redis.clone())),
+        None => Arc::new(MemorySecurityState::default()),
+    };
     let (secret, _) =
         secrets::load_or_generate(config.secret_key.clone(), &config.data_dir, "secret-key")?;
     let keys = match config.token_keys.is_empty() {
@@ -67,8 +73,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             })
             .collect(),
     };
-    // Revocations live in the cache store: shared by every gateway when Redis is configured.
-    let tokens = Arc::new(Tokens::new(&keys, cache.clone())?);
+    // Revocations are shared by every gateway when Redis is configured.
+    let tokens = Arc::new(Tokens::new(&keys, security.clone())?);
 
     // A gateway runs no components: it only needs the policies' routes.
     let (upstream, routes, runtime) = match config.role {
@@ -83,7 +89,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     .await?;
             let capabilities = Capabilities {
                 database,
-                cache: cache.clone(),
+                cache,
                 crypto: Arc::new(Crypto::new(secret)),
                 tokens: tokens.clone(),
             };
@@ -175,7 +181,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Role::Node => {
             let guard = NodeGuard {
                 secret: gateway_secret(&config)?,
-                seen: cache,
+                seen: security,
                 body_limit,
             };
             gateway::node_router(state, Arc::new(guard))

@@ -274,3 +274,51 @@ async fn random_bytes_and_constant_time_comparison() {
     assert_eq!(equal("same", "sane").await, false);
     assert_eq!(equal("same", "same!").await, false);
 }
+
+#[tokio::test]
+async fn oversized_passwords_claims_and_session_ids_are_refused_with_a_clear_reason() {
+    let app = Spawn::new(Engine::Sqlite, vec![vault()]).start().await;
+    let hash = |password: String| {
+        app.client
+            .post(app.url("/vault/password/hash"))
+            .body(password)
+            .send()
+    };
+    assert_eq!(hash("p".repeat(4096)).await.unwrap().status(), 200);
+    problem(hash("p".repeat(4097)).await.unwrap(), 500).await;
+    assert!(
+        app.logs().contains("at most 4096 bytes"),
+        "the log says why"
+    );
+
+    let verify = app
+        .post_json(
+            "/vault/password/verify",
+            &json!({ "password": "p".repeat(5000), "hash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA" }),
+        )
+        .await;
+    assert_eq!(verify.json::<Value>().await.unwrap()["valid"], false);
+
+    let claims = |email: String| json!({ "user_id": "u", "email": email, "session_id": "s" });
+    assert_eq!(
+        app.post_json("/vault/tokens", &claims("a@example.com".into()))
+            .await
+            .status(),
+        200
+    );
+    problem(
+        app.post_json("/vault/tokens", &claims("e".repeat(9000)))
+            .await,
+        500,
+    )
+    .await;
+    assert!(app.logs().contains("at most 8192"), "the log says why");
+
+    let revoke = |id: String| {
+        app.client
+            .post(app.url(&format!("/vault/sessions/{id}/revoke")))
+            .send()
+    };
+    assert_eq!(revoke("s".repeat(256)).await.unwrap().status(), 204);
+    problem(revoke("s".repeat(257)).await.unwrap(), 500).await;
+}

@@ -14,6 +14,7 @@ mod disclosure;
 mod gateway;
 mod hot_swap;
 mod identity;
+mod quotas;
 mod rate_limit;
 mod sandbox;
 mod split;

@@ -14,14 +14,14 @@ use secrecy::SecretString;
 use super::auth::Caller;
 use super::problem::ApiError;
 use super::request_id;
-use crate::capabilities::cache::CacheStore;
 use crate::capabilities::tokens::Claims;
+use crate::security_state::SecurityState;
 use crate::signing::{self, Signed};
 
 pub struct NodeGuard {
     pub secret: SecretString,
     /// Signatures seen in the last minute, to refuse replays.
-    pub seen: Arc<dyn CacheStore>,
+    pub seen: Arc<dyn SecurityState>,
     pub body_limit: usize,
 }
 
@@ -76,15 +76,10 @@ pub async fn verify(
     if !signed.verify(&guard.secret, &signature) {
         return Err(refused("the signature does not match the request"));
     }
-    let ttl = Some(signing::MAX_AGE * 2 + Duration::from_secs(1));
+    let ttl = signing::MAX_AGE * 2 + Duration::from_secs(1);
     match guard
         .seen
-        .set(
-            &format!("gateway-signature:{signature}"),
-            Vec::new(),
-            ttl,
-            true,
-        )
+        .record_once(&format!("gateway-signature:{signature}"), ttl)
         .await
     {
         Ok(true) => {}

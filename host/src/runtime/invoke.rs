@@ -11,6 +11,12 @@ use super::state::State;
 use crate::bindings::handler::{Request, Response};
 use crate::capabilities::database::Error as DbError;
 
+/// Most headers a component's response may carry (common clients take 100 in all, and the
+/// host adds its own), and most bytes of names and values in all.
+/// Its body needs no bound of its own: it was in the component's memory, under its limit.
+const MAX_RESPONSE_HEADERS: usize = 64;
+const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+
 /// What the gateway needs besides the request itself.
 pub struct RequestMeta {
     pub request_id: String,
@@ -124,10 +130,22 @@ async fn call(
     request: &Request,
 ) -> wasmtime::Result<Response> {
     let instance = pre.instantiate_async(&mut *store).await?;
-    instance
+    let response = instance
         .truevalue_platform_handler()
         .call_handle(&mut *store, request)
-        .await
+        .await?;
+    let bytes: usize = response
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+    if response.headers.len() > MAX_RESPONSE_HEADERS || bytes > MAX_RESPONSE_HEADER_BYTES {
+        wasmtime::bail!(
+            "the response has {} headers of {bytes} bytes; at most {MAX_RESPONSE_HEADERS} headers of {MAX_RESPONSE_HEADER_BYTES} bytes",
+            response.headers.len()
+        );
+    }
+    Ok(response)
 }
 
 fn classify(error: &wasmtime::Error, store: &Store<State>) -> Failure {

@@ -22,7 +22,7 @@ use super::loader::{self, Loaded};
 use super::state::{State, StoreLimits};
 use crate::bindings;
 use crate::capabilities::Capabilities;
-use crate::capabilities::cache::CacheCtx;
+use crate::capabilities::cache::{CacheCtx, Space};
 use crate::capabilities::config::ConfigCtx;
 use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::{self, Backend, ComponentDb, DatabaseCtx, Dialect};
@@ -206,7 +206,11 @@ impl Runtime {
                 policy
                     .grants(Capability::Cache)
                     .then(|| capabilities.cache.clone()),
-                &policy.name,
+                Space {
+                    component: policy.name.as_str().into(),
+                    max_entries: policy.limits.cache_max_entries,
+                    max_bytes: policy.limits.cache_max_bytes,
+                },
             ),
             // Ungranted, the interface is not linked, so the shared keys are unreachable.
             tokens: TokensCtx::new(capabilities.tokens.clone()),

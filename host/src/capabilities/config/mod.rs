@@ -16,6 +16,8 @@ impl ConfigCtx {
 }
 
 impl Host for ConfigCtx {
+    /// Values come from the operator's policy, so their size is the operator's; the key a
+    /// component asks for is only compared, never kept.
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         Ok(self.values.get(&key).cloned())
     }

@@ -14,6 +14,13 @@ use crate::bindings::crypto::Host;
 use crate::secrets::hmac_sha256;
 
 const MAX_RANDOM_BYTES: u32 = 4096;
+/// Longest password hashed or verified, in bytes: far above any real password, and it keeps
+/// what a component can make the hashers read small.
+pub const MAX_PASSWORD_BYTES: usize = 4096;
+/// Longest PHC string verified; real Argon2id ones are ~100 bytes.
+const MAX_PHC_BYTES: usize = 512;
+/// Most bytes one HMAC or comparison takes; the same as the largest cache value.
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 
 /// What every component's crypto shares: the host's secret and the password hashers.
 pub struct Crypto {
@@ -140,6 +147,12 @@ fn lower_priority() {
 
 impl Host for CryptoCtx {
     async fn hash_password(&mut self, password: String) -> wasmtime::Result<String> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            wasmtime::bail!(
+                "hash-password takes passwords of at most {MAX_PASSWORD_BYTES} bytes, not {}",
+                password.len()
+            );
+        }
         let argon2 = argon2()?;
         let hashed = self
             .shared
@@ -155,6 +168,10 @@ impl Host for CryptoCtx {
     }
 
     async fn verify_password(&mut self, password: String, phc: String) -> wasmtime::Result<bool> {
+        // No hash from hash-password can match a longer password: no need to hash it.
+        if password.len() > MAX_PASSWORD_BYTES || phc.len() > MAX_PHC_BYTES {
+            return Ok(false);
+        }
         let argon2 = argon2()?;
         self.shared
             .hashers
@@ -175,10 +192,20 @@ impl Host for CryptoCtx {
     }
 
     async fn constant_time_equal(&mut self, a: Vec<u8>, b: Vec<u8>) -> wasmtime::Result<bool> {
+        too_large("constant-time-equal", a.len().max(b.len()))?;
         Ok(a.ct_eq(&b).into())
     }
 
     async fn hmac_sha256(&mut self, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        too_large("hmac-sha256", data.len())?;
         Ok(hmac_sha256(&self.key, &data).to_vec())
     }
+}
+
+/// These calls return no error, so an input over the documented size is a broken rule: a trap.
+fn too_large(call: &str, len: usize) -> wasmtime::Result<()> {
+    if len > MAX_DATA_BYTES {
+        wasmtime::bail!("{call} takes at most {MAX_DATA_BYTES} bytes, not {len}");
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! The `tokens` capability and the gateway's token checks share this: the host's signing keys,
-//! minting and verifying access tokens, and the revocation list.
+//! minting and verifying access tokens, and the revocation list (in the host's security state,
+//! which no component's cache writes can reach or evict).
 //!
 //! HS256 only, pinned: a token naming any other algorithm (`none` included) is refused, as is
 //! one without a `kid` the host knows. Several keys verify, one signs, so keys can rotate.
@@ -14,8 +15,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::cache::CacheStore;
 pub use crate::bindings::tokens::{AccessToken, Claims, Error};
+use crate::security_state::SecurityState;
 pub use host::TokensCtx;
 
 pub const ISSUER: &str = "truevalue-auth";
@@ -24,6 +25,13 @@ pub const AUDIENCE: &str = "truevalue-platform";
 pub const ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 /// Clock difference tolerated between hosts when checking `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 5;
+/// Most bytes of text in the claims of one minted token: a token travels in a header of every
+/// request, and the gateway decodes it each time.
+pub const MAX_CLAIMS_BYTES: usize = 8 * 1024;
+/// Longest token verified; longer ones are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Longest session id that can be revoked.
+pub const MAX_SESSION_ID_BYTES: usize = 256;
 
 /// The JWT payload, as API.md names the claims.
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,12 +68,12 @@ pub struct Tokens {
     signing: (String, EncodingKey),
     verifying: HashMap<String, DecodingKey>,
     validation: Validation,
-    revocations: Arc<dyn CacheStore>,
+    revocations: Arc<dyn SecurityState>,
 }
 
 impl Tokens {
     /// `keys[0]` signs; all of them verify.
-    pub fn new(keys: &[Key], revocations: Arc<dyn CacheStore>) -> anyhow::Result<Self> {
+    pub fn new(keys: &[Key], revocations: Arc<dyn SecurityState>) -> anyhow::Result<Self> {
         let first = keys
             .first()
             .ok_or_else(|| anyhow::anyhow!("no token keys"))?;
@@ -106,7 +114,14 @@ impl Tokens {
         }
     }
 
+    /// Refuses claims over `MAX_CLAIMS_BYTES` of text.
     pub fn mint(&self, claims: Claims) -> anyhow::Result<AccessToken> {
+        let size = claims_bytes(&claims);
+        if size > MAX_CLAIMS_BYTES {
+            anyhow::bail!(
+                "the claims are {size} bytes of text; a token carries at most {MAX_CLAIMS_BYTES}"
+            );
+        }
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let payload = Payload {
             sub: claims.user_id,
@@ -135,6 +150,11 @@ impl Tokens {
 
     /// Verifies signature, algorithm, `kid`, `exp`, `nbf`, `iss`, `aud`, then revocation.
     pub async fn verify(&self, token: &str) -> Result<Claims, Error> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Error::Invalid(format!(
+                "the token is over {MAX_TOKEN_BYTES} bytes"
+            )));
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| Error::Invalid(format!("malformed: {e}")))?;
         if header.alg != Algorithm::HS256 {
@@ -159,11 +179,11 @@ impl Tokens {
         let payload = data.claims;
         match self
             .revocations
-            .get(&revocation_key(&payload.session_id))
+            .recorded(&revocation_key(&payload.session_id))
             .await
         {
-            Ok(None) => {}
-            Ok(Some(_)) => return Err(Error::Revoked),
+            Ok(false) => {}
+            Ok(true) => return Err(Error::Revoked),
             // Fail closed: a token whose session cannot be checked is not accepted.
             Err(_) => return Err(Error::Invalid("the revocation list cannot be read".into())),
         }
@@ -182,21 +202,40 @@ impl Tokens {
 
     /// Remembered as long as a token of the session can still be unexpired.
     pub async fn revoke(&self, session_id: &str) -> Result<(), String> {
+        if session_id.is_empty() || session_id.len() > MAX_SESSION_ID_BYTES {
+            return Err(format!("a session id is 1 to {MAX_SESSION_ID_BYTES} bytes"));
+        }
         let ttl = ACCESS_TTL + Duration::from_secs(LEEWAY_SECONDS);
         self.revocations
-            .set(
-                &revocation_key(session_id),
-                b"revoked".to_vec(),
-                Some(ttl),
-                false,
-            )
+            .record(&revocation_key(session_id), ttl)
             .await
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}"))
+            .map_err(|e| format!("{e:#}"))
     }
 }
 
-/// Outside every component's cache namespace (`cache:<component>:`), so none can forge one.
+/// The same name the previous release used (it reads it there too during an upgrade).
 fn revocation_key(session_id: &str) -> String {
     format!("revoked-session:{session_id}")
+}
+
+fn claims_bytes(claims: &Claims) -> usize {
+    let optional = [
+        &claims.org_id,
+        &claims.org_slug,
+        &claims.org_name,
+        &claims.plan,
+    ];
+    [&claims.user_id, &claims.email, &claims.session_id]
+        .iter()
+        .map(|s| s.len())
+        .chain(optional.iter().map(|s| s.as_ref().map_or(0, String::len)))
+        // An empty entry still costs its place in the list.
+        .chain(
+            claims
+                .roles
+                .iter()
+                .chain(&claims.permissions)
+                .map(|s| s.len() + 1),
+        )
+        .sum()
 }
