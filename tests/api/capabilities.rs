@@ -277,7 +277,10 @@ async fn random_bytes_and_constant_time_comparison() {
 
 #[tokio::test]
 async fn oversized_passwords_claims_and_session_ids_are_refused_with_a_clear_reason() {
-    let app = Spawn::new(Engine::Sqlite, vec![vault()]).start().await;
+    let app = Spawn::new(Engine::Sqlite, vec![vault()])
+        .config(TRUSTS_VAULT)
+        .start()
+        .await;
     let hash = |password: String| {
         app.client
             .post(app.url("/vault/password/hash"))

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::auth::TRUSTS_VAULT;
 use crate::helpers::{Engine, Policy, Spawn, TestApp, problem};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
@@ -28,7 +29,7 @@ fn hog(limits: &str) -> Policy {
 }
 
 fn spawn(limits: &str) -> Spawn {
-    Spawn::new(Engine::Sqlite, vec![vault(), hog(limits)])
+    Spawn::new(Engine::Sqlite, vec![vault(), hog(limits)]).config(TRUSTS_VAULT)
 }
 
 fn with_redis(spawn: Spawn, prefix: &str) -> Spawn {
@@ -294,9 +295,12 @@ async fn redis_quota_books_follow_overwrites_and_expiry() {
 #[tokio::test]
 async fn revocations_stored_by_the_previous_release_still_refuse_their_tokens() {
     let prefix = redis_prefix();
-    let app = with_redis(Spawn::new(Engine::Sqlite, vec![vault()]), &prefix)
-        .start()
-        .await;
+    let app = with_redis(
+        Spawn::new(Engine::Sqlite, vec![vault()]).config(TRUSTS_VAULT),
+        &prefix,
+    )
+    .start()
+    .await;
     let token = mint(&app, "before-upgrade").await;
     assert_eq!(me(&app, &token).await, 200);
     // Where the previous release kept a revocation.
