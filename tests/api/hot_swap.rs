@@ -238,7 +238,7 @@ async fn a_deploy_whose_migration_fails_is_refused_and_changes_nothing(engine: E
     );
     let body = problem(app.deploy("hostile", "bad_migration").await, 422).await;
     assert!(
-        body["detail"].as_str().unwrap().contains("migration 2"),
+        body["detail"].as_str().unwrap().contains("migration 3"),
         "{body}"
     );
     let notes: Value = app.get("/hostile/notes").await.json().await.unwrap();

@@ -18,4 +18,5 @@ mod quotas;
 mod rate_limit;
 mod sandbox;
 mod split;
+mod sql_guard;
 mod trusted;

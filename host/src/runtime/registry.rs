@@ -284,12 +284,14 @@ impl Runtime {
         let loaded = loader::load(&self.engine, &self.cache_dir, &slot.sandbox, bytes.clone())
             .await
             .map_err(DeployError::Refused)?;
+        // Everything that can refuse the version has run (compiling, checking the imports,
+        // linking, instantiating and reading the manifest), and its bytes are kept, before the
+        // migrations touch the database; they commit all together or not at all.
+        let dir = self.store_dir.join(name);
+        keep_version(&dir, &loaded.digest, &bytes)?;
         migrate(&slot.sandbox, &loaded)
             .await
             .map_err(DeployError::Refused)?;
-
-        let dir = self.store_dir.join(name);
-        keep_version(&dir, &loaded.digest, &bytes)?;
         let current = slot.current.load_full();
         write_pinned(
             &dir,

@@ -1,54 +1,19 @@
-//! Statement checks the engines cannot make for us: one statement per call, and no
-//! statement that would escape the host's transaction or the component's sandbox.
+//! The host's reading of component SQL: where each statement ends, and which statements would
+//! take over what the host manages (the request's transaction, the session's settings).
 //!
-//! Isolation itself is the engines' job (a role per component on PostgreSQL, a file per
-//! component with attaching disabled on SQLite); this guard turns the attempts into clear
-//! `access-denied` errors and keeps transaction control with the host.
+//! This is not the security boundary; the engines are. SQLite checks every statement with the
+//! authorizer (`sqlite.rs`), PostgreSQL with the component's role and grants (`postgres.rs`), so
+//! SQL this tokenizer misreads, or a `DO` block that runs statements of its own, meets the same
+//! refusals. The guard exists so that the common cases fail early with a message saying what
+//! was refused, and so that `query`/`execute` take exactly one statement.
 
 use crate::bindings::database::{Dialect, Error};
 
-/// First keywords a component may not use. Transaction control stays with the host; the rest
-/// reach outside the component's own data or the connection's settings.
-const DENIED: [&str; 20] = [
-    "ABORT",
-    "ATTACH",
-    "BEGIN",
-    "CHECKPOINT",
-    "COMMIT",
-    "COPY",
-    "DETACH",
-    "DISCARD",
-    "END",
-    "GRANT",
-    "LOAD",
-    "PRAGMA",
-    "PREPARE",
-    "RELEASE",
-    "RESET",
-    "REVOKE",
-    "ROLLBACK",
-    "SAVEPOINT",
-    "SET",
-    "VACUUM",
-];
-
-/// Splits `sql` into its statements, refusing any whose first keyword is denied.
+/// Splits `sql` into its statements, refusing any the host keeps for itself.
 pub fn statements(sql: &str, dialect: Dialect) -> Result<Vec<&str>, Error> {
     let statements = split(sql, dialect);
     for statement in &statements {
-        let keyword: String = strip_comments_start(statement)
-            .chars()
-            .take_while(|c| c.is_ascii_alphabetic())
-            .collect::<String>()
-            .to_ascii_uppercase();
-        if DENIED.contains(&keyword.as_str())
-            || keyword == "START"
-            || keyword == "ALTER" && denies_alter(statement)
-        {
-            return Err(Error::AccessDenied(format!(
-                "`{keyword}` statements are not allowed: the host manages transactions, roles and attached databases"
-            )));
-        }
+        refuse_host_statement(statement, dialect)?;
     }
     Ok(statements)
 }
@@ -64,18 +29,53 @@ pub fn single(sql: &str, dialect: Dialect) -> Result<&str, Error> {
     }
 }
 
-/// `ALTER SYSTEM`, `ALTER ROLE`/`USER`, `ALTER DEFAULT PRIVILEGES` change more than the
-/// component's own tables.
-fn denies_alter(statement: &str) -> bool {
-    let words: Vec<String> = strip_comments_start(statement)
-        .split_whitespace()
-        .take(2)
-        .map(|w| w.to_ascii_uppercase())
-        .collect();
-    matches!(
-        words.get(1).map(String::as_str),
-        Some("SYSTEM" | "ROLE" | "USER" | "DEFAULT" | "DATABASE" | "GROUP")
-    )
+/// Statements whose first word says they manage the transaction or the session.
+fn refuse_host_statement(statement: &str, dialect: Dialect) -> Result<(), Error> {
+    let words = leading_words(statement, 2);
+    let first = words.first().map(String::as_str).unwrap_or_default();
+    let second = words.get(1).map(String::as_str).unwrap_or_default();
+    let why = match (dialect, first) {
+        (
+            _,
+            "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE",
+        ) => "the host begins and ends each request's transaction",
+        (Dialect::Sqlite, "ATTACH" | "DETACH" | "VACUUM") => {
+            "a component reaches only its own database file"
+        }
+        (Dialect::Sqlite, "PRAGMA") => "pragmas change or reveal the host's connection settings",
+        // Session settings would outlive the request on a pooled connection; `SET LOCAL` and
+        // `SET CONSTRAINTS` end with the transaction.
+        (Dialect::Postgres, "SET") if !matches!(second, "LOCAL" | "CONSTRAINTS") => {
+            "session settings belong to the host; use SET LOCAL"
+        }
+        (Dialect::Postgres, "RESET" | "DISCARD" | "PREPARE" | "DEALLOCATE" | "LOAD") => {
+            "session state belongs to the host"
+        }
+        (Dialect::Postgres, "COPY") => "COPY moves data outside the statement's result",
+        _ => return Ok(()),
+    };
+    Err(Error::AccessDenied(format!(
+        "`{first}` statements are not allowed: {why}"
+    )))
+}
+
+/// The first `n` words of a statement, upper-cased, skipping comments.
+fn leading_words(statement: &str, n: usize) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut rest = statement;
+    while words.len() < n {
+        rest = strip_comments_start(rest);
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic() || *c == '_')
+            .collect();
+        if word.is_empty() {
+            break;
+        }
+        rest = &rest[word.len()..];
+        words.push(word.to_ascii_uppercase());
+    }
+    words
 }
 
 fn strip_comments_start(mut s: &str) -> &str {
@@ -91,14 +91,53 @@ fn strip_comments_start(mut s: &str) -> &str {
     }
 }
 
-/// Splits on `;` outside quotes and comments, with each engine's quoting rules.
+/// Whether a statement's leading words open a body of several statements that ends with `END`:
+/// SQLite's `CREATE TRIGGER … BEGIN …; END`, PostgreSQL's `CREATE FUNCTION … BEGIN ATOMIC …; END`.
+fn opens_body(head: &[String], dialect: Dialect) -> bool {
+    let mut words = head.iter().map(String::as_str);
+    if words.next() != Some("CREATE") {
+        return false;
+    }
+    let kind = words.find(|w| !matches!(*w, "OR" | "REPLACE" | "TEMP" | "TEMPORARY"));
+    match dialect {
+        Dialect::Sqlite => kind == Some("TRIGGER"),
+        Dialect::Postgres => matches!(kind, Some("FUNCTION" | "PROCEDURE")),
+    }
+}
+
+/// Splits on `;` outside quotes, comments and statement bodies, with each engine's rules.
 fn split(sql: &str, dialect: Dialect) -> Vec<&str> {
     let bytes = sql.as_bytes();
     let mut statements = Vec::new();
     let mut start = 0;
     let mut i = 0;
+    // The statement's first words, and how deep inside `BEGIN`/`CASE` … `END` it is once they
+    // say it has a body. `CASE … END` nests inside a body and never directly follows a `;`.
+    let mut head: Vec<String> = Vec::new();
+    let mut depth = 0usize;
     while i < bytes.len() {
-        i = match bytes[i] {
+        let b = bytes[i];
+        if b.is_ascii_alphabetic() || b == b'_' {
+            let end = bytes[i..]
+                .iter()
+                .position(|&c| {
+                    !(c.is_ascii_alphanumeric() || c == b'_' || c == b'$' && dialect == Dialect::Postgres)
+                })
+                .map_or(bytes.len(), |p| i + p);
+            let word = sql[i..end].to_ascii_uppercase();
+            if head.len() < 5 {
+                head.push(word);
+            } else if opens_body(&head, dialect) {
+                match word.as_str() {
+                    "BEGIN" | "CASE" => depth += 1,
+                    "END" => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            i = end;
+            continue;
+        }
+        i = match b {
             b'\'' => skip_quoted(bytes, i, b'\'', escapes_backslash(bytes, i, dialect)),
             b'"' => skip_quoted(bytes, i, b'"', false),
             b'`' if dialect == Dialect::Sqlite => skip_quoted(bytes, i, b'`', false),
@@ -109,9 +148,10 @@ fn split(sql: &str, dialect: Dialect) -> Vec<&str> {
                 .position(|&b| b == b'\n')
                 .map_or(bytes.len(), |p| i + p + 1),
             b'/' if bytes.get(i + 1) == Some(&b'*') => skip_block_comment(bytes, i, dialect),
-            b';' => {
+            b';' if depth == 0 => {
                 statements.push(&sql[start..i]);
                 start = i + 1;
+                head.clear();
                 i + 1
             }
             _ => i + 1,
@@ -203,25 +243,30 @@ mod tests {
         matches!(statements(sql, dialect), Err(Error::AccessDenied(_)))
     }
 
+    fn count(sql: &str, dialect: Dialect) -> Option<usize> {
+        statements(sql, dialect).ok().map(|s| s.len())
+    }
+
     #[test]
-    fn transaction_control_and_attach_are_refused_on_both_engines() {
+    fn transaction_control_is_refused_on_both_engines() {
         for dialect in [Dialect::Sqlite, Dialect::Postgres] {
             for sql in [
                 "COMMIT",
                 "  rollback",
                 "/* x */ BEGIN",
-                "-- c\nATTACH 'x' AS y",
-                "set role postgres",
-                "RESET ROLE",
-                "pragma writable_schema=1",
-                "VACUUM INTO '/tmp/x'",
-                "alter system set x = 1",
+                "-- c\nEND",
                 "START TRANSACTION",
                 "savepoint a",
-                "GRANT SELECT ON t TO PUBLIC",
+                "RELEASE a",
             ] {
                 assert!(denied(sql, dialect), "{sql} must be refused on {dialect:?}");
             }
+        }
+        for sql in ["ATTACH 'x' AS y", "pragma writable_schema=1", "VACUUM INTO '/tmp/x'"] {
+            assert!(denied(sql, Dialect::Sqlite), "{sql}");
+        }
+        for sql in ["set role postgres", "RESET ROLE", "DISCARD ALL", "COPY t TO STDOUT"] {
+            assert!(denied(sql, Dialect::Postgres), "{sql}");
         }
     }
 
@@ -233,10 +278,31 @@ mod tests {
             "ALTER TABLE t ADD c INT",
             "WITH x AS (SELECT 1) SELECT * FROM x",
             "UPDATE t SET a = $1 WHERE b = $2",
+            "INSERT INTO t (k, v) VALUES (1, 2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+            "GRANT SELECT ON t TO PUBLIC",
         ] {
             assert_eq!(single(sql, Dialect::Postgres).ok(), Some(sql));
             assert_eq!(single(sql, Dialect::Sqlite).ok(), Some(sql));
         }
+        for sql in ["SET LOCAL statement_timeout = 100", "SET CONSTRAINTS ALL DEFERRED"] {
+            assert_eq!(single(sql, Dialect::Postgres).ok(), Some(sql));
+        }
+    }
+
+    #[test]
+    fn a_trigger_body_is_one_statement_with_its_semicolons() {
+        let trigger = "CREATE TRIGGER audit AFTER INSERT ON notes\nBEGIN\n  INSERT INTO log (text) VALUES (CASE WHEN new.text = '' THEN 'empty' ELSE new.text END);\n  UPDATE counts SET n = n + 1;\nEND";
+        assert_eq!(single(trigger, Dialect::Sqlite).ok(), Some(trigger));
+        let script = format!("CREATE TABLE log (text TEXT);\n{trigger};\nCREATE TEMP TRIGGER t2 BEFORE DELETE ON notes BEGIN SELECT 1; END;\nSELECT 2");
+        assert_eq!(count(&script, Dialect::Sqlite), Some(4));
+    }
+
+    #[test]
+    fn an_atomic_function_body_is_one_statement_with_its_semicolons() {
+        let function = "CREATE OR REPLACE FUNCTION bump() RETURNS int LANGUAGE sql BEGIN ATOMIC UPDATE counts SET n = n + 1; SELECT CASE WHEN 1 = 1 THEN 1 END; END";
+        assert_eq!(single(function, Dialect::Postgres).ok(), Some(function));
+        let script = "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;\nCREATE TRIGGER t BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION f();\nSELECT 1";
+        assert_eq!(count(script, Dialect::Postgres), Some(3));
     }
 
     #[test]
@@ -250,15 +316,13 @@ mod tests {
             Dialect::Postgres
         ));
         assert!(denied("SELECT $1; COMMIT", Dialect::Postgres));
+        assert!(denied("SELECT a$b$c; COMMIT", Dialect::Postgres));
     }
 
     #[test]
     fn quoted_semicolons_do_not_split() {
         let sql = "SELECT $body$ a; b $body$, 'c;d', \"e;f\" -- g;h\n";
-        assert_eq!(
-            statements(sql, Dialect::Postgres).ok().map(|s| s.len()),
-            Some(1)
-        );
+        assert_eq!(count(sql, Dialect::Postgres), Some(1));
         assert!(matches!(
             single("SELECT 1; SELECT 2", Dialect::Postgres),
             Err(Error::Invalid(_))
@@ -268,9 +332,6 @@ mod tests {
     #[test]
     fn migration_scripts_split_into_statements() {
         let script = "CREATE TABLE a (x INT);\n-- comment;\nCREATE TABLE b (y TEXT DEFAULT ';');\n";
-        assert_eq!(
-            statements(script, Dialect::Sqlite).ok().map(|s| s.len()),
-            Some(2)
-        );
+        assert_eq!(count(script, Dialect::Sqlite), Some(2));
     }
 }

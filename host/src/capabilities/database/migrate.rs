@@ -1,9 +1,10 @@
-//! Applies a component's migrations under its own role, each in one transaction together with
-//! its record, so a crash never leaves a migration applied but unrecorded.
+//! Applies a component's migrations with the component's own rights: all of a deploy's pending
+//! migrations and their records in one transaction, so a deploy whose later migration fails
+//! leaves the earlier ones unapplied too, and a crash never leaves one applied but unrecorded.
 
 use sha2::{Digest, Sha256};
 
-use super::{ComponentDb, Dialect, Error, Value, guard};
+use super::{ComponentDb, Dialect, Error, guard};
 
 /// One migration as the component's manifest declares it.
 #[derive(Debug, Clone)]
@@ -12,8 +13,6 @@ pub struct Migration {
     pub name: String,
     pub sql: String,
 }
-
-const RECORDS: &str = "truevalue_migrations";
 
 /// Applies the migrations not yet recorded, in id order; returns the ids applied.
 /// A migration whose SQL changed after it was applied is refused.
@@ -28,88 +27,58 @@ pub async fn apply(
         anyhow::bail!("two migrations have id {}", pair[0].id);
     }
 
-    let mut transaction = db.begin().await.map_err(describe)?;
-    transaction
-        .execute(
-            &format!(
-                "CREATE TABLE IF NOT EXISTS {RECORDS} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, \
-                 checksum TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            ),
-            &[],
-        )
-        .await
-        .map_err(describe)?;
-    let applied = transaction
-        .query(&format!("SELECT id, checksum FROM {RECORDS}"), &[])
-        .await
-        .map_err(describe)?;
-    transaction.commit().await.map_err(describe)?;
-
-    let recorded: Vec<(i64, String)> = applied
-        .rows
-        .into_iter()
-        .filter_map(|row| match row.as_slice() {
-            [Value::Integer(id), Value::Text(checksum)] => Some((*id, checksum.clone())),
-            _ => None,
-        })
-        .collect();
-
-    let mut done = Vec::new();
+    let recorded = db.applied_migrations().await?;
+    let mut pending = Vec::new();
     for migration in &migrations {
         let checksum = hex::encode(Sha256::digest(migration.sql.as_bytes()));
-        if let Some((_, previous)) = recorded
+        match recorded
             .iter()
             .find(|(id, _)| *id == i64::from(migration.id))
         {
-            if *previous != checksum {
-                anyhow::bail!(
-                    "migration {} ({}) was changed after it was applied; add a new migration instead",
-                    migration.id,
-                    migration.name
-                );
-            }
-            continue;
-        }
-        let statements = guard::statements(&migration.sql, dialect).map_err(|e| {
-            anyhow::anyhow!(
-                "migration {} ({}): {}",
+            Some((_, previous)) if *previous != checksum => anyhow::bail!(
+                "migration {} ({}) was changed after it was applied; add a new migration instead",
                 migration.id,
-                migration.name,
-                describe(e)
-            )
-        })?;
-        let mut transaction = db.begin().await.map_err(describe)?;
+                migration.name
+            ),
+            Some(_) => {}
+            None => {
+                // Every pending migration is read before any of them touches the database.
+                let statements = guard::statements(&migration.sql, dialect)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", label(migration), describe(e)))?;
+                pending.push((migration, checksum, statements));
+            }
+        }
+    }
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let mut transaction = db.begin_migrations().await?;
+    let mut done = Vec::new();
+    for (migration, checksum, statements) in pending {
         for statement in statements {
-            transaction.execute(statement, &[]).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "migration {} ({}) failed: {}",
-                    migration.id,
-                    migration.name,
-                    describe(e)
-                )
+            transaction.execute(statement).await.map_err(|e| {
+                anyhow::anyhow!("{} failed: {}", label(migration), describe(e))
             })?;
         }
-        let now = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
         transaction
-            .execute(
-                &format!(
-                    "INSERT INTO {RECORDS} (id, name, checksum, applied_at) VALUES ($1, $2, $3, $4)"
-                ),
-                &[
-                    Value::Integer(i64::from(migration.id)),
-                    Value::Text(migration.name.clone()),
-                    Value::Text(checksum),
-                    Value::Text(now),
-                ],
-            )
-            .await
-            .map_err(describe)?;
-        transaction.commit().await.map_err(describe)?;
+            .record(i64::from(migration.id), &migration.name, &checksum)
+            .await?;
         done.push(migration.id);
     }
+    transaction.commit().await?;
     Ok(done)
+}
+
+fn label(migration: &Migration) -> String {
+    format!("migration {} ({})", migration.id, migration.name)
+}
+
+/// When the host recorded a migration, as RFC 3339.
+pub(super) fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// A database error as an operator reads it.

@@ -3,10 +3,12 @@
 //! Backends sit behind [`Backend`]: SQLite (a file per component, the embedded default) and
 //! PostgreSQL (a schema and a login role per component). The capability never names one.
 
+mod authorizer;
 mod guard;
 mod host;
 mod migrate;
 mod postgres;
+mod postgres_setup;
 mod sqlite;
 
 use std::sync::Arc;
@@ -40,6 +42,24 @@ pub trait Backend: Send + Sync {
 #[async_trait]
 pub trait ComponentDb: Send + Sync {
     async fn begin(&self) -> Result<Box<dyn Transaction>, Error>;
+
+    /// The migrations the host recorded as applied: `(id, checksum)`. The records are kept
+    /// where the component's own statements cannot read or write them.
+    async fn applied_migrations(&self) -> anyhow::Result<Vec<(i64, String)>>;
+
+    /// Begins the one transaction in which a deploy's pending migrations run, each statement
+    /// with exactly the rights of the component's requests, and the host records them.
+    async fn begin_migrations(&self) -> anyhow::Result<Box<dyn MigrationTransaction>>;
+}
+
+/// A deploy's migrations and their records, committed together or not at all.
+#[async_trait]
+pub trait MigrationTransaction: Send {
+    /// Runs one of the component's statements, under the same rules as its requests.
+    async fn execute(&mut self, sql: &str) -> Result<(), Error>;
+    /// Records a migration as applied, in the same transaction.
+    async fn record(&mut self, id: i64, name: &str, checksum: &str) -> anyhow::Result<()>;
+    async fn commit(self: Box<Self>) -> anyhow::Result<()>;
 }
 
 /// A transaction on one component's database. Dropping it without `commit` rolls it back.

@@ -1,7 +1,9 @@
-//! PostgreSQL: a schema per component, owned by a login role of its own. Each component's pool
-//! logs in as that role, so `RESET ROLE` or `SET ROLE` can never reach a more privileged role,
-//! and the server itself refuses access to every other schema. Every transaction also runs
-//! under `SET LOCAL ROLE` and a `search_path` of the component's schema.
+//! PostgreSQL: a schema per component and a login role of its own. Each component's pool logs in
+//! as that role, so `RESET ROLE` or `SET ROLE` can never reach a more privileged role, and the
+//! server itself refuses access to every other schema. The schema belongs to the host's database
+//! user and the role may only use it and create in it, so no `GRANT` a component runs (directly,
+//! in a `DO` block or a function) can open it to anyone else (`postgres_setup.rs`). Every
+//! transaction also runs under `SET LOCAL ROLE` and a `search_path` of the component's schema.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -12,7 +14,10 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Column, PgPool, Postgres, Row, TypeInfo, ValueRef};
 
-use super::{Backend, ComponentDb, Dialect, Error, Rows, Transaction, Value};
+use super::postgres_setup;
+use super::{
+    Backend, ComponentDb, Dialect, Error, MigrationTransaction, Rows, Transaction, Value, migrate,
+};
 
 pub struct PostgresBackend {
     admin: PgPool,
@@ -33,16 +38,9 @@ impl PostgresBackend {
         let database: String = sqlx::query_scalar("SELECT current_database()")
             .fetch_one(&admin)
             .await?;
-        sqlx::query("CREATE SCHEMA IF NOT EXISTS truevalue_host")
-            .execute(&admin)
-            .await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS truevalue_host.component_roles \
-             (role TEXT PRIMARY KEY, password TEXT NOT NULL)",
-        )
-        .execute(&admin)
-        .await
-        .context("creating the host's table of component roles")?;
+        postgres_setup::prepare(&admin, &database)
+            .await
+            .context("preparing the database for components")?;
         Ok(Self {
             admin,
             options,
@@ -97,18 +95,7 @@ impl PostgresBackend {
         .execute(&self.admin)
         .await
         .with_context(|| format!("{verb} ROLE {role}"))?;
-        sqlx::query(&format!(
-            "GRANT CONNECT ON DATABASE \"{}\" TO \"{role}\"",
-            self.database
-        ))
-        .execute(&self.admin)
-        .await?;
-        sqlx::query(&format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{component}\" AUTHORIZATION \"{role}\""
-        ))
-        .execute(&self.admin)
-        .await
-        .with_context(|| format!("creating schema {component}"))?;
+        postgres_setup::provision(&self.admin, &self.database, component, role).await?;
         Ok(password)
     }
 }
@@ -135,6 +122,7 @@ impl Backend for PostgresBackend {
             .with_context(|| format!("logging in to PostgreSQL as {role}"))?;
         Ok(Arc::new(PostgresDb {
             pool,
+            admin: self.admin.clone(),
             role,
             schema: component.to_string(),
         }))
@@ -148,6 +136,8 @@ impl Backend for PostgresBackend {
 
 struct PostgresDb {
     pool: PgPool,
+    /// The host's own connection, for the migration records the component cannot reach.
+    admin: PgPool,
     role: String,
     schema: String,
 }
@@ -166,6 +156,89 @@ impl ComponentDb for PostgresDb {
             .await
             .map_err(to_error)?;
         Ok(Box::new(PostgresTransaction { transaction }))
+    }
+
+    async fn applied_migrations(&self) -> anyhow::Result<Vec<(i64, String)>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, checksum FROM truevalue_host.migrations WHERE component = $1",
+        )
+        .bind(&self.schema)
+        .fetch_all(&self.admin)
+        .await
+        .context("reading the migration records")?;
+        Ok(rows)
+    }
+
+    /// The migrations run on the component's own connection, as its role; their records are
+    /// written in the same transaction through `truevalue_host.record_migration`, with a token
+    /// issued now that only the host knows.
+    async fn begin_migrations(&self) -> anyhow::Result<Box<dyn MigrationTransaction>> {
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        sqlx::query(
+            "INSERT INTO truevalue_host.migration_tokens (role, component, token) VALUES ($1, $2, $3) \
+             ON CONFLICT (role) DO UPDATE SET component = excluded.component, token = excluded.token",
+        )
+        .bind(&self.role)
+        .bind(&self.schema)
+        .bind(&token)
+        .execute(&self.admin)
+        .await
+        .context("issuing the migrations' token")?;
+        let transaction = self.begin().await.map_err(migrate::describe)?;
+        Ok(Box::new(PostgresMigrations {
+            transaction,
+            token,
+            admin: self.admin.clone(),
+            role: self.role.clone(),
+        }))
+    }
+}
+
+struct PostgresMigrations {
+    transaction: Box<dyn Transaction>,
+    token: String,
+    admin: PgPool,
+    role: String,
+}
+
+#[async_trait]
+impl MigrationTransaction for PostgresMigrations {
+    async fn execute(&mut self, sql: &str) -> Result<(), Error> {
+        self.transaction.execute(sql, &[]).await.map(drop)
+    }
+
+    async fn record(&mut self, id: i64, name: &str, checksum: &str) -> anyhow::Result<()> {
+        self.transaction
+            .execute(
+                "SELECT truevalue_host.record_migration($1, $2, $3, $4, $5)",
+                &[
+                    Value::Text(self.token.clone()),
+                    Value::Integer(id),
+                    Value::Text(name.into()),
+                    Value::Text(checksum.into()),
+                    Value::Text(migrate::now()),
+                ],
+            )
+            .await
+            .map_err(migrate::describe)
+            .with_context(|| format!("recording migration {id}"))?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> anyhow::Result<()> {
+        self.transaction
+            .commit()
+            .await
+            .map_err(migrate::describe)
+            .context("committing the migrations")?;
+        // A token left behind (a failed deploy) is useless: it is replaced before the next one.
+        sqlx::query("DELETE FROM truevalue_host.migration_tokens WHERE role = $1 AND token = $2")
+            .bind(&self.role)
+            .bind(&self.token)
+            .execute(&self.admin)
+            .await
+            .context("retiring the migrations' token")?;
+        Ok(())
     }
 }
 

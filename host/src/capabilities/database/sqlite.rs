@@ -1,6 +1,7 @@
-//! SQLite: one file per component under `<data_dir>/db/`. A connection can only ever reach its
-//! own file: attaching another database is disabled in the engine (`SQLITE_LIMIT_ATTACHED` = 0)
-//! and refused by the statement guard before that.
+//! SQLite: one file per component under `<data_dir>/db/`. Every connection is hardened when it
+//! opens (no attached databases, defensive mode) and every component statement runs under the
+//! authorizer's guest rules (`authorizer.rs`): only its own tables, no pragmas, no transaction
+//! control, nothing of the host's migration records.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,10 +9,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{Row, Sqlite, SqlitePool, TypeInfo, ValueRef};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
 
-use super::{Backend, ComponentDb, Dialect, Error, Rows, Transaction, Value};
+use super::authorizer::{self, Mode};
+use super::{
+    Backend, ComponentDb, Dialect, Error, MigrationTransaction, Rows, Transaction, Value, migrate,
+};
 
 pub struct SqliteBackend {
     dir: PathBuf,
@@ -44,20 +49,8 @@ impl Backend for SqliteBackend {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.clamp(1, 8))
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    let mut handle = conn.lock_handle().await?;
-                    // SAFETY: the handle is a live connection, locked for the duration of the call.
-                    unsafe {
-                        libsqlite3_sys::sqlite3_limit(
-                            handle.as_raw_handle().as_ptr(),
-                            libsqlite3_sys::SQLITE_LIMIT_ATTACHED,
-                            0,
-                        );
-                    }
-                    Ok(())
-                })
-            })
+            .after_connect(|conn, _| Box::pin(authorizer::harden(conn)))
+            .after_release(|conn, _| Box::pin(authorizer::reusable(conn)))
             .connect_with(options)
             .await
             .with_context(|| format!("opening {}", path.display()))?;
@@ -77,6 +70,10 @@ struct SqliteDb {
     pool: SqlitePool,
 }
 
+/// The host's record of applied migrations, in the component's own file so that a migration
+/// and its record commit together; the authorizer keeps component statements away from it.
+const RECORDS: &str = "truevalue_migrations";
+
 #[async_trait]
 impl ComponentDb for SqliteDb {
     async fn begin(&self) -> Result<Box<dyn Transaction>, Error> {
@@ -85,6 +82,74 @@ impl ComponentDb for SqliteDb {
             transaction: None,
         }))
     }
+
+    async fn applied_migrations(&self) -> anyhow::Result<Vec<(i64, String)>> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS {RECORDS} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+             checksum TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        ))
+        .execute(&mut *conn)
+        .await
+        .context("creating the migration records")?;
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as(&format!("SELECT id, checksum FROM {RECORDS}"))
+                .fetch_all(&mut *conn)
+                .await
+                .context("reading the migration records")?;
+        Ok(rows)
+    }
+
+    async fn begin_migrations(&self) -> anyhow::Result<Box<dyn MigrationTransaction>> {
+        let transaction = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("beginning the migrations' transaction")?;
+        Ok(Box::new(SqliteMigrations { transaction }))
+    }
+}
+
+struct SqliteMigrations {
+    transaction: sqlx::Transaction<'static, Sqlite>,
+}
+
+#[async_trait]
+impl MigrationTransaction for SqliteMigrations {
+    async fn execute(&mut self, sql: &str) -> Result<(), Error> {
+        let conn: &mut SqliteConnection = &mut self.transaction;
+        authorize_as(conn, Mode::Guest).await?;
+        let done = sqlx::query(sql).execute(&mut *conn).await;
+        authorize_as(conn, Mode::Host).await?;
+        done.map(drop).map_err(to_error)
+    }
+
+    async fn record(&mut self, id: i64, name: &str, checksum: &str) -> anyhow::Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO {RECORDS} (id, name, checksum, applied_at) VALUES ($1, $2, $3, $4)"
+        ))
+        .bind(id)
+        .bind(name)
+        .bind(checksum)
+        .bind(migrate::now())
+        .execute(&mut *self.transaction)
+        .await
+        .with_context(|| format!("recording migration {id}"))?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> anyhow::Result<()> {
+        self.transaction
+            .commit()
+            .await
+            .context("committing the migrations")
+    }
+}
+
+/// Switches the connection's authorizer; each component statement runs between a switch to
+/// [`Mode::Guest`] and the switch back, which the host's own statements need.
+async fn authorize_as(conn: &mut SqliteConnection, mode: Mode) -> Result<(), Error> {
+    authorizer::set_mode(conn, mode).await.map_err(to_error)
 }
 
 /// A request's statements. Reads before the request's first write run on their own, each
@@ -131,23 +196,35 @@ impl Transaction for SqliteTransaction {
     async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, Error> {
         let pool = self.pool.clone();
         let query = bind(sqlx::query(sql), params);
-        let rows = match self.for_statement(sql).await? {
-            Some(transaction) => query.fetch_all(&mut **transaction).await,
-            None => query.fetch_all(&pool).await,
-        }
-        .map_err(to_error)?;
-        super::rows_of(&rows, value_of)
+        let mut pooled: PoolConnection<Sqlite>;
+        let conn: &mut SqliteConnection = match self.for_statement(sql).await? {
+            Some(transaction) => &mut **transaction,
+            None => {
+                pooled = pool.acquire().await.map_err(to_error)?;
+                &mut *pooled
+            }
+        };
+        authorize_as(conn, Mode::Guest).await?;
+        let rows = query.fetch_all(&mut *conn).await;
+        authorize_as(conn, Mode::Host).await?;
+        super::rows_of(&rows.map_err(to_error)?, value_of)
     }
 
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error> {
         let pool = self.pool.clone();
         let query = bind(sqlx::query(sql), params);
-        let done = match self.for_statement(sql).await? {
-            Some(transaction) => query.execute(&mut **transaction).await,
-            None => query.execute(&pool).await,
-        }
-        .map_err(to_error)?;
-        Ok(done.rows_affected())
+        let mut pooled: PoolConnection<Sqlite>;
+        let conn: &mut SqliteConnection = match self.for_statement(sql).await? {
+            Some(transaction) => &mut **transaction,
+            None => {
+                pooled = pool.acquire().await.map_err(to_error)?;
+                &mut *pooled
+            }
+        };
+        authorize_as(conn, Mode::Guest).await?;
+        let done = query.execute(&mut *conn).await;
+        authorize_as(conn, Mode::Host).await?;
+        Ok(done.map_err(to_error)?.rows_affected())
     }
 
     async fn commit(self: Box<Self>) -> Result<(), Error> {
@@ -199,9 +276,13 @@ fn to_error(error: sqlx::Error) -> Error {
                 .unwrap_or_default();
             match code & 0xff {
                 libsqlite3_sys::SQLITE_CONSTRAINT => Error::Constraint(message),
-                libsqlite3_sys::SQLITE_AUTH | libsqlite3_sys::SQLITE_PERM => {
-                    Error::AccessDenied(message)
-                }
+                libsqlite3_sys::SQLITE_AUTH => Error::AccessDenied(format!(
+                    "{message}: components may use only their own tables (not the host's \
+                     `{}…` ones), without pragmas, attached files, temporary objects, \
+                     extensions or transaction control",
+                    authorizer::HOST_TABLES
+                )),
+                libsqlite3_sys::SQLITE_PERM => Error::AccessDenied(message),
                 libsqlite3_sys::SQLITE_BUSY | libsqlite3_sys::SQLITE_LOCKED => {
                     Error::Unavailable(message)
                 }

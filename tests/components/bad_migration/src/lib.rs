@@ -1,5 +1,6 @@
-//! Test fixture: serves the hostile component's routes but ships a migration that fails, so
-//! its deploy must be refused and leave the running version untouched.
+//! Test fixture: serves the hostile component's routes but ships two new migrations, the first
+//! sound and the second failing, so its deploy must be refused and leave the running version and
+//! the database untouched (the sound one not applied either).
 
 use truevalue_sdk::prelude::*;
 
@@ -19,8 +20,13 @@ impl App for BadMigration {
             },
             Migration {
                 id: 2,
+                name: "half",
+                sql: "CREATE TABLE half (x INT)",
+            },
+            Migration {
+                id: 3,
                 name: "broken",
-                sql: "CREATE TABLE half (x INT); CREATE TABLE broken (",
+                sql: "CREATE TABLE broken (",
             },
         ]
     }

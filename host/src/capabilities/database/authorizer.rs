@@ -1,0 +1,161 @@
+//! SQLite's authorizer, the engine-side check of every statement a component sends.
+//!
+//! SQLite calls the authorizer while it compiles a statement, once per action the statement
+//! would take (each table read or written, each function, each trigger body it fires), so what
+//! a statement may do is decided on what SQLite understood, not on how the host read the text.
+//! A connection is in one of two modes: [`Mode::Host`] for the host's own statements (beginning
+//! and ending transactions, the migration records) and [`Mode::Guest`] while a component's
+//! statement runs. Switching re-installs the authorizer, which also expires every prepared
+//! statement of the connection, so a cached statement is always recompiled under the mode in
+//! force when it runs: a component that sends the text of one of the host's statements meets
+//! the guest rules.
+
+use std::ffi::{CStr, c_char, c_int, c_void};
+
+use libsqlite3_sys as ffi;
+use sqlx::SqliteConnection;
+
+/// The prefix of the host's own tables in a component's file; components may not touch them.
+pub const HOST_TABLES: &str = "truevalue_";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    Host,
+    Guest,
+}
+
+// The authorizer's user data points at one of these; only the address matters.
+static HOST: u8 = 0;
+static GUEST: u8 = 1;
+
+/// Installs the authorizer for `mode` on the connection, and makes the engine defensive (no
+/// writable schema, no writes to shadow tables) whatever a statement asks.
+pub async fn set_mode(conn: &mut SqliteConnection, mode: Mode) -> Result<(), sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    let user_data = match mode {
+        Mode::Host => &HOST,
+        Mode::Guest => &GUEST,
+    } as *const u8 as *mut c_void;
+    // SAFETY: `db` is a live connection, locked for the duration of the call; the user data is
+    // a static that outlives it, and `authorize` never unwinds.
+    unsafe {
+        ffi::sqlite3_set_authorizer(db, Some(authorize), user_data);
+    }
+    Ok(())
+}
+
+/// Sets the engine's own limits once per connection: no attached databases at all, defensive
+/// mode on, and the authorizer in host mode.
+pub async fn harden(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    {
+        let mut handle = conn.lock_handle().await?;
+        let db = handle.as_raw_handle().as_ptr();
+        // SAFETY: the handle is a live connection, locked for the duration of the calls.
+        unsafe {
+            ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_ATTACHED, 0);
+            ffi::sqlite3_db_config(
+                db,
+                ffi::SQLITE_DBCONFIG_DEFENSIVE,
+                1 as c_int,
+                std::ptr::null_mut::<c_int>(),
+            );
+        }
+    }
+    set_mode(conn, Mode::Host).await
+}
+
+/// Whether a connection coming back to the pool can serve again: one whose component statement
+/// was cancelled is still in guest mode, and if it was inside a transaction, the rollback was
+/// refused; closing it rolls back, so it is dropped. Otherwise it goes back in host mode.
+pub async fn reusable(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    let in_transaction = {
+        let mut handle = conn.lock_handle().await?;
+        // SAFETY: the handle is a live connection, locked for the duration of the call.
+        unsafe { ffi::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) == 0 }
+    };
+    if in_transaction {
+        return Ok(false);
+    }
+    set_mode(conn, Mode::Host).await?;
+    Ok(true)
+}
+
+/// The authorizer: `SQLITE_OK` to allow, `SQLITE_DENY` to fail the statement.
+unsafe extern "C" fn authorize(
+    user_data: *mut c_void,
+    action: c_int,
+    arg1: *const c_char,
+    arg2: *const c_char,
+    _database: *const c_char,
+    _trigger_or_view: *const c_char,
+) -> c_int {
+    let guest = std::ptr::eq(user_data as *const u8, &GUEST);
+    // SAFETY: SQLite passes NUL-terminated strings or null, valid for the call.
+    let (arg1, arg2) = unsafe { (text(arg1), text(arg2)) };
+    if allowed(guest, action, arg1, arg2) {
+        ffi::SQLITE_OK
+    } else {
+        ffi::SQLITE_DENY
+    }
+}
+
+/// # Safety
+/// `ptr` is null or a NUL-terminated string valid for the returned lifetime.
+unsafe fn text<'a>(ptr: *const c_char) -> &'a [u8] {
+    if ptr.is_null() {
+        b""
+    } else {
+        // SAFETY: per the function's contract.
+        unsafe { CStr::from_ptr(ptr) }.to_bytes()
+    }
+}
+
+/// The rules, apart from the FFI. `arg1`/`arg2` are the action's names (table, index, trigger,
+/// function, pragma, …; see `sqlite3_set_authorizer`).
+fn allowed(guest: bool, action: c_int, arg1: &[u8], arg2: &[u8]) -> bool {
+    match action {
+        // Never after connecting, not even for the host: other files, and settings that
+        // change or reveal the connection (`pragma_database_list` shows the file's path).
+        ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH | ffi::SQLITE_PRAGMA => false,
+        ffi::SQLITE_FUNCTION => !(arg2.eq_ignore_ascii_case(b"load_extension")
+            || arg2.eq_ignore_ascii_case(b"fts3_tokenizer")),
+        _ if !guest => true,
+        // The host begins and ends the request's transaction.
+        ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT => false,
+        // Temporary objects would outlive the request on a pooled connection.
+        ffi::SQLITE_CREATE_TEMP_INDEX
+        | ffi::SQLITE_CREATE_TEMP_TABLE
+        | ffi::SQLITE_CREATE_TEMP_TRIGGER
+        | ffi::SQLITE_CREATE_TEMP_VIEW => false,
+        _ => !(host_table(arg1) || host_table(arg2)),
+    }
+}
+
+fn host_table(name: &[u8]) -> bool {
+    name.len() >= HOST_TABLES.len()
+        && name[..HOST_TABLES.len()].eq_ignore_ascii_case(HOST_TABLES.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guests_keep_to_their_own_tables_and_the_host_to_its_own_statements() {
+        let read = |table: &[u8]| allowed(true, ffi::SQLITE_READ, table, b"text");
+        assert!(read(b"notes"));
+        assert!(!read(b"truevalue_migrations"));
+        assert!(!read(b"TrueValue_Migrations"));
+        assert!(!allowed(true, ffi::SQLITE_CREATE_TRIGGER, b"t", b"truevalue_migrations"));
+        assert!(allowed(false, ffi::SQLITE_INSERT, b"truevalue_migrations", b""));
+        assert!(!allowed(true, ffi::SQLITE_TRANSACTION, b"COMMIT", b""));
+        assert!(allowed(false, ffi::SQLITE_TRANSACTION, b"COMMIT", b""));
+        for guest in [true, false] {
+            assert!(!allowed(guest, ffi::SQLITE_PRAGMA, b"database_list", b""));
+            assert!(!allowed(guest, ffi::SQLITE_ATTACH, b"/tmp/x", b""));
+            assert!(!allowed(guest, ffi::SQLITE_FUNCTION, b"", b"LOAD_EXTENSION"));
+            assert!(allowed(guest, ffi::SQLITE_FUNCTION, b"", b"upper"));
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! What the host sets up once per PostgreSQL database, before any component: its own schema
+//! (component passwords, migration records), the function through which a deploy records its
+//! migrations, and the database's defaults taken back from `PUBLIC`.
+//!
+//! Isolation does not rest on a component never running a `GRANT`: its schema belongs to the
+//! host's database user, so it cannot let anyone else use it, and whatever it grants on its own
+//! tables reaches no other role. `TEMP` and `CONNECT` are no longer everyone's, and the catalogs
+//! that list other components' schemas, tables, columns, row counts, databases and roles are
+//! closed to components (see [`CATALOGS`] for what PostgreSQL still shows).
+
+use anyhow::Context;
+use sqlx::PgPool;
+
+/// One lock id for every host's set-up, so hosts starting together do not race on the catalogs.
+const SETUP_LOCK: i64 = 0x7472_7565_7661_6c75;
+
+/// The host's tables, and the one function a component's role may call there: it records a
+/// migration only with the token the host issued for this deploy, which the component's own
+/// statements never see, for the role the connection logged in as.
+const HOST_SCHEMA: &str = r#"
+CREATE SCHEMA IF NOT EXISTS truevalue_host;
+REVOKE ALL ON SCHEMA truevalue_host FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS truevalue_host.component_roles
+    (role TEXT PRIMARY KEY, password TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS truevalue_host.migrations
+    (component TEXT NOT NULL, id BIGINT NOT NULL, name TEXT NOT NULL, checksum TEXT NOT NULL,
+     applied_at TEXT NOT NULL, PRIMARY KEY (component, id));
+CREATE TABLE IF NOT EXISTS truevalue_host.migration_tokens
+    (role TEXT PRIMARY KEY, component TEXT NOT NULL, token TEXT NOT NULL);
+CREATE OR REPLACE FUNCTION truevalue_host.record_migration
+    (p_token TEXT, p_id BIGINT, p_name TEXT, p_checksum TEXT, p_applied_at TEXT)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    granted TEXT;
+BEGIN
+    SELECT t.component INTO granted FROM truevalue_host.migration_tokens t
+        WHERE t.role = session_user AND t.token = p_token;
+    IF granted IS NULL THEN
+        RAISE EXCEPTION 'only the host records migrations' USING ERRCODE = '42501';
+    END IF;
+    INSERT INTO truevalue_host.migrations (component, id, name, checksum, applied_at)
+        VALUES (granted, p_id, p_name, p_checksum, p_applied_at);
+END $$;
+REVOKE ALL ON FUNCTION truevalue_host.record_migration(TEXT, BIGINT, TEXT, TEXT, TEXT) FROM PUBLIC;
+"#;
+
+/// Closes the catalogs to every role without its own grant (components have none): every
+/// table and view of `pg_catalog` and `information_schema` except the three the driver reads
+/// to decode column types, and the functions that report on relations by OID. The host's
+/// database user, a superuser, is not affected.
+///
+/// What PostgreSQL still shows a component, having no per-role filtering of catalogs:
+/// - the names of types in `pg_type`, and every table has a row type of its own name (with its
+///   schema's OID), so table names are listed there, though not their columns or row counts;
+/// - the existence and name of any object to a probe: `'other.t'::regclass`, `to_regclass`,
+///   `oid::regclass` over a range of OIDs, `'name'::regrole`, `has_*_privilege`;
+/// - its own session: `current_user`, `current_database()`, `version()`, settings not reserved
+///   to superusers (`SHOW`, `current_setting`).
+pub const CATALOGS: &str = r#"
+DO $$
+DECLARE
+    item TEXT;
+BEGIN
+    FOR item IN
+        SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
+        WHERE c.relnamespace IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+          AND c.relkind IN ('r', 'v', 'm', 'p')
+          AND NOT (c.relnamespace = 'pg_catalog'::regnamespace
+                   AND c.relname IN ('pg_type', 'pg_enum', 'pg_range'))
+    LOOP
+        EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', item);
+    END LOOP;
+    FOR item IN
+        SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'pg_catalog'::regnamespace
+          AND (p.proname LIKE 'pg\_stat\_%' OR p.proname LIKE 'lo\_%'
+               OR p.proname LIKE 'pg\_get\_%def' OR p.proname LIKE 'pg\_get\_function\_%'
+               OR p.proname LIKE 'pg\_partition\_%'
+               OR p.proname IN ('loread', 'lowrite', 'pg_relation_size', 'pg_table_size',
+                   'pg_indexes_size', 'pg_total_relation_size', 'pg_database_size',
+                   'pg_tablespace_size', 'pg_relation_filenode', 'pg_relation_filepath',
+                   'pg_filenode_relation', 'pg_get_expr', 'pg_get_serial_sequence',
+                   'pg_get_userbyid', 'pg_get_statisticsobjdef_columns',
+                   'pg_get_statisticsobjdef_expressions', 'pg_get_replica_identity_index',
+                   'pg_describe_object', 'pg_identify_object', 'pg_identify_object_as_address',
+                   'pg_get_object_address', 'pg_sequence_last_value', 'pg_sequence_parameters',
+                   'pg_blocking_pids', 'pg_safe_snapshot_blocking_pids',
+                   'pg_get_publication_tables'))
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', item);
+    END LOOP;
+END $$
+"#;
+
+/// Sets up the host's schema and the database's defaults; idempotent, and serialized between
+/// hosts sharing the database.
+pub async fn prepare(admin: &PgPool, database: &str) -> anyhow::Result<()> {
+    let mut transaction = admin.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(SETUP_LOCK)
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::raw_sql(HOST_SCHEMA)
+        .execute(&mut *transaction)
+        .await
+        .context("creating the host's schema")?;
+    let (superuser, owner): (bool, bool) = sqlx::query_as(
+        "SELECT r.rolsuper, pg_catalog.pg_has_role(d.datdba, 'USAGE') \
+         FROM pg_catalog.pg_roles r, pg_catalog.pg_database d \
+         WHERE r.rolname = current_user AND d.datname = current_database()",
+    )
+    .fetch_one(&mut *transaction)
+    .await?;
+    if superuser || owner {
+        // Components connect with a grant of their own, and none may make temporary tables
+        // (they would outlive the request on a pooled connection) or create in `public`.
+        for statement in [
+            format!("REVOKE ALL ON DATABASE \"{database}\" FROM PUBLIC"),
+            "DO $$ BEGIN IF to_regnamespace('public') IS NOT NULL THEN \
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC; END IF; END $$"
+                .to_string(),
+        ] {
+            sqlx::query(&statement).execute(&mut *transaction).await?;
+        }
+    } else {
+        tracing::warn!(
+            "the database user does not own the database: every role keeps CONNECT and TEMP on it"
+        );
+    }
+    if superuser {
+        sqlx::raw_sql(CATALOGS)
+            .execute(&mut *transaction)
+            .await
+            .context("closing the catalogs to components")?;
+    } else {
+        tracing::warn!(
+            "the database user is not a superuser: components can still list the catalogs \
+             (schemas, tables, columns, row counts, databases and roles of this server)"
+        );
+    }
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Provisions one component's schema and the rights of its role (idempotent). The schema
+/// belongs to the host's database user: the role may use it and create in it, not grant it.
+/// A deployment made before this layout (schema owned by the role, records inside it) is
+/// brought over in place.
+pub async fn provision(admin: &PgPool, database: &str, schema: &str, role: &str) -> anyhow::Result<()> {
+    let mut transaction = admin.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(SETUP_LOCK)
+        .execute(&mut *transaction)
+        .await?;
+    // Identifiers were checked to be plain by the caller; DDL takes no bind parameters.
+    let statements = [
+        format!("GRANT CONNECT ON DATABASE \"{database}\" TO \"{role}\""),
+        format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
+        format!("ALTER SCHEMA \"{schema}\" OWNER TO CURRENT_USER"),
+        format!("REVOKE ALL ON SCHEMA \"{schema}\" FROM PUBLIC"),
+        format!("GRANT USAGE, CREATE ON SCHEMA \"{schema}\" TO \"{role}\""),
+        format!("GRANT USAGE ON SCHEMA truevalue_host TO \"{role}\""),
+        format!(
+            "GRANT EXECUTE ON FUNCTION truevalue_host.record_migration(TEXT, BIGINT, TEXT, TEXT, TEXT) TO \"{role}\""
+        ),
+    ];
+    for statement in &statements {
+        sqlx::query(statement)
+            .execute(&mut *transaction)
+            .await
+            .with_context(|| format!("provisioning {schema}: {statement}"))?;
+    }
+    let legacy = format!("\"{schema}\".truevalue_migrations");
+    let moved: bool = sqlx::query_scalar(
+        "SELECT to_regclass($1) IS NOT NULL \
+         AND NOT EXISTS (SELECT 1 FROM truevalue_host.migrations WHERE component = $2)",
+    )
+    .bind(&legacy)
+    .bind(schema)
+    .fetch_one(&mut *transaction)
+    .await?;
+    if moved {
+        sqlx::query(&format!(
+            "INSERT INTO truevalue_host.migrations (component, id, name, checksum, applied_at) \
+             SELECT $1, id, name, checksum, applied_at FROM {legacy}"
+        ))
+        .bind(schema)
+        .execute(&mut *transaction)
+        .await
+        .with_context(|| format!("moving the migration records out of {schema}"))?;
+        sqlx::query(&format!("DROP TABLE {legacy}"))
+            .execute(&mut *transaction)
+            .await?;
+        tracing::info!(component = schema, "moved the migration records to the host's schema");
+    }
+    transaction.commit().await?;
+    Ok(())
+}
