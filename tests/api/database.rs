@@ -165,8 +165,8 @@ async fn postgres_gives_each_component_its_own_schema_and_role() {
     let recorded: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM truevalue_host.migrations WHERE component = 'hello'",
     )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(recorded, 1, "the migration is recorded once");
 }

@@ -19,7 +19,10 @@ fn console(name: &str, migrations: &[&str]) -> Policy {
 /// Runs `statements` in one request of `name`; one result per statement.
 async fn sql(app: &TestApp, name: &str, statements: &[&str]) -> Vec<Value> {
     let response = app
-        .post_json(&format!("/{name}/sql"), &json!({ "statements": statements }))
+        .post_json(
+            &format!("/{name}/sql"),
+            &json!({ "statements": statements }),
+        )
         .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
@@ -50,7 +53,7 @@ fn assert_refused(statement: &str, result: &Value) {
     );
 }
 
-const NOTES: &str = "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
+const NOTES: &str = "CREATE TABLE notes (text TEXT NOT NULL);
 CREATE TABLE counts (k TEXT PRIMARY KEY, n INTEGER NOT NULL);
 INSERT INTO counts (k, n) VALUES ('notes', 0)";
 
@@ -85,7 +88,10 @@ async fn triggers_ctes_and_upserts_pass_in_migrations_and_requests(engine: Engin
 
     // The trigger from the migration fires.
     rows(&app, "app", "INSERT INTO notes (text) VALUES ('first')").await;
-    assert_eq!(rows(&app, "app", "SELECT n FROM counts WHERE k = 'notes'").await, json!([[1]]));
+    assert_eq!(
+        rows(&app, "app", "SELECT n FROM counts WHERE k = 'notes'").await,
+        json!([[1]])
+    );
 
     // A trigger (or a function with a body of statements) created in a request.
     let in_request = match engine {
@@ -102,7 +108,8 @@ async fn triggers_ctes_and_upserts_pass_in_migrations_and_requests(engine: Engin
     let cte = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) \
                SELECT CAST(sum(n) AS BIGINT) FROM r";
     assert_eq!(rows(&app, "app", cte).await, json!([[6]]));
-    let upsert = "INSERT INTO counts (k, n) VALUES ('x', 1) ON CONFLICT (k) DO UPDATE SET n = counts.n + 1";
+    let upsert =
+        "INSERT INTO counts (k, n) VALUES ('x', 1) ON CONFLICT (k) DO UPDATE SET n = counts.n + 1";
     rows(&app, "app", upsert).await;
     rows(&app, "app", upsert).await;
     let writing_cte = "WITH moved AS (UPDATE counts SET n = n * 10 WHERE k = 'x' RETURNING n) \
@@ -112,7 +119,10 @@ async fn triggers_ctes_and_upserts_pass_in_migrations_and_requests(engine: Engin
         Engine::Sqlite => rows(&app, "app", "UPDATE counts SET n = n * 10 WHERE k = 'x'").await,
         Engine::Postgres => rows(&app, "app", writing_cte).await,
     };
-    assert_eq!(rows(&app, "app", "SELECT n FROM counts WHERE k = 'x'").await, json!([[20]]));
+    assert_eq!(
+        rows(&app, "app", "SELECT n FROM counts WHERE k = 'x'").await,
+        json!([[20]])
+    );
 }
 on_both_engines!(triggers_ctes_and_upserts_pass_in_migrations_and_requests);
 
@@ -261,7 +271,12 @@ async fn postgres_catalogs_do_not_list_other_components() {
 }
 
 async fn the_hosts_migration_records_are_out_of_reach(engine: Engine) {
-    let mut app = Spawn::new(engine, vec![console("app", &[NOTES])]).start().await;
+    let mut app = Spawn::new(engine, vec![console("app", &[NOTES])])
+        .start()
+        .await;
+    // Where the records used to be within reach: gone (PostgreSQL) or refused (SQLite).
+    let results = each(&app, "app", &["DELETE FROM truevalue_migrations"]).await;
+    assert_eq!(results[0]["ok"], false, "{results:?}");
     let refused: &[&str] = match engine {
         Engine::Sqlite => &[
             "SELECT * FROM truevalue_migrations",
@@ -333,7 +348,12 @@ async fn postgres_an_earlier_layout_is_upgraded_in_place() {
 }
 
 async fn a_deploy_whose_later_migration_fails_applies_none(engine: Engine) {
-    let hostile = Policy::new("hostile", "hostile", "hostile", crate::helpers::HOSTILE_LIMITS);
+    let hostile = Policy::new(
+        "hostile",
+        "hostile",
+        "hostile",
+        crate::helpers::HOSTILE_LIMITS,
+    );
     let app = Spawn::new(engine, vec![hostile]).start().await;
     let response = app.deploy("hostile", "bad_migration").await;
     assert_eq!(response.status(), 422);
@@ -349,12 +369,10 @@ async fn a_deploy_whose_later_migration_fails_applies_none(engine: Engine) {
             ))
             .await
             .unwrap();
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'half'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap()
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sqlite_master WHERE name = 'half'")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
                 > 0
         }
         Engine::Postgres => {
@@ -367,7 +385,10 @@ async fn a_deploy_whose_later_migration_fails_applies_none(engine: Engine) {
                 .unwrap()
         }
     };
-    assert!(!half_exists, "the earlier migration of the failed deploy was rolled back");
+    assert!(
+        !half_exists,
+        "the earlier migration of the failed deploy was rolled back"
+    );
     let response = app
         .client
         .post(app.url("/hostile/notes?text=after"))

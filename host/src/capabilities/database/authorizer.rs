@@ -118,8 +118,10 @@ fn allowed(guest: bool, action: c_int, arg1: &[u8], arg2: &[u8]) -> bool {
         // Never after connecting, not even for the host: other files, and settings that
         // change or reveal the connection (`pragma_database_list` shows the file's path).
         ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH | ffi::SQLITE_PRAGMA => false,
-        ffi::SQLITE_FUNCTION => !(arg2.eq_ignore_ascii_case(b"load_extension")
-            || arg2.eq_ignore_ascii_case(b"fts3_tokenizer")),
+        ffi::SQLITE_FUNCTION => {
+            !(arg2.eq_ignore_ascii_case(b"load_extension")
+                || arg2.eq_ignore_ascii_case(b"fts3_tokenizer"))
+        }
         _ if !guest => true,
         // The host begins and ends the request's transaction.
         ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT => false,
@@ -147,15 +149,65 @@ mod tests {
         assert!(read(b"notes"));
         assert!(!read(b"truevalue_migrations"));
         assert!(!read(b"TrueValue_Migrations"));
-        assert!(!allowed(true, ffi::SQLITE_CREATE_TRIGGER, b"t", b"truevalue_migrations"));
-        assert!(allowed(false, ffi::SQLITE_INSERT, b"truevalue_migrations", b""));
+        assert!(!allowed(
+            true,
+            ffi::SQLITE_CREATE_TRIGGER,
+            b"t",
+            b"truevalue_migrations"
+        ));
+        assert!(allowed(
+            false,
+            ffi::SQLITE_INSERT,
+            b"truevalue_migrations",
+            b""
+        ));
         assert!(!allowed(true, ffi::SQLITE_TRANSACTION, b"COMMIT", b""));
         assert!(allowed(false, ffi::SQLITE_TRANSACTION, b"COMMIT", b""));
         for guest in [true, false] {
             assert!(!allowed(guest, ffi::SQLITE_PRAGMA, b"database_list", b""));
             assert!(!allowed(guest, ffi::SQLITE_ATTACH, b"/tmp/x", b""));
-            assert!(!allowed(guest, ffi::SQLITE_FUNCTION, b"", b"LOAD_EXTENSION"));
+            assert!(!allowed(
+                guest,
+                ffi::SQLITE_FUNCTION,
+                b"",
+                b"LOAD_EXTENSION"
+            ));
             assert!(allowed(guest, ffi::SQLITE_FUNCTION, b"", b"upper"));
         }
+    }
+
+    /// A component statement cancelled inside a transaction leaves its connection in guest
+    /// mode, where the rollback is refused: the pool must not hand that connection out again.
+    #[tokio::test]
+    async fn a_connection_left_in_guest_mode_never_serves_again() -> anyhow::Result<()> {
+        use sqlx::sqlite::SqlitePoolOptions;
+        let dir = tempfile::tempdir()?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .after_connect(|conn, _| Box::pin(harden(conn)))
+            .after_release(|conn, _| Box::pin(reusable(conn)))
+            .connect(&format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("t.sqlite").display()
+            ))
+            .await?;
+        sqlx::query("CREATE TABLE t (x INT)").execute(&pool).await?;
+
+        let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *transaction)
+            .await?;
+        set_mode(&mut transaction, Mode::Guest).await?;
+        drop(transaction);
+
+        // The next transaction gets a connection in host mode, the write lock is free, and
+        // the abandoned write is gone.
+        let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&mut *transaction)
+            .await?;
+        assert_eq!(count, 0);
+        transaction.commit().await?;
+        Ok(())
     }
 }

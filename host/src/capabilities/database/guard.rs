@@ -121,7 +121,9 @@ fn split(sql: &str, dialect: Dialect) -> Vec<&str> {
             let end = bytes[i..]
                 .iter()
                 .position(|&c| {
-                    !(c.is_ascii_alphanumeric() || c == b'_' || c == b'$' && dialect == Dialect::Postgres)
+                    !(c.is_ascii_alphanumeric()
+                        || c == b'_'
+                        || c == b'$' && dialect == Dialect::Postgres)
                 })
                 .map_or(bytes.len(), |p| i + p);
             let word = sql[i..end].to_ascii_uppercase();
@@ -262,10 +264,19 @@ mod tests {
                 assert!(denied(sql, dialect), "{sql} must be refused on {dialect:?}");
             }
         }
-        for sql in ["ATTACH 'x' AS y", "pragma writable_schema=1", "VACUUM INTO '/tmp/x'"] {
+        for sql in [
+            "ATTACH 'x' AS y",
+            "pragma writable_schema=1",
+            "VACUUM INTO '/tmp/x'",
+        ] {
             assert!(denied(sql, Dialect::Sqlite), "{sql}");
         }
-        for sql in ["set role postgres", "RESET ROLE", "DISCARD ALL", "COPY t TO STDOUT"] {
+        for sql in [
+            "set role postgres",
+            "RESET ROLE",
+            "DISCARD ALL",
+            "COPY t TO STDOUT",
+        ] {
             assert!(denied(sql, Dialect::Postgres), "{sql}");
         }
     }
@@ -284,7 +295,10 @@ mod tests {
             assert_eq!(single(sql, Dialect::Postgres).ok(), Some(sql));
             assert_eq!(single(sql, Dialect::Sqlite).ok(), Some(sql));
         }
-        for sql in ["SET LOCAL statement_timeout = 100", "SET CONSTRAINTS ALL DEFERRED"] {
+        for sql in [
+            "SET LOCAL statement_timeout = 100",
+            "SET CONSTRAINTS ALL DEFERRED",
+        ] {
             assert_eq!(single(sql, Dialect::Postgres).ok(), Some(sql));
         }
     }
@@ -293,7 +307,9 @@ mod tests {
     fn a_trigger_body_is_one_statement_with_its_semicolons() {
         let trigger = "CREATE TRIGGER audit AFTER INSERT ON notes\nBEGIN\n  INSERT INTO log (text) VALUES (CASE WHEN new.text = '' THEN 'empty' ELSE new.text END);\n  UPDATE counts SET n = n + 1;\nEND";
         assert_eq!(single(trigger, Dialect::Sqlite).ok(), Some(trigger));
-        let script = format!("CREATE TABLE log (text TEXT);\n{trigger};\nCREATE TEMP TRIGGER t2 BEFORE DELETE ON notes BEGIN SELECT 1; END;\nSELECT 2");
+        let script = format!(
+            "CREATE TABLE log (text TEXT);\n{trigger};\nCREATE TEMP TRIGGER t2 BEFORE DELETE ON notes BEGIN SELECT 1; END;\nSELECT 2"
+        );
         assert_eq!(count(&script, Dialect::Sqlite), Some(4));
     }
 

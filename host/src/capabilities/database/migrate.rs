@@ -57,9 +57,10 @@ pub async fn apply(
     let mut done = Vec::new();
     for (migration, checksum, statements) in pending {
         for statement in statements {
-            transaction.execute(statement).await.map_err(|e| {
-                anyhow::anyhow!("{} failed: {}", label(migration), describe(e))
-            })?;
+            transaction
+                .execute(statement)
+                .await
+                .map_err(|e| anyhow::anyhow!("{} failed: {}", label(migration), describe(e)))?;
         }
         transaction
             .record(i64::from(migration.id), &migration.name, &checksum)

@@ -146,7 +146,12 @@ pub async fn prepare(admin: &PgPool, database: &str) -> anyhow::Result<()> {
 /// belongs to the host's database user: the role may use it and create in it, not grant it.
 /// A deployment made before this layout (schema owned by the role, records inside it) is
 /// brought over in place.
-pub async fn provision(admin: &PgPool, database: &str, schema: &str, role: &str) -> anyhow::Result<()> {
+pub async fn provision(
+    admin: &PgPool,
+    database: &str,
+    schema: &str,
+    role: &str,
+) -> anyhow::Result<()> {
     let mut transaction = admin.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(SETUP_LOCK)
@@ -191,7 +196,10 @@ pub async fn provision(admin: &PgPool, database: &str, schema: &str, role: &str)
         sqlx::query(&format!("DROP TABLE {legacy}"))
             .execute(&mut *transaction)
             .await?;
-        tracing::info!(component = schema, "moved the migration records to the host's schema");
+        tracing::info!(
+            component = schema,
+            "moved the migration records to the host's schema"
+        );
     }
     transaction.commit().await?;
     Ok(())

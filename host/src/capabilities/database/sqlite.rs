@@ -198,10 +198,10 @@ impl Transaction for SqliteTransaction {
         let query = bind(sqlx::query(sql), params);
         let mut pooled: PoolConnection<Sqlite>;
         let conn: &mut SqliteConnection = match self.for_statement(sql).await? {
-            Some(transaction) => &mut **transaction,
+            Some(transaction) => transaction,
             None => {
                 pooled = pool.acquire().await.map_err(to_error)?;
-                &mut *pooled
+                &mut pooled
             }
         };
         authorize_as(conn, Mode::Guest).await?;
@@ -215,10 +215,10 @@ impl Transaction for SqliteTransaction {
         let query = bind(sqlx::query(sql), params);
         let mut pooled: PoolConnection<Sqlite>;
         let conn: &mut SqliteConnection = match self.for_statement(sql).await? {
-            Some(transaction) => &mut **transaction,
+            Some(transaction) => transaction,
             None => {
                 pooled = pool.acquire().await.map_err(to_error)?;
-                &mut *pooled
+                &mut pooled
             }
         };
         authorize_as(conn, Mode::Guest).await?;
@@ -274,9 +274,12 @@ fn to_error(error: sqlx::Error) -> Error {
                 .code()
                 .and_then(|c| c.parse::<i32>().ok())
                 .unwrap_or_default();
+            // A function the authorizer refused fails as a plain error with this message.
+            let refused =
+                code & 0xff == libsqlite3_sys::SQLITE_AUTH || message.starts_with("not authorized");
             match code & 0xff {
                 libsqlite3_sys::SQLITE_CONSTRAINT => Error::Constraint(message),
-                libsqlite3_sys::SQLITE_AUTH => Error::AccessDenied(format!(
+                _ if refused => Error::AccessDenied(format!(
                     "{message}: components may use only their own tables (not the host's \
                      `{}…` ones), without pragmas, attached files, temporary objects, \
                      extensions or transaction control",
