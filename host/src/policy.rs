@@ -67,6 +67,22 @@ pub struct Limits {
     pub cache_max_entries: u64,
     /// Most bytes of keys plus values the component may hold in the cache at once.
     pub cache_max_bytes: u64,
+    /// Most rows one database query may return.
+    pub max_result_rows: u64,
+    /// Most bytes one database query may return, as the host holds them; by default (and at
+    /// most) the memory limit, since the instance could not receive more anyway.
+    pub max_result_bytes: Option<u64>,
+}
+
+impl Limits {
+    /// The bytes one database query may return: see [`Limits::max_result_bytes`].
+    pub fn result_bytes(&self) -> u64 {
+        self.max_result_bytes.unwrap_or(self.memory_bytes())
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        u64::from(self.memory_mib) * 1024 * 1024
+    }
 }
 
 impl Default for Limits {
@@ -77,6 +93,9 @@ impl Default for Limits {
             max_instances: 32,
             cache_max_entries: 10_000,
             cache_max_bytes: 16 * 1024 * 1024,
+            // A row costs the instance at least 8 bytes, so even 1 MiB could receive these.
+            max_result_rows: 100_000,
+            max_result_bytes: None,
         }
     }
 }
@@ -275,6 +294,17 @@ fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
     if !(1..=MAX_CACHE_BYTES).contains(&limits.cache_max_bytes) {
         problems.push(format!(
             "{at}: limits.cache_max_bytes must be between 1 and {MAX_CACHE_BYTES} (4 GiB)"
+        ));
+    }
+    if !(1..=10_000_000).contains(&limits.max_result_rows) {
+        problems.push(format!(
+            "{at}: limits.max_result_rows must be between 1 and 10000000"
+        ));
+    }
+    if !(1..=limits.memory_bytes()).contains(&limits.result_bytes()) {
+        problems.push(format!(
+            "{at}: limits.max_result_bytes must be between 1 and the memory limit ({} bytes)",
+            limits.memory_bytes()
         ));
     }
     problems

@@ -268,6 +268,11 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// The host process, to read its memory and CPU time from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the host wrote to stderr so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()

@@ -10,6 +10,7 @@ mod capabilities;
 mod cli;
 mod config;
 mod database;
+mod database_bounds;
 mod disclosure;
 mod gateway;
 mod hot_swap;

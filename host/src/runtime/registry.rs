@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -55,7 +55,15 @@ impl Sandbox {
                 max_memory: limits.memory_mib as usize * 1024 * 1024,
                 memory_exceeded: false,
             },
-            database: DatabaseCtx::new(self.db.clone(), self.dialect),
+            database: DatabaseCtx::new(
+                self.db.clone(),
+                self.dialect,
+                database::Bounds {
+                    deadline: Some(Instant::now() + self.deadline()),
+                    max_rows: limits.max_result_rows,
+                    max_bytes: limits.result_bytes(),
+                },
+            ),
             cache: self.cache.clone(),
             crypto: self.crypto.clone(),
             tokens: self.tokens.clone(),

@@ -4,22 +4,24 @@ use std::sync::Arc;
 
 use tracing::instrument;
 
-use super::{ComponentDb, Dialect, Error, Rows, Transaction, Value, guard};
+use super::{Bounds, ComponentDb, Dialect, Error, Rows, Transaction, Value, guard};
 use crate::bindings::database::Host;
 
-/// Per-request state of the capability: the component's database and, once the first
-/// statement runs, the request's transaction.
+/// Per-request state of the capability: the component's database, what the request's
+/// statements may cost, and, once the first statement runs, the request's transaction.
 pub struct DatabaseCtx {
     db: Option<Arc<dyn ComponentDb>>,
     dialect: Dialect,
+    bounds: Bounds,
     transaction: Option<Box<dyn Transaction>>,
 }
 
 impl DatabaseCtx {
-    pub fn new(db: Option<Arc<dyn ComponentDb>>, dialect: Dialect) -> Self {
+    pub fn new(db: Option<Arc<dyn ComponentDb>>, dialect: Dialect, bounds: Bounds) -> Self {
         Self {
             db,
             dialect,
+            bounds,
             transaction: None,
         }
     }
@@ -35,7 +37,7 @@ impl DatabaseCtx {
                 .db
                 .as_ref()
                 .ok_or_else(|| Error::AccessDenied("no database is granted".into()))?;
-            self.transaction = Some(db.begin().await?);
+            self.transaction = Some(db.begin_with(self.bounds).await?);
         }
         self.transaction
             .as_mut()

@@ -12,8 +12,11 @@ mod postgres_setup;
 mod sqlite;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
+use futures::stream::BoxStream;
 
 pub use crate::bindings::database::{Dialect, Error, Rows, Value};
 pub use host::DatabaseCtx;
@@ -41,7 +44,13 @@ pub trait Backend: Send + Sync {
 /// One component's database.
 #[async_trait]
 pub trait ComponentDb: Send + Sync {
-    async fn begin(&self) -> Result<Box<dyn Transaction>, Error>;
+    /// Begins a transaction whose statements stay within `bounds`.
+    async fn begin_with(&self, bounds: Bounds) -> Result<Box<dyn Transaction>, Error>;
+
+    /// Begins a transaction for the host's own statements, without bounds.
+    async fn begin(&self) -> Result<Box<dyn Transaction>, Error> {
+        self.begin_with(Bounds::NONE).await
+    }
 
     /// The migrations the host recorded as applied: `(id, checksum)`. The records are kept
     /// where the component's own statements cannot read or write them.
@@ -60,6 +69,33 @@ pub trait MigrationTransaction: Send {
     /// Records a migration as applied, in the same transaction.
     async fn record(&mut self, id: i64, name: &str, checksum: &str) -> anyhow::Result<()>;
     async fn commit(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+/// What one request's statements may cost the host. A component's query could otherwise make
+/// the host hold a result far larger than the component's memory limit, or keep the engine busy
+/// long after the request gave up.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// When the request gives up: a statement still running then is stopped.
+    pub deadline: Option<Instant>,
+    /// Most rows one query may return.
+    pub max_rows: u64,
+    /// Most bytes one query may return, counted by [`Counter`].
+    pub max_bytes: u64,
+}
+
+impl Bounds {
+    pub const NONE: Bounds = Bounds {
+        deadline: None,
+        max_rows: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+
+    /// The time left before the deadline, if there is one.
+    fn remaining(&self) -> Option<std::time::Duration> {
+        self.deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
 }
 
 /// A transaction on one component's database. Dropping it without `commit` rolls it back.
@@ -83,23 +119,127 @@ pub async fn connect(
     }
 }
 
-/// A query's rows as the WIT returns them; `value_of` converts one column with the engine's types.
-fn rows_of<R: sqlx::Row>(
-    rows: &[R],
+/// Why a query returned no rows.
+enum Refusal {
+    /// The engine reported an error; the statement is over.
+    Failed(Error),
+    /// The result grew past the bounds; the engine may still be producing the rest.
+    TooLarge(Error),
+}
+
+impl Refusal {
+    fn into_error(self) -> Error {
+        match self {
+            Refusal::Failed(e) | Refusal::TooLarge(e) => e,
+        }
+    }
+}
+
+/// What a result costs the host as it is collected: each value as `Value` holds it (32 bytes
+/// plus its text or blob), each row as its `Vec` (24 bytes), and the column names. A result
+/// within the bounds costs the instance less once copied into its memory.
+struct Counter {
+    rows: u64,
+    bytes: u64,
+}
+
+impl Counter {
+    const ROW: u64 = 24;
+    const VALUE: u64 = 32;
+
+    fn add_row(&mut self, row: &[Value], bounds: &Bounds) -> Result<(), Error> {
+        self.rows += 1;
+        self.bytes += Self::ROW;
+        for value in row {
+            self.bytes += Self::VALUE
+                + match value {
+                    Value::Text(text) => text.len() as u64,
+                    Value::Blob(blob) => blob.len() as u64,
+                    _ => 0,
+                };
+        }
+        if self.rows > bounds.max_rows {
+            return Err(Error::Invalid(format!(
+                "the result exceeds the policy's limit of {} rows; page it with LIMIT",
+                bounds.max_rows
+            )));
+        }
+        if self.bytes > bounds.max_bytes {
+            return Err(too_large(bounds.max_bytes));
+        }
+        Ok(())
+    }
+}
+
+fn too_large(max_bytes: u64) -> Error {
+    Error::Invalid(format!(
+        "the result exceeds the policy's limit of {max_bytes} bytes; page it with LIMIT"
+    ))
+}
+
+/// Collects a query's rows as they arrive, converting each with the engine's `value_of`, and
+/// stops at the first row past the bounds: the host never holds more than they allow, plus one
+/// row.
+async fn collect_rows<R: sqlx::Row>(
+    mut stream: BoxStream<'_, Result<R, sqlx::Error>>,
+    bounds: &Bounds,
     value_of: fn(&R, usize) -> Result<Value, Error>,
-) -> Result<Rows, Error> {
+    to_error: fn(sqlx::Error) -> Error,
+) -> Result<Rows, Refusal> {
     use sqlx::Column;
-    let columns = rows
-        .first()
-        .map(|r| r.columns().iter().map(|c| c.name().to_string()).collect())
-        .unwrap_or_default();
-    let rows = rows
-        .iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| value_of(row, i))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Rows { columns, rows })
+    let mut counter = Counter { rows: 0, bytes: 0 };
+    let mut result = Rows {
+        columns: Vec::new(),
+        rows: Vec::new(),
+    };
+    while let Some(row) = stream
+        .try_next()
+        .await
+        .map_err(|e| Refusal::Failed(to_error(e)))?
+    {
+        if counter.rows == 0 {
+            result.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
+            counter.bytes += result
+                .columns
+                .iter()
+                .map(|c| Counter::ROW + c.len() as u64)
+                .sum::<u64>();
+        }
+        let values = (0..row.len())
+            .map(|i| value_of(&row, i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Refusal::Failed)?;
+        drop(row);
+        counter
+            .add_row(&values, bounds)
+            .map_err(Refusal::TooLarge)?;
+        result.rows.push(values);
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Bounds, Counter, Value};
+
+    #[test]
+    fn a_result_is_refused_at_the_first_row_past_either_bound() {
+        let bounds = Bounds {
+            deadline: None,
+            max_rows: 2,
+            max_bytes: 200,
+        };
+        let mut counter = Counter { rows: 0, bytes: 0 };
+        let row = [Value::Integer(1), Value::Text("abc".into())];
+        // 24 + 32 + 32 + 3 = 91 bytes a row.
+        assert!(counter.add_row(&row, &bounds).is_ok());
+        assert!(counter.add_row(&row, &bounds).is_ok());
+        let error = format!("{:?}", counter.add_row(&row, &bounds));
+        assert!(error.contains("limit of 2 rows"), "{error}");
+
+        let mut counter = Counter { rows: 0, bytes: 0 };
+        let big = [Value::Blob(vec![0; 150])];
+        let error = format!("{:?}", counter.add_row(&big, &bounds));
+        assert!(error.contains("limit of 200 bytes"), "{error}");
+    }
 }

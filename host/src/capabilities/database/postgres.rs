@@ -12,11 +12,12 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{Column, PgPool, Postgres, Row, TypeInfo, ValueRef};
+use sqlx::{Column, Connection, PgPool, Postgres, Row, TypeInfo, ValueRef};
 
 use super::postgres_setup;
 use super::{
-    Backend, ComponentDb, Dialect, Error, MigrationTransaction, Rows, Transaction, Value, migrate,
+    Backend, Bounds, ComponentDb, Dialect, Error, MigrationTransaction, Rows, Transaction, Value,
+    migrate,
 };
 
 pub struct PostgresBackend {
@@ -136,7 +137,8 @@ impl Backend for PostgresBackend {
 
 struct PostgresDb {
     pool: PgPool,
-    /// The host's own connection, for the migration records the component cannot reach.
+    /// The host's own connection: for the migration records the component cannot reach, and
+    /// to stop a component's statement when its own pool is busy.
     admin: PgPool,
     role: String,
     schema: String,
@@ -144,18 +146,36 @@ struct PostgresDb {
 
 #[async_trait]
 impl ComponentDb for PostgresDb {
-    async fn begin(&self) -> Result<Box<dyn Transaction>, Error> {
+    async fn begin_with(&self, bounds: Bounds) -> Result<Box<dyn Transaction>, Error> {
         let mut transaction = self.pool.begin().await.map_err(to_error)?;
         sqlx::query(&format!("SET LOCAL ROLE \"{}\"", self.role))
             .execute(&mut *transaction)
             .await
             .map_err(to_error)?;
-        sqlx::query("SELECT set_config('search_path', $1, true)")
-            .bind(format!("\"{}\"", self.schema))
-            .execute(&mut *transaction)
-            .await
-            .map_err(to_error)?;
-        Ok(Box::new(PostgresTransaction { transaction }))
+        // The server stops each statement at the request's deadline on its own; the component
+        // can lift that (`set_config`), so the host also cancels a statement it gave up on.
+        let timeout = bounds
+            .remaining()
+            .map(|left| left.as_millis().max(1).to_string());
+        let (pid, started): (i32, time::OffsetDateTime) = sqlx::query_as(
+            "SELECT pg_backend_pid(), now() FROM (SELECT set_config('search_path', $1, true), \
+             set_config('statement_timeout', coalesce($2, current_setting('statement_timeout')), true)) AS set",
+        )
+        .bind(format!("\"{}\"", self.schema))
+        .bind(timeout)
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(to_error)?;
+        Ok(Box::new(PostgresTransaction {
+            transaction: Some(transaction),
+            bounds,
+            backend: Arc::new(ServerBackend {
+                admin: self.admin.clone(),
+                pid,
+                started,
+            }),
+            running: false,
+        }))
     }
 
     async fn applied_migrations(&self) -> anyhow::Result<Vec<(i64, String)>> {
@@ -191,6 +211,31 @@ impl ComponentDb for PostgresDb {
             admin: self.admin.clone(),
             role: self.role.clone(),
         }))
+    }
+}
+
+/// The server process that runs a transaction, named so that only this transaction's
+/// statement can be cancelled: a pid alone may serve another transaction by then.
+struct ServerBackend {
+    admin: PgPool,
+    pid: i32,
+    started: time::OffsetDateTime,
+}
+
+impl ServerBackend {
+    /// Cancels the statement the transaction is running, if it is still running one.
+    async fn cancel(&self) {
+        let cancelled = sqlx::query(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+             WHERE pid = $1 AND xact_start = $2 AND state = 'active'",
+        )
+        .bind(self.pid)
+        .bind(self.started)
+        .execute(&self.admin)
+        .await;
+        if let Err(error) = cancelled {
+            tracing::warn!(%error, pid = self.pid, "could not cancel a component's statement");
+        }
     }
 }
 
@@ -243,29 +288,89 @@ impl MigrationTransaction for PostgresMigrations {
 }
 
 struct PostgresTransaction {
-    transaction: sqlx::Transaction<'static, Postgres>,
+    /// Always `Some` until `commit` takes it.
+    transaction: Option<sqlx::Transaction<'static, Postgres>>,
+    bounds: Bounds,
+    backend: Arc<ServerBackend>,
+    /// A statement was sent and its answer not yet read: if the transaction is dropped now,
+    /// the request ended (deadline, client gone) and the server would go on running it.
+    running: bool,
+}
+
+impl PostgresTransaction {
+    fn connection(&mut self) -> Result<&mut sqlx::PgConnection, Error> {
+        self.transaction
+            .as_deref_mut()
+            .ok_or_else(|| Error::Unavailable("the transaction has ended".into()))
+    }
+}
+
+impl PostgresTransaction {
+    /// Reads what is left of a statement cut off mid-result (rows, then the cancellation), so
+    /// the next statement or the commit starts on a connection that is ready.
+    async fn drain(&mut self) {
+        if let Ok(connection) = self.connection() {
+            // Each failed ping consumes one error the server sent; two are the most expected.
+            for _ in 0..3 {
+                if connection.ping().await.is_ok() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PostgresTransaction {
+    fn drop(&mut self) {
+        if self.running
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let backend = self.backend.clone();
+            runtime.spawn(async move { backend.cancel().await });
+        }
+    }
 }
 
 #[async_trait]
 impl Transaction for PostgresTransaction {
     async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, Error> {
-        let rows = bind(sqlx::query(sql), params)
-            .fetch_all(&mut *self.transaction)
-            .await
-            .map_err(to_error)?;
-        super::rows_of(&rows, value_of)
+        let bounds = self.bounds;
+        self.running = true;
+        let rows = {
+            let connection = self.connection()?;
+            let stream = bind(sqlx::query(sql), params).fetch(connection);
+            super::collect_rows(stream, &bounds, value_of, to_error).await
+        };
+        let rows = match rows {
+            Ok(rows) => Ok(rows),
+            // Past the bounds the server would stream the rest only to be read and discarded.
+            // That aborts the transaction, as any failed statement does on PostgreSQL.
+            Err(super::Refusal::TooLarge(error)) => {
+                self.backend.cancel().await;
+                self.drain().await;
+                Err(error)
+            }
+            Err(super::Refusal::Failed(error)) => Err(error),
+        };
+        self.running = false;
+        rows
     }
 
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error> {
+        self.running = true;
         let done = bind(sqlx::query(sql), params)
-            .execute(&mut *self.transaction)
+            .execute(self.connection()?)
             .await
-            .map_err(to_error)?;
-        Ok(done.rows_affected())
+            .map_err(to_error);
+        self.running = false;
+        Ok(done?.rows_affected())
     }
 
-    async fn commit(self: Box<Self>) -> Result<(), Error> {
-        self.transaction.commit().await.map_err(to_error)
+    async fn commit(mut self: Box<Self>) -> Result<(), Error> {
+        match self.transaction.take() {
+            Some(transaction) => transaction.commit().await.map_err(to_error),
+            None => Err(Error::Unavailable("the transaction has ended".into())),
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -15,7 +16,8 @@ use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
 
 use super::authorizer::{self, Mode};
 use super::{
-    Backend, ComponentDb, Dialect, Error, MigrationTransaction, Rows, Transaction, Value, migrate,
+    Backend, Bounds, ComponentDb, Dialect, Error, MigrationTransaction, Rows, Transaction, Value,
+    migrate,
 };
 
 pub struct SqliteBackend {
@@ -76,10 +78,15 @@ const RECORDS: &str = "truevalue_migrations";
 
 #[async_trait]
 impl ComponentDb for SqliteDb {
-    async fn begin(&self) -> Result<Box<dyn Transaction>, Error> {
+    async fn begin_with(&self, bounds: Bounds) -> Result<Box<dyn Transaction>, Error> {
         Ok(Box::new(SqliteTransaction {
             pool: self.pool.clone(),
             transaction: None,
+            bounds,
+            stop: Arc::new(Stop {
+                deadline: bounds.deadline,
+                dropped: AtomicBool::new(false),
+            }),
         }))
     }
 
@@ -161,6 +168,58 @@ async fn authorize_as(conn: &mut SqliteConnection, mode: Mode) -> Result<(), Err
 struct SqliteTransaction {
     pool: SqlitePool,
     transaction: Option<sqlx::Transaction<'static, Sqlite>>,
+    bounds: Bounds,
+    stop: Arc<Stop>,
+}
+
+/// When SQLite stops a statement of the request: at its deadline, or once the request is gone.
+/// A statement runs on a worker thread that dropping its future does not stop, so without this
+/// an endless query would keep a core busy (and the write lock held) after the request ended.
+struct Stop {
+    deadline: Option<Instant>,
+    dropped: AtomicBool,
+}
+
+impl Stop {
+    fn now(&self) -> bool {
+        self.dropped.load(Ordering::Relaxed)
+            || self
+                .deadline
+                .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+}
+
+/// VM instructions between two checks of [`Stop`]: well under a millisecond of work.
+const STOP_CHECK_OPS: i32 = 4_000;
+
+/// Makes the connection's next statements obey the request: stopped by [`Stop`], and no string
+/// or blob longer than the result may hold (SQLite refuses it as soon as it would be built,
+/// before the host copies it). Replaces whatever an earlier request of this pool left.
+async fn arm(
+    connection: &mut sqlx::SqliteConnection,
+    stop: &Arc<Stop>,
+    bounds: &Bounds,
+) -> Result<(), Error> {
+    let mut handle = connection.lock_handle().await.map_err(to_error)?;
+    let stop = stop.clone();
+    handle.set_progress_handler(STOP_CHECK_OPS, move || !stop.now());
+    let length = i32::try_from(bounds.max_bytes).unwrap_or(i32::MAX);
+    // SAFETY: the handle is a live connection, locked for the duration of the call.
+    unsafe {
+        libsqlite3_sys::sqlite3_limit(
+            handle.as_raw_handle().as_ptr(),
+            libsqlite3_sys::SQLITE_LIMIT_LENGTH,
+            length,
+        );
+    }
+    Ok(())
+}
+
+impl Drop for SqliteTransaction {
+    fn drop(&mut self) {
+        // A statement still running belongs to a request that has ended (timed out or dropped).
+        self.stop.dropped.store(true, Ordering::Relaxed);
+    }
 }
 
 impl SqliteTransaction {
@@ -170,14 +229,38 @@ impl SqliteTransaction {
         sql: &str,
     ) -> Result<Option<&mut sqlx::Transaction<'static, Sqlite>>, Error> {
         if self.transaction.is_none() && !reads_only(sql) {
-            let begun = self
+            let mut begun = self
                 .pool
                 .begin_with("BEGIN IMMEDIATE")
                 .await
                 .map_err(to_error)?;
+            arm(&mut begun, &self.stop, &self.bounds).await?;
             self.transaction = Some(begun);
         }
         Ok(self.transaction.as_mut())
+    }
+
+    /// What a read before the request's first write needs to get a connection of its own.
+    fn reader(&self) -> Reader {
+        Reader {
+            pool: self.pool.clone(),
+            stop: self.stop.clone(),
+            bounds: self.bounds,
+        }
+    }
+}
+
+struct Reader {
+    pool: SqlitePool,
+    stop: Arc<Stop>,
+    bounds: Bounds,
+}
+
+impl Reader {
+    async fn connection(&self) -> Result<PoolConnection<Sqlite>, Error> {
+        let mut connection = self.pool.acquire().await.map_err(to_error)?;
+        arm(&mut connection, &self.stop, &self.bounds).await?;
+        Ok(connection)
     }
 }
 
@@ -194,30 +277,32 @@ fn reads_only(sql: &str) -> bool {
 #[async_trait]
 impl Transaction for SqliteTransaction {
     async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, Error> {
-        let pool = self.pool.clone();
+        let (bounds, reader) = (self.bounds, self.reader());
         let query = bind(sqlx::query(sql), params);
         let mut pooled: PoolConnection<Sqlite>;
         let conn: &mut SqliteConnection = match self.for_statement(sql).await? {
             Some(transaction) => transaction,
             None => {
-                pooled = pool.acquire().await.map_err(to_error)?;
+                pooled = reader.connection().await?;
                 &mut pooled
             }
         };
         authorize_as(conn, Mode::Guest).await?;
-        let rows = query.fetch_all(&mut *conn).await;
+        // Rows stream in from the worker thread; dropping the stream when the result is too
+        // large stops the statement at its next row.
+        let rows = super::collect_rows(query.fetch(&mut *conn), &bounds, value_of, to_error).await;
         authorize_as(conn, Mode::Host).await?;
-        super::rows_of(&rows.map_err(to_error)?, value_of)
+        rows.map_err(super::Refusal::into_error)
     }
 
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error> {
-        let pool = self.pool.clone();
+        let reader = self.reader();
         let query = bind(sqlx::query(sql), params);
         let mut pooled: PoolConnection<Sqlite>;
         let conn: &mut SqliteConnection = match self.for_statement(sql).await? {
             Some(transaction) => transaction,
             None => {
-                pooled = pool.acquire().await.map_err(to_error)?;
+                pooled = reader.connection().await?;
                 &mut pooled
             }
         };
@@ -227,8 +312,8 @@ impl Transaction for SqliteTransaction {
         Ok(done.map_err(to_error)?.rows_affected())
     }
 
-    async fn commit(self: Box<Self>) -> Result<(), Error> {
-        match self.transaction {
+    async fn commit(mut self: Box<Self>) -> Result<(), Error> {
+        match self.transaction.take() {
             Some(transaction) => transaction.commit().await.map_err(to_error),
             None => Ok(()),
         }
@@ -289,6 +374,12 @@ fn to_error(error: sqlx::Error) -> Error {
                 libsqlite3_sys::SQLITE_BUSY | libsqlite3_sys::SQLITE_LOCKED => {
                     Error::Unavailable(message)
                 }
+                libsqlite3_sys::SQLITE_INTERRUPT => Error::Unavailable(
+                    "the statement was stopped: the request's deadline passed".into(),
+                ),
+                libsqlite3_sys::SQLITE_TOOBIG => Error::Invalid(format!(
+                    "{message}: a value may not exceed the policy's result limit"
+                )),
                 _ if message.contains("too many attached databases") => {
                     Error::AccessDenied("attaching another database is not allowed".into())
                 }
