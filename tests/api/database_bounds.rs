@@ -156,7 +156,7 @@ async fn postgres_cancels_a_statement_past_the_deadline() {
         .await
         .unwrap();
     let role = format!("{database}_hog");
-    let mut active = -1;
+    let mut active: i64 = -1;
     for _ in 0..100 {
         active = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state = 'active'",
