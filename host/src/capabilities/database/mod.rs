@@ -91,10 +91,12 @@ impl Bounds {
         max_bytes: u64::MAX,
     };
 
-    /// The time left before the deadline, if there is one.
-    fn remaining(&self) -> Option<std::time::Duration> {
+    /// When the engine stops a statement on its own: a little after the deadline, so that the
+    /// request's own timeout answers (504) and the host stops the statement as the request ends;
+    /// this only catches a statement the host failed to stop.
+    fn backstop(&self) -> Option<Instant> {
         self.deadline
-            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+            .map(|deadline| deadline + std::time::Duration::from_millis(500))
     }
 }
 

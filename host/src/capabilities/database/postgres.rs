@@ -152,11 +152,13 @@ impl ComponentDb for PostgresDb {
             .execute(&mut *transaction)
             .await
             .map_err(to_error)?;
-        // The server stops each statement at the request's deadline on its own; the component
-        // can lift that (`set_config`), so the host also cancels a statement it gave up on.
-        let timeout = bounds
-            .remaining()
-            .map(|left| left.as_millis().max(1).to_string());
+        // The server stops each statement soon after the request's deadline on its own; the
+        // component can lift that (`set_config`), so the host also cancels a statement it gave
+        // up on.
+        let timeout = bounds.backstop().map(|backstop| {
+            let left = backstop.saturating_duration_since(std::time::Instant::now());
+            left.as_millis().max(1).to_string()
+        });
         let (pid, started): (i32, time::OffsetDateTime) = sqlx::query_as(
             "SELECT pg_backend_pid(), now() FROM (SELECT set_config('search_path', $1, true), \
              set_config('statement_timeout', coalesce($2, current_setting('statement_timeout')), true)) AS set",

@@ -84,7 +84,7 @@ impl ComponentDb for SqliteDb {
             transaction: None,
             bounds,
             stop: Arc::new(Stop {
-                deadline: bounds.deadline,
+                deadline: bounds.backstop(),
                 dropped: AtomicBool::new(false),
             }),
         }))
@@ -172,7 +172,8 @@ struct SqliteTransaction {
     stop: Arc<Stop>,
 }
 
-/// When SQLite stops a statement of the request: at its deadline, or once the request is gone.
+/// When SQLite stops a statement of the request: once the request is gone (timed out, or its
+/// client left), or past the deadline's backstop.
 /// A statement runs on a worker thread that dropping its future does not stop, so without this
 /// an endless query would keep a core busy (and the write lock held) after the request ended.
 struct Stop {
