@@ -21,6 +21,14 @@ pub struct Config {
     pub nodes: Vec<String>,
     /// The secret gateways sign forwarded requests with and nodes check; required for both.
     pub gateway_secret: Option<SecretString>,
+    /// PEM certificates a gateway trusts for `https://` nodes (and nothing else); required when
+    /// a node URL is `https://`, and then every node must be.
+    pub nodes_ca_file: Option<PathBuf>,
+    /// PEM certificate chain (leaf first) the public listener serves TLS with; with
+    /// `tls_key_file`. Absent: plain HTTP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     /// Address of the public gateway.
     pub listen: String,
     /// Address of the admin API.
@@ -67,6 +75,14 @@ pub struct Config {
     pub max_instances: u32,
     /// Largest linear memory any policy may grant, in MiB.
     pub max_memory_mib: u32,
+    /// How long a client has to send a request's headers (the TLS handshake included), from
+    /// connecting or from the first byte of a later request on a kept-alive connection.
+    pub header_read_timeout_ms: u64,
+    /// How long a connection may stay open with no request in flight after a response.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once, per listener (lowered to fit the open-file limit). At the
+    /// cap, a new connection replaces the one idle longest; if none is idle it gets a 503.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -75,6 +91,9 @@ impl Default for Config {
             role: Role::All,
             nodes: Vec::new(),
             gateway_secret: None,
+            nodes_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             listen: "127.0.0.1:8000".into(),
             admin_listen: "127.0.0.1:8010".into(),
             data_dir: "data".into(),
@@ -95,6 +114,9 @@ impl Default for Config {
             body_limit_bytes: 1024 * 1024,
             max_instances: 256,
             max_memory_mib: 256,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 75_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -250,6 +272,19 @@ impl Config {
             if !(node.starts_with("http://") || node.starts_with("https://")) {
                 bail!("nodes: {node:?} is not a URL like http://10.0.0.5:8000");
             }
+            match (node.starts_with("https://"), &self.nodes_ca_file) {
+                (true, None) => bail!(
+                    "nodes: {node:?} is https:// but nodes_ca_file (the CA its certificate is from) is not set"
+                ),
+                // Passwords cross this hop: with TLS configured, none of it may be plain.
+                (false, Some(_)) => bail!(
+                    "nodes: {node:?} is plain http:// while nodes_ca_file asks for TLS to nodes"
+                ),
+                _ => {}
+            }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            bail!("tls_cert_file and tls_key_file go together: set both or neither");
         }
         self.listen_addr()?;
         self.admin_addr()?;
@@ -311,6 +346,15 @@ impl Config {
         }
         if !(1..=4096).contains(&self.max_memory_mib) {
             bail!("max_memory_mib must be between 1 and 4096");
+        }
+        if !(100..=600_000).contains(&self.header_read_timeout_ms) {
+            bail!("header_read_timeout_ms must be between 100 and 600000");
+        }
+        if !(100..=3_600_000).contains(&self.idle_timeout_ms) {
+            bail!("idle_timeout_ms must be between 100 and 3600000");
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            bail!("max_connections must be between 1 and 1000000");
         }
         Ok(())
     }

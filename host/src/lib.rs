@@ -8,6 +8,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub mod listener;
 pub mod policy;
 pub mod runtime;
 pub mod secrets;

@@ -1,6 +1,7 @@
 //! `truevalue serve`: wires the configuration, backends, runtime, gateway and admin API.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -22,7 +23,7 @@ use crate::gateway::{self, AppState};
 use crate::policy::RouteTable;
 use crate::runtime::{Runtime, new_engine};
 use crate::security_state::{MemorySecurityState, RedisSecurityState, SecurityState};
-use crate::{admin, capabilities, policy, secrets};
+use crate::{admin, capabilities, listener, policy, secrets};
 use secrecy::SecretString;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -80,7 +81,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (upstream, routes, runtime) = match config.role {
         Role::Gateway => {
             let routes = RouteTable::new(&policies.into_iter().map(Arc::new).collect::<Vec<_>>());
-            let nodes = Nodes::new(config.nodes.clone(), gateway_secret(&config)?)?;
+            let nodes = Nodes::new(
+                config.nodes.clone(),
+                gateway_secret(&config)?,
+                config.nodes_ca_file.as_deref(),
+            )?;
             (Upstream::Nodes(nodes), routes, None)
         }
         Role::All | Role::Node => {
@@ -118,12 +123,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let routes = Arc::new(routes);
 
+    let limits = connection_limits(&config);
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(listener::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let listener = TcpListener::bind(config.listen_addr()?)
         .await
         .with_context(|| format!("listen: cannot bind {}", config.listen))?;
     // Printed on stdout for people and scripts: the addresses actually bound (port 0 resolved).
     println!(
-        "gateway listening on http://{} (role {:?})",
+        "gateway listening on {}://{} (role {:?})",
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr()?,
         config.role
     );
@@ -137,13 +148,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 "admin API listening on http://{} (token from {token_source})",
                 admin.local_addr()?
             );
-            Some(
-                axum::serve(
-                    admin,
-                    admin::router(runtime.clone(), &token, metrics.clone()),
-                )
-                .with_graceful_shutdown(shutdown()),
-            )
+            Some(listener::serve(
+                admin,
+                admin::router(runtime.clone(), &token, metrics.clone()),
+                limits,
+                None,
+                shutdown(),
+            ))
         }
         None => {
             let admin = TcpListener::bind(config.admin_addr()?)
@@ -153,10 +164,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 "admin API listening on http://{} (metrics only: a gateway runs no components; deploy on the nodes)",
                 admin.local_addr()?
             );
-            Some(
-                axum::serve(admin, admin::metrics_only(metrics.clone()))
-                    .with_graceful_shutdown(shutdown()),
-            )
+            Some(listener::serve(
+                admin,
+                admin::metrics_only(metrics.clone()),
+                limits,
+                None,
+                shutdown(),
+            ))
         }
     };
 
@@ -191,11 +205,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             gateway::router(state, auth, rate, gateway::cors(&config.cors_origins))
         }
     };
-    let gateway = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown());
+    let gateway = listener::serve(listener, app, limits, tls, shutdown());
     let admin = async {
         match admin {
             Some(admin) => admin.await.context("admin API"),
@@ -205,6 +215,33 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::try_join!(async { gateway.await.context("gateway") }, admin)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The listeners' timeouts and connection cap, with the open-file limit raised to hold the cap.
+fn connection_limits(config: &Config) -> listener::Limits {
+    let max_connections = match listener::raise_fd_limit() {
+        Ok(fd_limit) => {
+            let cap = listener::connection_cap(config.max_connections, fd_limit);
+            if cap < config.max_connections {
+                tracing::warn!(
+                    max_connections = config.max_connections,
+                    fd_limit,
+                    cap,
+                    "the open-file limit lowers the connection cap"
+                );
+            }
+            cap
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit");
+            config.max_connections
+        }
+    };
+    listener::Limits {
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        max_connections,
+    }
 }
 
 fn gateway_secret(config: &Config) -> anyhow::Result<SecretString> {

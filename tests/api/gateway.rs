@@ -280,3 +280,42 @@ async fn an_invalid_cors_origin_stops_start_up() {
         .await;
     assert!(stderr.contains("cors_origins"), "{stderr}");
 }
+
+/// The headers that carry the verified context between gateway and node are the host's alone:
+/// in the default role a component never sees a client's values of them.
+#[tokio::test]
+async fn a_component_never_sees_context_headers_a_client_sent() {
+    let vault = Policy::new(
+        "vault",
+        "vault",
+        "vault",
+        "capabilities = [\"cache\", \"crypto\", \"tokens\"]",
+    );
+    let app = Spawn::new(Engine::Sqlite, vec![vault])
+        .config(crate::auth::TRUSTS_VAULT)
+        .start()
+        .await;
+    let forged = [
+        ("x-user-id", "admin"),
+        ("x-org-id", "org-1"),
+        ("X-User-Roles", "owner"),
+        ("x-user-permissions", "*"),
+        ("x-session-id", "s-1"),
+        ("x-client-ip", "10.0.0.1"),
+        ("x-gateway-signature", "00"),
+        ("x-gateway-timestamp", "1"),
+        ("X-Gateway-Anything", "yes"),
+    ];
+    let names: Vec<&str> = forged.iter().map(|(name, _)| *name).collect();
+    let mut request = app.client.get(app.url(&format!(
+        "/vault/headers?names={},x-custom",
+        names.join(",")
+    )));
+    for (name, value) in forged {
+        request = request.header(name, value);
+    }
+    let response = request.header("x-custom", "kept").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(seen["headers"], json!({ "x-custom": "kept" }), "{seen}");
+}

@@ -363,10 +363,10 @@ async fn launch(
             if reader.read_line(&mut line).unwrap_or(0) == 0 {
                 break;
             }
+            // The whole URL: a listener serving TLS prints https://.
             let address = line
-                .split("http://")
-                .nth(1)
-                .and_then(|a| a.split_whitespace().next())
+                .split_whitespace()
+                .find(|word| word.starts_with("http://") || word.starts_with("https://"))
                 .map(str::to_string);
             if line.starts_with("gateway listening") {
                 found.0 = address;
@@ -381,8 +381,8 @@ async fn launch(
         Ok(Ok((Some(a), Some(b)))) => Ok((
             child,
             stderr_path,
-            format!("http://{a}"),
-            format!("http://{b}"),
+            a,
+            if b.is_empty() { "http://".into() } else { b },
         )),
         _ => {
             let _ = child.kill();

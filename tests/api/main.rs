@@ -15,6 +15,7 @@ mod disclosure;
 mod gateway;
 mod hot_swap;
 mod identity;
+mod listener;
 mod quotas;
 mod rate_limit;
 mod sandbox;

@@ -19,6 +19,12 @@ fn policies() -> Vec<Policy> {
             "capabilities = [\"cache\", \"crypto\", \"tokens\"]",
         ),
         crate::identity::auth_policy(),
+        Policy::new(
+            "hello",
+            "hello",
+            "hello",
+            "capabilities = [\"database\", \"config\"]\n[config]\ngreeting = \"Welcome\"",
+        ),
     ]
 }
 
@@ -40,7 +46,12 @@ fn node_on(engine: Engine, prefix: &str) -> Spawn {
 }
 
 async fn gateway(prefix: &str, nodes: &[&TestApp]) -> TestApp {
-    let urls: Vec<String> = nodes.iter().map(|n| format!("{:?}", n.address)).collect();
+    let urls: Vec<String> = nodes.iter().map(|n| n.address.clone()).collect();
+    gateway_to(prefix, &urls).start().await
+}
+
+fn gateway_to(prefix: &str, urls: &[String]) -> Spawn {
+    let urls: Vec<String> = urls.iter().map(|url| format!("{url:?}")).collect();
     let config = format!(
         "role = \"gateway\"\nnodes = [{}]\nredis_prefix = {prefix:?}",
         urls.join(", ")
@@ -51,12 +62,11 @@ async fn gateway(prefix: &str, nodes: &[&TestApp]) -> TestApp {
         .env("TRUEVALUE_REDIS_URL", "redis://127.0.0.1:6379")
         .env("TRUEVALUE_GATEWAY_SECRET", GATEWAY_SECRET)
         .env("TRUEVALUE_SECRET_KEY", HOST_SECRET)
-        .start()
-        .await
 }
 
-/// The signature a gateway sends: HMAC-SHA256 over length-prefixed fields, then the body.
-fn sign(secret: &str, fields: [&str; 10], body: &[u8]) -> String {
+/// The signature a gateway sends: HMAC-SHA256 over length-prefixed fields (the last one the
+/// number of forwarded headers, none here), then the body.
+fn sign(secret: &str, fields: [&str; 11], body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     for field in fields {
         mac.update(format!("{}:{field}|", field.len()).as_bytes());
@@ -111,6 +121,7 @@ impl Signed {
             "",
             "",
             "",
+            "0",
         ];
         sign(secret, fields, self.body.as_bytes())
     }
@@ -344,4 +355,314 @@ async fn gateways_and_nodes_serve_metrics_only_on_their_admin_listeners() {
             "{metrics}"
         );
     }
+}
+
+/// What a gateway sent to a node, as a man in the middle would see it.
+struct Captured {
+    method: reqwest::Method,
+    path_and_query: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: bytes::Bytes,
+}
+
+impl Captured {
+    fn signature(&self) -> String {
+        let (_, value) = self
+            .headers
+            .iter()
+            .find(|(name, _)| name == "x-gateway-signature")
+            .expect("signed");
+        String::from_utf8(value.clone()).unwrap()
+    }
+
+    /// Sends it to `node` again with `change` applied to its headers.
+    async fn replay(
+        &self,
+        node: &TestApp,
+        change: impl Fn(&str, &[u8]) -> Option<Vec<u8>>,
+    ) -> reqwest::Response {
+        let mut request = node
+            .client
+            .request(self.method.clone(), node.url(&self.path_and_query))
+            .body(self.body.clone());
+        for (name, value) in &self.headers {
+            if let Some(value) = change(name, value) {
+                request = request.header(name, value);
+            }
+        }
+        request.send().await.unwrap()
+    }
+}
+
+fn unchanged(_: &str, value: &[u8]) -> Option<Vec<u8>> {
+    Some(value.to_vec())
+}
+
+/// A stand-in node that answers 204 to everything and hands over what it received.
+async fn capturing_node() -> (String, tokio::sync::mpsc::UnboundedReceiver<Captured>) {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let sender = sender.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let headers = parts
+                .headers
+                .iter()
+                .filter(|(name, _)| !["host", "content-length"].contains(&name.as_str()))
+                .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+                .collect();
+            let path_and_query = parts.uri.path_and_query().unwrap().to_string();
+            let _ = sender.send(Captured {
+                method: parts.method,
+                path_and_query,
+                headers,
+                body,
+            });
+            axum::http::StatusCode::NO_CONTENT
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, receiver)
+}
+
+/// One captured request is served once: neither as sent again nor with its signature spelt
+/// in other letter cases.
+#[tokio::test]
+async fn a_captured_request_is_served_once_however_its_signature_is_spelt() {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let node = node(&prefix).await;
+    let (capture_url, mut captured) = capturing_node().await;
+    let capturing = gateway_to(&prefix, &[capture_url]).start().await;
+    let entry = json!({ "name": "Mallory", "message": "once" });
+    assert_eq!(
+        capturing
+            .post_json("/hello/guestbook", &entry)
+            .await
+            .status(),
+        204
+    );
+    let request = captured.recv().await.unwrap();
+    let signature = request.signature();
+    assert!(signature.chars().any(|c| c.is_ascii_alphabetic()));
+
+    assert_eq!(request.replay(&node, unchanged).await.status(), 201);
+    let spellings = [
+        signature.to_uppercase(),
+        signature
+            .chars()
+            .enumerate()
+            .map(|(i, c)| match i % 2 {
+                0 => c.to_ascii_uppercase(),
+                _ => c,
+            })
+            .collect(),
+    ];
+    for spelling in &spellings {
+        let recased = request
+            .replay(&node, |name, value| match name {
+                "x-gateway-signature" => Some(spelling.as_bytes().to_vec()),
+                _ => Some(value.to_vec()),
+            })
+            .await;
+        problem(recased, 401).await;
+    }
+    problem(request.replay(&node, unchanged).await, 401).await;
+
+    let reader = gateway(&prefix, &[&node]).await;
+    let list: Value = reader.get("/hello/guestbook").await.json().await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+}
+
+/// Components on a node see the headers the gateway forwarded, as it signed them: a change on
+/// the way is refused, an addition never reaches the component.
+#[tokio::test]
+async fn a_node_refuses_forwarded_headers_changed_after_signing() {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let node = node(&prefix).await;
+    let (capture_url, mut captured) = capturing_node().await;
+    let gateway = gateway_to(&prefix, &[capture_url]).start().await;
+    let sent = gateway
+        .client
+        .post(gateway.url("/vault/headers?names=user-agent,content-type,x-added"))
+        .header("user-agent", "Ada's laptop")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 204);
+    let request = captured.recv().await.unwrap();
+
+    for (header, altered) in [
+        ("user-agent", "Mallory's phone"),
+        ("content-type", "text/plain"),
+    ] {
+        let tampered = request
+            .replay(&node, |name, value| match name == header {
+                true => Some(altered.as_bytes().to_vec()),
+                false => Some(value.to_vec()),
+            })
+            .await;
+        problem(tampered, 401).await;
+        let dropped = request
+            .replay(&node, |name, value| {
+                (name != header).then(|| value.to_vec())
+            })
+            .await;
+        problem(dropped, 401).await;
+    }
+
+    let mut added = node
+        .client
+        .request(request.method.clone(), node.url(&request.path_and_query))
+        .header("x-added", "by the man in the middle")
+        .body(request.body.clone());
+    for (name, value) in &request.headers {
+        added = added.header(name, value.clone());
+    }
+    let served = added.send().await.unwrap();
+    assert_eq!(served.status(), 200);
+    let seen: Value = served.json().await.unwrap();
+    assert_eq!(
+        seen["headers"],
+        json!({ "user-agent": "Ada's laptop", "content-type": "application/json" }),
+        "{seen}"
+    );
+}
+
+/// A test certificate authority and a certificate it issued for 127.0.0.1, as PEM files.
+struct Pki {
+    ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "TrueValue test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let node_key = rcgen::KeyPair::generate().unwrap();
+    let node_params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let node_cert = node_params.signed_by(&node_key, &issuer).unwrap();
+    let path = |name: &str, pem: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    Pki {
+        ca: path("ca.pem", ca_cert.pem()),
+        cert: path("node.pem", node_cert.pem()),
+        key: path("node-key.pem", node_key.serialize_pem()),
+        _dir: dir,
+    }
+}
+
+async fn tls_node(prefix: &str, pki: &Pki) -> TestApp {
+    node_on(Engine::Sqlite, prefix)
+        .config(&format!(
+            "tls_cert_file = {:?}\ntls_key_file = {:?}",
+            pki.cert.display().to_string(),
+            pki.key.display().to_string()
+        ))
+        .start()
+        .await
+}
+
+fn trusting(gateway: Spawn, ca: &std::path::Path) -> Spawn {
+    gateway.config(&format!("nodes_ca_file = {:?}", ca.display().to_string()))
+}
+
+/// Passwords cross the gateway → node hop inside TLS, and the session's device is the user
+/// agent the client sent.
+#[tokio::test]
+async fn a_login_crosses_to_a_node_over_tls() {
+    let pki = pki();
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let node = tls_node(&prefix, &pki).await;
+    assert!(node.address.starts_with("https://"), "{}", node.address);
+    let gateway = trusting(
+        gateway_to(&prefix, std::slice::from_ref(&node.address)),
+        &pki.ca,
+    )
+    .start()
+    .await;
+
+    let account = json!({ "email": "ada@example.com", "password": "correct horse battery staple",
+                          "name": "Ada" });
+    assert_eq!(
+        gateway.post_json("/auth/register", &account).await.status(),
+        201
+    );
+    let login = gateway
+        .client
+        .post(gateway.url("/auth/login"))
+        .header("user-agent", "Ada's laptop")
+        .json(&account)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let pair: Value = login.json().await.unwrap();
+    let sessions: Value = gateway
+        .client
+        .get(gateway.url("/auth/sessions"))
+        .bearer_auth(pair["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions["items"][0]["device"], "Ada's laptop", "{sessions}");
+
+    // The node speaks TLS only.
+    let plain = node
+        .client
+        .get(node.address.replacen("https://", "http://", 1) + "/healthz")
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || !plain.unwrap().status().is_success(),
+        "plain HTTP to a TLS node"
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_refuses_a_node_whose_certificate_is_not_from_its_ca() {
+    let (pki, stranger) = (pki(), pki());
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let node = tls_node(&prefix, &pki).await;
+    let gateway = trusting(
+        gateway_to(&prefix, std::slice::from_ref(&node.address)),
+        &stranger.ca,
+    )
+    .start()
+    .await;
+    problem(gateway.get("/greeter").await, 502).await;
+    assert_eq!(gateway.get("/readyz").await.status(), 503);
+}
+
+#[tokio::test]
+async fn a_gateway_refuses_to_start_with_plain_nodes_when_tls_is_asked() {
+    let pki = pki();
+    let stderr = trusting(gateway_to("test", &["http://127.0.0.1:9".into()]), &pki.ca)
+        .start_refused()
+        .await;
+    assert!(stderr.contains("nodes_ca_file"), "{stderr}");
+    let stderr = gateway_to("test", &["https://127.0.0.1:9".into()])
+        .start_refused()
+        .await;
+    assert!(stderr.contains("nodes_ca_file"), "{stderr}");
 }

@@ -101,7 +101,11 @@ async fn local(
     let headers = parts
         .headers
         .iter()
-        .filter(|(name, _)| !HIDDEN.contains(&name.as_str()))
+        // The verified context reaches a component as `context`, never as headers a client
+        // could have sent.
+        .filter(|(name, _)| {
+            !HIDDEN.contains(&name.as_str()) && !crate::signing::reserved(name.as_str())
+        })
         .filter_map(|(name, value)| {
             Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
         })

@@ -1,9 +1,12 @@
 //! Gateway role: forwards each verified request to a node, signed, round-robin over the nodes,
-//! trying the next node when one cannot be reached.
+//! trying the next node when one cannot be reached. `https://` nodes are reached over TLS and
+//! must present a certificate from the configured CA.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::body::{Body, Bytes};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -15,18 +18,11 @@ use super::request_id;
 use crate::signing::{self, Signed};
 
 /// Whether a request header stays at the gateway: credentials were verified here, hop-by-hop
-/// headers belong to this connection, and the signed ones are set by the gateway alone.
+/// headers belong to this connection, and the reserved ones are set by the gateway alone.
 fn stays(name: &str) -> bool {
     super::dispatch::HIDDEN.contains(&name)
-        || signing::CONTEXT.contains(&name)
-        || [
-            signing::TIMESTAMP,
-            signing::SIGNATURE,
-            request_id::HEADER,
-            "host",
-            "content-length",
-        ]
-        .contains(&name)
+        || signing::reserved(name)
+        || [request_id::HEADER, "host", "content-length"].contains(&name)
 }
 
 pub struct Nodes {
@@ -37,10 +33,30 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    pub fn new(urls: Vec<String>, secret: SecretString) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+    /// `ca_file`: the PEM certificates `https://` nodes must chain to; no other root is trusted.
+    pub fn new(
+        urls: Vec<String>,
+        secret: SecretString,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let mut client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .build()?;
+            .tls_built_in_root_certs(false);
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("nodes_ca_file: cannot read {}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("nodes_ca_file: {} is not PEM", path.display()))?;
+            anyhow::ensure!(
+                !certificates.is_empty(),
+                "nodes_ca_file: {} holds no certificate",
+                path.display()
+            );
+            for certificate in certificates {
+                client = client.add_root_certificate(certificate);
+            }
+        }
+        let client = client.build()?;
         let urls = urls
             .into_iter()
             .map(|u| u.trim_end_matches('/').to_string())
@@ -72,12 +88,28 @@ impl Nodes {
         };
         let client_ip = super::client_ip(&parts.extensions).unwrap_or_default();
         let timestamp = signing::now().to_string();
+        // Every header the node's components will see is signed, with all its values.
+        let headers: Vec<signing::Header<'_>> = parts
+            .headers
+            .keys()
+            .filter(|name| !stays(name.as_str()))
+            .map(|name| {
+                let values = parts.headers.get_all(name).iter();
+                (name.as_str(), values.map(|v| v.as_bytes()).collect())
+            })
+            .collect();
+        let signed_headers = headers
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(",");
         let signature = Signed {
             timestamp: &timestamp,
             method: parts.method.as_str(),
             path_and_query: &path_and_query,
             request_id: &request_id,
             context: [&user, &org, &roles, &permissions, &session, &client_ip],
+            headers: &headers,
             body: &body,
         }
         .sign(&self.secret);
@@ -101,6 +133,7 @@ impl Nodes {
             request = request
                 .header(signing::TIMESTAMP, &timestamp)
                 .header(signing::SIGNATURE, &signature)
+                .header(signing::SIGNED_HEADERS, &signed_headers)
                 .header(request_id::HEADER, &request_id)
                 .header(signing::USER_ID, &user)
                 .header(signing::ORG_ID, &org)

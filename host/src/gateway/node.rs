@@ -1,11 +1,13 @@
 //! Node role: only signed requests from a gateway are served. A request that is unsigned,
-//! altered (any signed header or the body), older than 30 s, or seen before is refused.
+//! altered (any signed header or the body), older than 30 s, or seen before is refused, and
+//! components see only the headers the gateway signed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body_util::{BodyExt, Limited};
@@ -20,7 +22,7 @@ use crate::signing::{self, Signed};
 
 pub struct NodeGuard {
     pub secret: SecretString,
-    /// Signatures seen in the last minute, to refuse replays.
+    /// Signature tags seen in the last minute, to refuse replays.
     pub seen: Arc<dyn SecurityState>,
     pub body_limit: usize,
 }
@@ -59,27 +61,42 @@ pub async fn verify(
         .to_string();
     let method = request.method().as_str().to_string();
 
+    let names: Vec<String> = header(&request, signing::SIGNED_HEADERS)
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if names.iter().any(|name| signing::reserved(name)) {
+        return Err(refused("the signed headers name a reserved header"));
+    }
+
     let (mut parts, body) = request.into_parts();
     let body = Limited::new(body, guard.body_limit)
         .collect()
         .await
         .map_err(|_| ApiError::PayloadTooLarge(guard.body_limit))?
         .to_bytes();
-    let signed = Signed {
-        timestamp: &timestamp,
-        method: &method,
-        path_and_query: &path_and_query,
-        request_id: &request_id,
-        context: context.each_ref().map(String::as_str),
-        body: &body,
+    let tag = {
+        let headers = forwarded(&parts.headers, &names);
+        Signed {
+            timestamp: &timestamp,
+            method: &method,
+            path_and_query: &path_and_query,
+            request_id: &request_id,
+            context: context.each_ref().map(String::as_str),
+            headers: &headers,
+            body: &body,
+        }
+        .verify(&guard.secret, &signature)
     };
-    if !signed.verify(&guard.secret, &signature) {
+    let Some(tag) = tag else {
         return Err(refused("the signature does not match the request"));
-    }
+    };
+    keep_signed(&mut parts.headers, &names);
     let ttl = signing::MAX_AGE * 2 + Duration::from_secs(1);
     match guard
         .seen
-        .record_once(&format!("gateway-signature:{signature}"), ttl)
+        .record_once(&signing::replay_key(&tag), ttl)
         .await
     {
         Ok(true) => {}
@@ -117,4 +134,39 @@ pub async fn verify(
         parts.extensions.insert(super::ClientIp(client_ip));
     }
     Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
+}
+
+/// The values of the headers the gateway says it signed, in its order.
+fn forwarded<'a>(headers: &'a HeaderMap, names: &'a [String]) -> Vec<signing::Header<'a>> {
+    names
+        .iter()
+        .map(|name| {
+            let values = headers
+                .get_all(name.as_str())
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            (name.as_str(), values)
+        })
+        .collect()
+}
+
+/// Drops every header the signature does not cover, so nothing added on the way reaches a
+/// component. The context headers stay for the caller built below; the dispatcher never hands
+/// them to components. `content-length` framed the signed body.
+fn keep_signed(headers: &mut HeaderMap, names: &[String]) {
+    let unsigned: Vec<_> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            !(names.iter().any(|n| n == name)
+                || signing::reserved(name)
+                || name == super::request_id::HEADER
+                || name == "content-length")
+        })
+        .cloned()
+        .collect();
+    for name in unsigned {
+        headers.remove(name);
+    }
 }

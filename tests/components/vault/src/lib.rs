@@ -93,6 +93,8 @@ impl App for Vault {
                 tokens::revoke_session(r.param("id")?).map_err(Problem::internal)?;
                 Ok(Response::no_content())
             })
+            .get("/vault/headers", echo_headers)
+            .post("/vault/headers", echo_headers)
             .get("/private/me", |r| {
                 let c = r.context();
                 Response::json(200, &json!({
@@ -112,6 +114,16 @@ impl App for Vault {
                 )
             })
     }
+}
+
+/// Test only: the request headers named in `?names=a,b`, as the component received them.
+fn echo_headers(r: &Request) -> Result<Response, Problem> {
+    let names = r.query("names").unwrap_or_default();
+    let seen: serde_json::Map<String, serde_json::Value> = names
+        .split(',')
+        .filter_map(|name| Some((name.to_string(), json!(r.header(name)?))))
+        .collect();
+    Response::json(200, &json!({ "headers": seen }))
 }
 
 fn hex(bytes: &[u8]) -> String {
