@@ -23,6 +23,8 @@ components:
     for name in {{ components }} {{ fixtures }}; do cp "{{ target }}/wasm32-wasip2/component/$name.wasm" dist/components/; done
     cargo build --profile component --target wasm32-wasip2 -p greeter --features v2
     cp {{ target }}/wasm32-wasip2/component/greeter.wasm dist/components/greeter_v2.wasm
+    cargo build --profile component --target wasm32-wasip2 -p hostile --features backfill
+    cp {{ target }}/wasm32-wasip2/component/hostile.wasm dist/components/hostile_backfill.wasm
 
 # Start the whole platform on the embedded default (SQLite files, in-memory cache).
 run: build

@@ -289,3 +289,30 @@ async fn deployed_versions_survive_a_restart() {
     );
     assert_eq!(version(&app).await, "v1");
 }
+
+async fn a_deploy_migrates_many_rows_after_requests_were_served(engine: Engine) {
+    let app = Spawn::new(
+        engine,
+        vec![Policy::new("hostile", "hostile", "hostile", HOSTILE_LIMITS)],
+    )
+    .start()
+    .await;
+    // Requests leave their connections in the pool; what bound them must not bind the host's
+    // own statements on those connections afterwards.
+    for i in 0..6 {
+        let url = app.url(&format!("/hostile/notes?text=served-{i}"));
+        let written = app.client.post(url).send().await.unwrap();
+        assert_eq!(written.status(), 201);
+        assert_eq!(app.get("/hostile/notes").await.status(), 200);
+    }
+    let deployed = app.deploy("hostile", "hostile_backfill").await;
+    assert_eq!(
+        deployed.status(),
+        200,
+        "the backfill migration ran: {}",
+        deployed.text().await.unwrap()
+    );
+    let notes: Value = app.get("/hostile/notes").await.json().await.unwrap();
+    assert_eq!(notes["items"].as_array().unwrap().len(), 50_006);
+}
+on_both_engines!(a_deploy_migrates_many_rows_after_requests_were_served);

@@ -69,8 +69,14 @@ pub async fn dispatch(
     result
 }
 
-/// The whole body, refused with 413 past `limit` (declared or streamed).
-async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// How long a client may take to send a request's body once its headers are in. A connection
+/// with a request in flight is never closed as idle, so without this a client trickling a body
+/// (or sending none after `Content-Length`) would hold its connection for ever.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The whole body, refused with 413 past `limit` (declared or streamed) and 408 when it does
+/// not arrive within [`BODY_READ_TIMEOUT`].
+pub async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -78,13 +84,16 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Api
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let collected = Limited::new(body, limit).collect().await.map_err(|e| {
-        if e.downcast_ref::<LengthLimitError>().is_some() {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::BadBody(e.to_string())
-        }
-    })?;
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout(BODY_READ_TIMEOUT.as_secs()))?
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::BadBody(e.to_string())
+            }
+        })?;
     Ok(collected.to_bytes())
 }
 

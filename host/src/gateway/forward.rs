@@ -39,8 +39,11 @@ impl Nodes {
         secret: SecretString,
         ca_file: Option<&Path>,
     ) -> anyhow::Result<Self> {
+        // Idle connections are let go well before a node closes them (`idle_timeout_ms`), so a
+        // request never goes out on a connection the node is closing.
         let mut client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30))
             .tls_built_in_root_certs(false);
         if let Some(path) = ca_file {
             let pem = std::fs::read(path)

@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
-use http_body_util::{BodyExt, Limited};
+
 use secrecy::SecretString;
 
 use super::auth::Caller;
@@ -71,11 +71,7 @@ pub async fn verify(
     }
 
     let (mut parts, body) = request.into_parts();
-    let body = Limited::new(body, guard.body_limit)
-        .collect()
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(guard.body_limit))?
-        .to_bytes();
+    let body = super::dispatch::read_body(&parts, body, guard.body_limit).await?;
     let tag = {
         let headers = forwarded(&parts.headers, &names);
         Signed {

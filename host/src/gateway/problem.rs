@@ -15,6 +15,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the request body could not be read: {0}")]
     BadBody(String),
+    #[error("the request body did not arrive within {0} seconds")]
+    BodyTimeout(u64),
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("invalid access token: {0}")]
@@ -62,6 +64,11 @@ impl ApiError {
                 "Payload too large",
             ),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            ApiError::BodyTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
+            ),
             ApiError::GatewaySignature(_) => (
                 StatusCode::UNAUTHORIZED,
                 "gateway-signature",
@@ -150,7 +157,7 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        if matches!(self, ApiError::PayloadTooLarge(_)) {
+        if matches!(self, ApiError::PayloadTooLarge(_) | ApiError::BodyTimeout(_)) {
             // The rest of the body is never read, so the connection cannot carry another request.
             response
                 .headers_mut()

@@ -65,6 +65,9 @@ pub async fn harden(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     set_mode(conn, Mode::Host).await
 }
 
+/// SQLite's own default for the longest string or blob (`SQLITE_MAX_LENGTH`).
+const DEFAULT_MAX_LENGTH: c_int = 1_000_000_000;
+
 /// Whether a connection coming back to the pool can serve again: one whose component statement
 /// was cancelled is still in guest mode, and if it was inside a transaction, the rollback was
 /// refused; closing it rolls back, so it is dropped. Otherwise it goes back in host mode.
@@ -76,6 +79,20 @@ pub async fn reusable(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> 
     };
     if in_transaction {
         return Ok(false);
+    }
+    {
+        // A request's stop (deadline, request gone) and result bound must not outlive it: the
+        // host's own statements on this connection (migrations of a later deploy) have neither.
+        let mut handle = conn.lock_handle().await?;
+        handle.remove_progress_handler();
+        // SAFETY: the handle is a live connection, locked for the duration of the call.
+        unsafe {
+            ffi::sqlite3_limit(
+                handle.as_raw_handle().as_ptr(),
+                ffi::SQLITE_LIMIT_LENGTH,
+                DEFAULT_MAX_LENGTH,
+            );
+        }
     }
     set_mode(conn, Mode::Host).await?;
     Ok(true)

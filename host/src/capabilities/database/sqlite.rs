@@ -44,6 +44,9 @@ impl Backend for SqliteBackend {
     ) -> anyhow::Result<Arc<dyn ComponentDb>> {
         let path = self.dir.join(format!("{component}.sqlite"));
         let options = SqliteConnectOptions::new()
+            // The worker thread reads one row ahead of the host, not sqlx's default 50: each row
+            // is counted against the request's result bound before the next is read.
+            .row_buffer_size(1)
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

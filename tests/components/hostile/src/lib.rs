@@ -64,11 +64,21 @@ impl App for Hostile {
     }
 
     fn migrations(_dialect: Dialect) -> Vec<Migration> {
-        vec![Migration {
+        let mut migrations = vec![Migration {
             id: 1,
             name: "notes",
             sql: "CREATE TABLE notes (text TEXT NOT NULL)",
-        }]
+        }];
+        if cfg!(feature = "backfill") {
+            migrations.push(Migration {
+                id: 2,
+                name: "backfill",
+                sql: "INSERT INTO notes (text) WITH RECURSIVE n(i) AS \
+                      (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) \
+                      SELECT 'backfilled ' || i FROM n",
+            });
+        }
+        migrations
     }
 }
 
