@@ -80,6 +80,8 @@ pub struct Config {
     pub header_read_timeout_ms: u64,
     /// How long a connection may stay open with no request in flight after a response.
     pub idle_timeout_ms: u64,
+    /// How long a client has to send a request's whole body once its headers are in.
+    pub body_read_timeout_ms: u64,
     /// Most connections open at once, per listener (lowered to fit the open-file limit). At the
     /// cap, a new connection replaces the one idle longest; if none is idle it gets a 503.
     pub max_connections: usize,
@@ -116,6 +118,7 @@ impl Default for Config {
             max_memory_mib: 256,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 75_000,
+            body_read_timeout_ms: 30_000,
             max_connections: 10_000,
         }
     }
@@ -352,6 +355,9 @@ impl Config {
         }
         if !(100..=3_600_000).contains(&self.idle_timeout_ms) {
             bail!("idle_timeout_ms must be between 100 and 3600000");
+        }
+        if !(100..=3_600_000).contains(&self.body_read_timeout_ms) {
+            bail!("body_read_timeout_ms must be between 100 and 3600000");
         }
         if !(1..=1_000_000).contains(&self.max_connections) {
             bail!("max_connections must be between 1 and 1000000");

@@ -184,19 +184,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         routes: routes.clone(),
         proxies: TrustedProxies::parse(&config.trusted_proxies)?,
     });
-    let body_limit = config.body_limit_bytes;
+    let body = gateway::BodyRules {
+        limit: config.body_limit_bytes,
+        timeout: Duration::from_millis(config.body_read_timeout_ms),
+    };
     let state = Arc::new(AppState {
         upstream,
         routes: routes.clone(),
         backends,
-        body_limit,
+        body,
     });
     let app = match config.role {
         Role::Node => {
             let guard = NodeGuard {
                 secret: gateway_secret(&config)?,
                 seen: security,
-                body_limit,
+                body,
             };
             gateway::node_router(state, Arc::new(guard))
         }

@@ -174,3 +174,25 @@ async fn closed_by_host_after_answer(mut stream: TcpStream) -> String {
     }
     String::from_utf8_lossy(&received).into_owned()
 }
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408_and_the_connection_closes() {
+    let app = app("body_read_timeout_ms = 300\nidle_timeout_ms = 600000").await;
+    let mut stream = connect(&app).await;
+    // The headers promise 100 bytes; 10 come, then nothing.
+    stream
+        .write_all(
+            b"POST /hello/guestbook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"name\":\"",
+        )
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&closed_by_host(stream).await).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let guestbook: serde_json::Value = app.get("/hello/guestbook").await.json().await.unwrap();
+    assert_eq!(
+        guestbook["items"],
+        serde_json::json!([]),
+        "nothing was written"
+    );
+}

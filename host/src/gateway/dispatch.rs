@@ -52,7 +52,7 @@ pub async fn dispatch(
         .clone();
     let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
-    let body = read_body(&parts, body, state.body_limit).await?;
+    let body = read_body(&parts, body, state.body).await?;
     let result = match &state.upstream {
         Upstream::Local(runtime) => local(runtime, &policy.name, parts, body).await,
         Upstream::Nodes(nodes) => nodes.forward(parts, body).await,
@@ -69,14 +69,20 @@ pub async fn dispatch(
     result
 }
 
-/// How long a client may take to send a request's body once its headers are in. A connection
-/// with a request in flight is never closed as idle, so without this a client trickling a body
-/// (or sending none after `Content-Length`) would hold its connection for ever.
-pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// What a request's body may cost: its size, and how long a client may take to send it once
+/// the headers are in. A connection with a request in flight is never closed as idle, so
+/// without the timeout a client trickling a body (or sending none after `Content-Length`)
+/// would hold its connection for ever.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyRules {
+    pub limit: usize,
+    pub timeout: std::time::Duration,
+}
 
-/// The whole body, refused with 413 past `limit` (declared or streamed) and 408 when it does
-/// not arrive within [`BODY_READ_TIMEOUT`].
-pub async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// The whole body, refused with 413 past the limit (declared or streamed) and 408 when it
+/// does not arrive in time.
+pub async fn read_body(parts: &Parts, body: Body, rules: BodyRules) -> Result<Bytes, ApiError> {
+    let limit = rules.limit;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -84,9 +90,9 @@ pub async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes,
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
+    let collected = tokio::time::timeout(rules.timeout, Limited::new(body, limit).collect())
         .await
-        .map_err(|_| ApiError::BodyTimeout(BODY_READ_TIMEOUT.as_secs()))?
+        .map_err(|_| ApiError::BodyTimeout(rules.timeout.as_millis() as u64))?
         .map_err(|e| {
             if e.downcast_ref::<LengthLimitError>().is_some() {
                 ApiError::PayloadTooLarge(limit)

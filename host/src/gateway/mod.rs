@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod dispatch;
+pub use dispatch::BodyRules;
 pub mod forward;
 pub mod node;
 pub mod ops;
@@ -55,7 +56,7 @@ pub struct AppState {
     pub upstream: Upstream,
     pub routes: Arc<RouteTable>,
     pub backends: Backends,
-    pub body_limit: usize,
+    pub body: dispatch::BodyRules,
 }
 
 fn base(state: Arc<AppState>) -> Router {

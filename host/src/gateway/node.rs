@@ -24,7 +24,7 @@ pub struct NodeGuard {
     pub secret: SecretString,
     /// Signature tags seen in the last minute, to refuse replays.
     pub seen: Arc<dyn SecurityState>,
-    pub body_limit: usize,
+    pub body: super::dispatch::BodyRules,
 }
 
 fn header<'a>(request: &'a Request, name: &str) -> &'a str {
@@ -71,7 +71,7 @@ pub async fn verify(
     }
 
     let (mut parts, body) = request.into_parts();
-    let body = super::dispatch::read_body(&parts, body, guard.body_limit).await?;
+    let body = super::dispatch::read_body(&parts, body, guard.body).await?;
     let tag = {
         let headers = forwarded(&parts.headers, &names);
         Signed {

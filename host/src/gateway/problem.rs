@@ -15,7 +15,7 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the request body could not be read: {0}")]
     BadBody(String),
-    #[error("the request body did not arrive within {0} seconds")]
+    #[error("the request body did not arrive within {0} ms")]
     BodyTimeout(u64),
     #[error("missing or invalid bearer token")]
     Unauthorized,
@@ -157,7 +157,10 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        if matches!(self, ApiError::PayloadTooLarge(_) | ApiError::BodyTimeout(_)) {
+        if matches!(
+            self,
+            ApiError::PayloadTooLarge(_) | ApiError::BodyTimeout(_)
+        ) {
             // The rest of the body is never read, so the connection cannot carry another request.
             response
                 .headers_mut()

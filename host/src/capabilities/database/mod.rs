@@ -180,8 +180,8 @@ fn too_large(max_bytes: u64) -> Error {
 }
 
 /// Collects a query's rows as they arrive, converting each with the engine's `value_of`, and
-/// stops at the first row past the bounds: the host never holds more than they allow, plus one
-/// row.
+/// stops at the first row past the bounds: the host holds what they allow plus the row being
+/// counted (and, on SQLite, the one row the worker reads ahead).
 async fn collect_rows<R: sqlx::Row>(
     mut stream: BoxStream<'_, Result<R, sqlx::Error>>,
     bounds: &Bounds,
