@@ -124,6 +124,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let routes = Arc::new(routes);
 
     let limits = connection_limits(&config);
+    // Operators and metric scrapers only: a small share, so the two listeners together stay
+    // within the open-file limit the public cap was fitted to.
+    let admin_limits = listener::Limits {
+        max_connections: limits.max_connections.min(ADMIN_MAX_CONNECTIONS),
+        ..limits
+    };
     let tls = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(cert), Some(key)) => Some(listener::tls::acceptor(cert, key)?),
         _ => None,
@@ -151,7 +157,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Some(listener::serve(
                 admin,
                 admin::router(runtime.clone(), &token, metrics.clone()),
-                limits,
+                admin_limits,
                 None,
                 shutdown(),
             ))
@@ -167,7 +173,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Some(listener::serve(
                 admin,
                 admin::metrics_only(metrics.clone()),
-                limits,
+                admin_limits,
                 None,
                 shutdown(),
             ))
@@ -219,6 +225,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Most connections the admin listener holds at once.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// The listeners' timeouts and connection cap, with the open-file limit raised to hold the cap.
 fn connection_limits(config: &Config) -> listener::Limits {

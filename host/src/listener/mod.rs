@@ -160,9 +160,19 @@ fn refuse(stream: TcpStream, peer: SocketAddr, tls: bool, refusing: &Arc<Semapho
     tokio::spawn(async move {
         let _permit = permit;
         let mut stream = stream;
-        // Reading what the client sent before closing keeps the kernel from answering it with
-        // a reset that would discard the 503.
+        // The answer waits for the request's head: an HTTP client may treat an answer that
+        // comes before its request as a broken connection. Reading what the client sent
+        // before closing keeps the kernel from answering it with a reset that would discard
+        // the 503.
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buffer).await? {
+                    0 => break,
+                    n => head.extend_from_slice(&buffer[..n]),
+                }
+            }
             stream.write_all(BUSY).await?;
             stream.shutdown().await?;
             let mut sink = [0u8; 4096];
