@@ -137,6 +137,19 @@ pub async fn prepare(admin: &PgPool, database: &str) -> anyhow::Result<()> {
             "the database user is not a superuser: components can still list the catalogs \
              (schemas, tables, columns, row counts, databases and roles of this server)"
         );
+        let can_cancel: bool = sqlx::query_scalar(
+            "SELECT pg_catalog.pg_has_role(current_user, 'pg_signal_backend', 'USAGE') \
+             AND pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')",
+        )
+        .fetch_one(&mut *transaction)
+        .await?;
+        if !can_cancel {
+            tracing::warn!(
+                "the database user is neither a superuser nor a member of pg_signal_backend and \
+                 pg_read_all_stats: a component's statement is stopped at its deadline only by \
+                 statement_timeout, which the component can lift"
+            );
+        }
     }
     transaction.commit().await?;
     Ok(())
