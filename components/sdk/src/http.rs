@@ -167,3 +167,46 @@ impl Response {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A request as the host hands it over, with the caller's identity filled in.
+    pub(crate) fn request(
+        method: &str,
+        path: &str,
+        query: &str,
+        identity: (Option<&str>, Option<&str>, &[&str]),
+    ) -> Request {
+        let (user_id, org_id, permissions) = identity;
+        Request::from_raw(handler::Request {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Vec::new(),
+            context: handler::RequestContext {
+                request_id: "req-1".into(),
+                user_id: user_id.map(Into::into),
+                org_id: org_id.map(Into::into),
+                roles: Vec::new(),
+                permissions: permissions.iter().map(|p| p.to_string()).collect(),
+                session_id: user_id.map(|_| "session-1".into()),
+                client_ip: None,
+            },
+        })
+    }
+
+    pub(crate) fn request_as(
+        user: Option<&str>,
+        org: Option<&str>,
+        permissions: &[&str],
+    ) -> Request {
+        request("GET", "/x", "", (user, org, permissions))
+    }
+
+    pub(crate) fn request_with_query(query: &str) -> Request {
+        request("GET", "/x", query, (None, None, &[]))
+    }
+}

@@ -4,30 +4,92 @@
 //! and talks to its own database with typed rows. Everything here sits on the raw WIT bindings
 //! of `truevalue:platform`, which stay available in [`bindings`] for anything the SDK lacks.
 //!
+//! What every service repeats is here once: the verified caller and permission checks
+//! ([`Request::user`](http::Request::user), [`Request::org`](http::Request::org),
+//! [`Request::require`](http::Request::require)), rows read with `#[derive(FromRow)]`, cursor
+//! pagination ([`Page`]), the problem catalogue with field errors ([`Problem`]), database errors
+//! that never show the engine's text to clients, and [`time`], [`id`] (UUID v7) and [`hex`].
+//!
 //! ```no_run
+//! use serde::{Deserialize, Serialize};
 //! use truevalue_sdk::prelude::*;
 //!
-//! struct Hello;
+//! struct Contacts;
 //!
-//! impl App for Hello {
+//! impl App for Contacts {
 //!     fn router() -> Router {
-//!         Router::new().get("/hello/{name}", |req| {
-//!             Response::json(200, &serde_json::json!({ "greeting": format!("Hello, {}!", req.param("name")?) }))
-//!         })
+//!         Router::new().get("/contacts", list).post("/contacts", create)
+//!     }
+//!
+//!     fn migrations(_dialect: Dialect) -> Vec<Migration> {
+//!         vec![Migration {
+//!             id: 1,
+//!             name: "contacts",
+//!             sql: "CREATE TABLE contacts (id TEXT PRIMARY KEY, org_id TEXT NOT NULL,
+//!                   name TEXT NOT NULL, created_at BIGINT NOT NULL)",
+//!         }]
 //!     }
 //! }
 //!
-//! truevalue_sdk::component!(Hello);
+//! #[derive(FromRow, Serialize)]
+//! struct Contact {
+//!     id: String,
+//!     name: String,
+//! }
+//!
+//! /// Newest last, a page at a time (`?limit=`, `?cursor=`).
+//! fn list(req: &Request) -> Result<Response, Problem> {
+//!     let caller = req.require("contacts:read")?;
+//!     let page = Page::from_request(req)?;
+//!     let rows: Vec<Contact> = db::query_as(
+//!         "SELECT id, name FROM contacts WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+//!         &[caller.org_id.into(), page.after.clone().unwrap_or_default().into(), page.fetch().into()],
+//!     )?;
+//!     page.respond(rows, |contact| contact.id.clone())
+//! }
+//!
+//! #[derive(Deserialize)]
+//! struct NewContact {
+//!     name: String,
+//! }
+//!
+//! fn create(req: &Request) -> Result<Response, Problem> {
+//!     let caller = req.require("contacts:write")?;
+//!     let body: NewContact = req.json()?;
+//!     let name = body.name.trim();
+//!     if name.is_empty() {
+//!         return Err(Problem::field("name", "must not be empty"));
+//!     }
+//!     // A v7 id sorts by creation time, so `ORDER BY id` lists contacts oldest first.
+//!     let id = truevalue_sdk::id::new();
+//!     db::execute(
+//!         "INSERT INTO contacts (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)",
+//!         &[id.as_str().into(), caller.org_id.into(), name.into(), truevalue_sdk::time::now().into()],
+//!     )
+//!     .on_conflict(|| Problem::conflict("a contact with this id exists"))?;
+//!     Response::json(201, &Contact { id, name: name.into() })
+//! }
+//!
+//! truevalue_sdk::component!(Contacts);
 //! ```
 
+// The derive's code names the SDK as `::truevalue_sdk`, also inside this crate's own tests.
+extern crate self as truevalue_sdk;
+
+pub mod auth;
 pub mod config;
 pub mod db;
+pub mod hex;
 pub mod http;
+pub mod id;
 pub mod log;
+mod page;
 mod problem;
 mod router;
+pub mod time;
 
-pub use problem::Problem;
+pub use page::Page;
+pub use problem::{FieldError, Problem};
 pub use router::Router;
 
 /// The raw bindings generated from the WIT, for what the SDK does not wrap.
@@ -52,10 +114,15 @@ pub trait App {
 }
 
 /// Everything a component usually needs.
+///
+/// `time`, `id` and `hex` are left out so they cannot clash with crates of those names: write
+/// `truevalue_sdk::time::now()`.
 pub mod prelude {
-    pub use crate::db::{self, Dialect, FromRow, Migration, Row, Value};
+    pub use crate::auth::{OrgCaller, User, permission_matches};
+    pub use crate::db::{self, Dialect, FromRow, Migration, OnConflict, Row, Value};
     pub use crate::http::{Request, Response};
-    pub use crate::{App, Problem, Router, config, log};
+    pub use crate::{App, FieldError, Page, Problem, Router, config, log};
+    pub use truevalue_sdk_macros::FromRow;
 }
 
 /// Exports an [`App`] as the component's handler and manifest.

@@ -115,25 +115,9 @@ fn matches(pattern: &[Segment], path: &[&str]) -> Option<HashMap<String, String>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::bindings::exports::truevalue::platform::handler;
 
     fn request(method: &str, path: &str, query: &str) -> Request {
-        Request::from_raw(handler::Request {
-            method: method.into(),
-            path: path.into(),
-            query: query.into(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Vec::new(),
-            context: handler::RequestContext {
-                request_id: "req-1".into(),
-                user_id: None,
-                org_id: None,
-                roles: Vec::new(),
-                permissions: Vec::new(),
-                session_id: None,
-                client_ip: None,
-            },
-        })
+        crate::http::tests::request(method, path, query, (None, None, &[]))
     }
 
     fn echo_name(request: &Request) -> Result<Response, Problem> {
