@@ -19,12 +19,12 @@
 mod password;
 mod totp;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use truevalue_sdk::bindings::truevalue::platform::{crypto, tokens};
 use truevalue_sdk::prelude::*;
+use truevalue_sdk::time::{now, rfc3339};
+use truevalue_sdk::{hex, id};
 
 /// How long a refresh token (and an idle session) lives.
 const REFRESH_TTL: i64 = 7 * 24 * 3600;
@@ -145,13 +145,15 @@ fn register(request: &Request) -> Result<Response, Problem> {
     let email = normalize_email(&body.email)?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(Problem::unprocessable(
-            "`name` must be between 1 and 200 characters",
+        return Err(Problem::field(
+            "name",
+            "must be between 1 and 200 characters",
         ));
     }
     if !is_plain_text(name) {
-        return Err(Problem::unprocessable(
-            "`name` must not contain control or text-direction characters",
+        return Err(Problem::field(
+            "name",
+            "must not contain control or text-direction characters",
         ));
     }
     password::check(&body.password, &email)?;
@@ -166,8 +168,8 @@ fn register(request: &Request) -> Result<Response, Problem> {
     if !exists.is_empty() {
         return Err(taken());
     }
-    let (id, now) = (new_id(), now());
-    let inserted = db::execute(
+    let (id, now) = (id::new(), now());
+    db::execute(
         "INSERT INTO users (id, email, name, password_hash, status, created_at)
          VALUES ($1, $2, $3, $4, 'active', $5)",
         &[
@@ -177,12 +179,9 @@ fn register(request: &Request) -> Result<Response, Problem> {
             hash.into(),
             now.into(),
         ],
-    );
-    match inserted {
-        // Registered in parallel, between the check and the insert.
-        Err(db::Error::Constraint(_)) => return Err(taken()),
-        other => other?,
-    };
+    )
+    // Registered in parallel, between the check and the insert.
+    .on_conflict(taken)?;
     Response::json(
         201,
         &json!({ "id": id, "email": email, "name": name, "status": "active",
@@ -204,7 +203,7 @@ fn normalize_email(raw: &str) -> Result<String, Problem> {
         && !email.chars().any(char::is_whitespace)
         && is_plain_text(&email);
     if !valid {
-        return Err(Problem::unprocessable("`email` must be an email address"));
+        return Err(Problem::field("email", "must be an email address"));
     }
     Ok(email)
 }
@@ -220,6 +219,7 @@ fn is_plain_text(text: &str) -> bool {
     })
 }
 
+#[derive(FromRow)]
 struct User {
     id: String,
     email: String,
@@ -229,21 +229,6 @@ struct User {
     created_at: i64,
     totp_secret: Option<String>,
     totp_pending: Option<String>,
-}
-
-impl FromRow for User {
-    fn from_row(row: &Row) -> Result<Self, db::Error> {
-        Ok(Self {
-            id: row.get("id")?,
-            email: row.get("email")?,
-            name: row.get("name")?,
-            password_hash: row.get("password_hash")?,
-            status: row.get("status")?,
-            created_at: row.get("created_at")?,
-            totp_secret: row.get("totp_secret")?,
-            totp_pending: row.get("totp_pending")?,
-        })
-    }
 }
 
 const USER_COLUMNS: &str =
@@ -263,13 +248,12 @@ fn current_user(request: &Request) -> Result<User, Problem> {
     user_by("id", &user_id)?.ok_or_else(invalid_session)
 }
 
-/// The caller's user and session ids, as the gateway verified them.
+/// The caller's user and session ids, as the gateway verified them. Every route here works on
+/// a session, so a caller without one is told to log in again.
 fn caller(request: &Request) -> Result<(String, String), Problem> {
-    let context = request.context();
-    match (&context.user_id, &context.session_id) {
-        (Some(user), Some(session)) => Ok((user.clone(), session.clone())),
-        _ => Err(invalid_session()),
-    }
+    let user = request.user().map_err(|_| invalid_session())?;
+    let session = user.session_id.ok_or_else(invalid_session)?;
+    Ok((user.id, session))
 }
 
 fn invalid_session() -> Problem {
@@ -328,7 +312,7 @@ fn locked() -> Problem {
 /// Attempts are counted per email address under a keyed hash of it: the address itself is not
 /// stored for an unknown account.
 fn attempts_key(email: &str) -> String {
-    hex(&crypto::hmac_sha256(format!("login:{email}").as_bytes()))
+    hex::encode(&crypto::hmac_sha256(format!("login:{email}").as_bytes()))
 }
 
 /// Refuses at once, without checking a password, while a lock is in force.
@@ -563,11 +547,12 @@ fn seal(secret: &[u8]) -> String {
     let nonce = crypto::random_bytes(16);
     let pad = totp_pad(&nonce);
     let sealed: Vec<u8> = secret.iter().zip(pad).map(|(s, p)| s ^ p).collect();
-    hex(&[nonce, sealed].concat())
+    hex::encode(&[nonce, sealed].concat())
 }
 
 fn unseal(stored: &str) -> Result<Vec<u8>, Problem> {
-    let bytes = unhex(stored)?;
+    let bytes =
+        hex::decode(stored).ok_or_else(|| Problem::internal("a stored TOTP secret is not hex"))?;
     if !(17..=48).contains(&bytes.len()) {
         return Err(Problem::internal(
             "a stored TOTP secret has the wrong length",
@@ -598,7 +583,7 @@ fn recovery_hash(code: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    hex(&crypto::hmac_sha256(
+    hex::encode(&crypto::hmac_sha256(
         format!("recovery:{normalized}").as_bytes(),
     ))
 }
@@ -653,6 +638,7 @@ fn login(request: &Request) -> Result<Response, Problem> {
     token_pair(&user, &session, membership.as_ref(), 200)
 }
 
+#[derive(FromRow)]
 struct Membership {
     org_id: String,
     org_slug: String,
@@ -660,19 +646,6 @@ struct Membership {
     roles: String,
     permissions: String,
     plan: Option<String>,
-}
-
-impl FromRow for Membership {
-    fn from_row(row: &Row) -> Result<Self, db::Error> {
-        Ok(Self {
-            org_id: row.get("org_id")?,
-            org_slug: row.get("org_slug")?,
-            org_name: row.get("org_name")?,
-            roles: row.get("roles")?,
-            permissions: row.get("permissions")?,
-            plan: row.get("plan")?,
-        })
-    }
 }
 
 const MEMBERSHIP_COLUMNS: &str = "org_id, org_slug, org_name, roles, permissions, plan";
@@ -708,7 +681,7 @@ fn open_session(
     user: &User,
     membership: Option<&Membership>,
 ) -> Result<String, Problem> {
-    let (id, now) = (new_id(), now());
+    let (id, now) = (id::new(), now());
     // Only while the password just verified is still the account's: a login racing a password
     // change must not leave a session the change did not see.
     let opened = db::execute(
@@ -754,7 +727,7 @@ fn token_pair(
     membership: Option<&Membership>,
     status: u16,
 ) -> Result<Response, Problem> {
-    let refresh = hex(&crypto::random_bytes(32));
+    let refresh = hex::encode(&crypto::random_bytes(32));
     let now = now();
     db::execute(
         "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
@@ -797,7 +770,7 @@ fn token_pair(
 }
 
 fn refresh_hash(token: &str) -> String {
-    hex(&crypto::hmac_sha256(format!("refresh:{token}").as_bytes()))
+    hex::encode(&crypto::hmac_sha256(format!("refresh:{token}").as_bytes()))
 }
 
 fn invalid_refresh(detail: &str) -> Problem {
@@ -924,25 +897,42 @@ fn switch_org(request: &Request) -> Result<Response, Problem> {
     token_pair(&user, &session, Some(&membership), 200)
 }
 
+/// A session as its owner sees it; `key` orders the list and is not shown.
+#[derive(Serialize)]
+struct SessionView {
+    #[serde(skip)]
+    key: String,
+    id: String,
+    device: String,
+    ip: String,
+    created_at: String,
+    last_seen_at: String,
+    current: bool,
+}
+
+#[derive(FromRow)]
+struct SessionRow {
+    id: String,
+    user_agent: String,
+    ip: String,
+    created_at: i64,
+    last_seen_at: i64,
+}
+
 fn list_sessions(request: &Request) -> Result<Response, Problem> {
     let (user_id, current) = caller(request)?;
-    let limit = match request.query("limit") {
-        None => 50,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=200).contains(n))
-            .ok_or_else(|| Problem::bad_request("`limit` must be a number from 1 to 200"))?,
-    };
-    // The cursor is the last session's `created_at.id`; newest sessions come first.
-    let (before_time, before_id) = match request.query("cursor") {
+    // This list has answered a bad `limit` or `cursor` with 400 since it was published; its
+    // clients keep getting that, with the same detail.
+    let page = Page::from_request(request).map_err(|p| Problem::bad_request(p.detail))?;
+    // The cursor's key is the last session's `created_at.id`; newest sessions come first.
+    let (before_time, before_id) = match &page.after {
         None => (i64::MAX, String::new()),
-        Some(cursor) => cursor
+        Some(key) => key
             .split_once('.')
             .and_then(|(time, id)| Some((time.parse::<i64>().ok()?, id.to_string())))
             .ok_or_else(|| Problem::bad_request("`cursor` is not one this API returned"))?,
     };
-    let rows = db::query(
+    let rows: Vec<SessionRow> = db::query_as(
         "SELECT id, user_agent, ip, created_at, last_seen_at FROM sessions
          WHERE user_id = $1 AND revoked_at IS NULL AND last_seen_at > $5
            AND (created_at < $2 OR (created_at = $2 AND id < $3))
@@ -952,32 +942,24 @@ fn list_sessions(request: &Request) -> Result<Response, Problem> {
             user_id.as_str().into(),
             before_time.into(),
             before_id.into(),
-            (limit + 1).into(),
+            page.fetch().into(),
             // Idle past the refresh token's lifetime: it can no longer be used.
             (now() - REFRESH_TTL).into(),
         ],
     )?;
-    let mut items = Vec::new();
-    let mut next_cursor = None;
-    for (index, row) in rows.iter().enumerate() {
-        let id: String = row.get("id")?;
-        let created_at: i64 = row.get("created_at")?;
-        if index as i64 == limit {
-            break;
-        }
-        if index as i64 == limit - 1 && rows.len() as i64 > limit {
-            next_cursor = Some(format!("{created_at}.{id}"));
-        }
-        items.push(json!({
-            "id": id,
-            "device": row.get::<String>("user_agent")?,
-            "ip": row.get::<String>("ip")?,
-            "created_at": rfc3339(created_at),
-            "last_seen_at": rfc3339(row.get("last_seen_at")?),
-            "current": id == current,
-        }));
-    }
-    Response::json(200, &json!({ "items": items, "next_cursor": next_cursor }))
+    let items = rows
+        .into_iter()
+        .map(|row| SessionView {
+            key: format!("{}.{}", row.created_at, row.id),
+            current: row.id == current,
+            id: row.id,
+            device: row.user_agent,
+            ip: row.ip,
+            created_at: rfc3339(row.created_at),
+            last_seen_at: rfc3339(row.last_seen_at),
+        })
+        .collect();
+    page.respond(items, |session| session.key.clone())
 }
 
 fn revoke_session(request: &Request) -> Result<Response, Problem> {
@@ -1032,51 +1014,7 @@ fn change_password(request: &Request) -> Result<Response, Problem> {
 // Small helpers
 
 fn now_u64() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn now() -> i64 {
-    i64::try_from(now_u64()).unwrap_or(i64::MAX)
-}
-
-fn rfc3339(unix_seconds: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix_seconds)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
-
-/// A random (version 4) UUID.
-fn new_id() -> String {
-    let mut b = crypto::random_bytes(16);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Result<Vec<u8>, Problem> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| Problem::internal("a stored TOTP secret is not hex"))
+    u64::try_from(now()).unwrap_or(0)
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986), for the otpauth label.
