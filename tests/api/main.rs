@@ -13,6 +13,7 @@ mod database;
 mod database_bounds;
 mod disclosure;
 mod gateway;
+mod guestbook;
 mod hot_swap;
 mod identity;
 mod listener;
