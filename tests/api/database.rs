@@ -147,7 +147,7 @@ async fn postgres_gives_each_component_its_own_schema_and_role() {
         .await
         .unwrap();
     let owner: String = sqlx::query_scalar(
-        "SELECT tableowner::text FROM pg_tables WHERE schemaname = 'hello' AND tablename = 'entries'",
+        "SELECT tableowner::text FROM pg_tables WHERE schemaname = 'hello' AND tablename = 'guestbook'",
     )
     .fetch_one(&pool)
     .await
@@ -169,5 +169,5 @@ async fn postgres_gives_each_component_its_own_schema_and_role() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(recorded, 1, "the migration is recorded once");
+    assert_eq!(recorded, 2, "each of the two migrations is recorded once");
 }
