@@ -34,17 +34,23 @@ impl OrgCaller {
 }
 
 /// Whether the granted permission `granted` covers `wanted`: `*` covers everything,
-/// `resource:*` every action on that resource, anything else only itself. So `contacts:*`
-/// covers `contacts:read` but not `contactsx:read`, and `contacts:read` does not cover
+/// `resource:*` every action on that resource, `*:action` that action on every resource
+/// (the `viewer` role's `*:read`), anything else only itself. So `contacts:*` covers
+/// `contacts:read` but not `contactsx:read`, and `contacts:read` does not cover
 /// `contacts:readall`.
 pub fn permission_matches(granted: &str, wanted: &str) -> bool {
     if granted == "*" || granted == wanted {
         return true;
     }
-    match (granted.strip_suffix(":*"), wanted.split_once(':')) {
-        (Some(resource), Some((wanted_resource, _))) => {
-            !resource.is_empty() && resource == wanted_resource
-        }
+    let (Some((resource, action)), Some((wanted_resource, wanted_action))) =
+        (granted.split_once(':'), wanted.split_once(':'))
+    else {
+        return false;
+    };
+    match (resource, action) {
+        ("*", "*") => true,
+        ("*", action) => !action.is_empty() && action == wanted_action,
+        (resource, "*") => !resource.is_empty() && resource == wanted_resource,
         _ => false,
     }
 }
@@ -117,6 +123,8 @@ mod tests {
         assert!(permission_matches("contacts:*", "contacts:delete"));
         assert!(permission_matches("*", "contacts:read"));
         assert!(permission_matches("*", "billing:manage"));
+        assert!(permission_matches("*:read", "contacts:read"));
+        assert!(permission_matches("*:read", "members:read"));
     }
 
     #[test]
@@ -130,6 +138,9 @@ mod tests {
         assert!(!permission_matches(":*", "contacts:read"));
         assert!(!permission_matches("contacts:*", "contacts"));
         assert!(!permission_matches("", "contacts:read"));
+        assert!(!permission_matches("*:read", "contacts:write"));
+        assert!(!permission_matches("*:read", "contacts:readall"));
+        assert!(!permission_matches("*:", "contacts:read"));
     }
 
     #[test]

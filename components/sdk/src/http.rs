@@ -194,6 +194,7 @@ pub(crate) mod tests {
                 permissions: permissions.iter().map(|p| p.to_string()).collect(),
                 session_id: user_id.map(|_| "session-1".into()),
                 client_ip: None,
+                caller: None,
             },
         })
     }

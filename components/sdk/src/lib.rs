@@ -86,6 +86,7 @@ pub mod log;
 mod page;
 mod problem;
 mod router;
+pub mod services;
 pub mod time;
 
 pub use page::Page;
@@ -121,7 +122,7 @@ pub mod prelude {
     pub use crate::auth::{OrgCaller, User, permission_matches};
     pub use crate::db::{self, Dialect, FromRow, Migration, OnConflict, Row, Value};
     pub use crate::http::{Request, Response};
-    pub use crate::{App, FieldError, Page, Problem, Router, config, log};
+    pub use crate::{App, FieldError, Page, Problem, Router, config, log, services};
     pub use truevalue_sdk_macros::FromRow;
 }
 
