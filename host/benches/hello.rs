@@ -200,16 +200,18 @@ async fn in_process() {
         crypto: Arc::new(truevalue::capabilities::crypto::Crypto::new(secret)),
         cache,
     };
-    let runtime = Runtime::start(
-        engine,
-        capabilities,
-        policies,
-        &host_dir,
-        host_dir.join("cache"),
-        64,
-    )
-    .await
-    .unwrap();
+    let runtime = Arc::new(
+        Runtime::start(
+            engine,
+            capabilities,
+            policies,
+            &host_dir,
+            host_dir.join("cache"),
+            64,
+        )
+        .await
+        .unwrap(),
+    );
     let slot = runtime.route("/hello").unwrap().clone();
     let request = Request {
         method: "GET".into(),
@@ -225,6 +227,7 @@ async fn in_process() {
             permissions: Vec::new(),
             session_id: None,
             client_ip: None,
+            caller: None,
         },
     };
 

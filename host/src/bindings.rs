@@ -8,4 +8,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::exports::truevalue::platform::{handler, manifest};
-pub use self::truevalue::platform::{cache, config, crypto, database, log, tokens};
+pub use self::truevalue::platform::{cache, config, crypto, database, log, services, tokens};

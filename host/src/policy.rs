@@ -18,6 +18,7 @@ pub enum Capability {
     Tokens,
     Config,
     Log,
+    Services,
 }
 
 impl Capability {
@@ -30,6 +31,7 @@ impl Capability {
             Capability::Tokens => "tokens",
             Capability::Config => "config",
             Capability::Log => "log",
+            Capability::Services => "services",
         }
     }
 
@@ -47,6 +49,7 @@ impl Capability {
             Capability::Tokens,
             Capability::Config,
             Capability::Log,
+            Capability::Services,
         ]
         .into_iter()
         .find(|c| c.interface() == name)
@@ -118,9 +121,23 @@ pub struct Policy {
     /// a valid one.
     #[serde(default)]
     pub public_routes: Vec<String>,
+    /// Path prefixes (within `routes`) that only other components reach, through the
+    /// `services` capability; the gateway answers 404 for them.
+    #[serde(default)]
+    pub internal_routes: Vec<String>,
+    /// Route patterns with an `{org_slug}` segment, e.g. `/org/api/organizations/{org_slug}`:
+    /// the gateway answers 404 unless that segment is the caller's token's `org_slug`.
+    #[serde(default)]
+    pub org_routes: Vec<String>,
     /// Host interfaces the component may import.
     #[serde(default)]
     pub capabilities: BTreeSet<Capability>,
+    /// The components whose internal routes this one may call (`services` capability).
+    #[serde(default)]
+    pub services: BTreeSet<String>,
+    /// The permissions the component declares (`resource:action`), for the permission catalog.
+    #[serde(default)]
+    pub permissions: Vec<String>,
     #[serde(default)]
     pub limits: Limits,
     /// Values the component reads through the `config` capability, as text: numbers and
@@ -169,7 +186,39 @@ impl Policy {
     pub fn is_public(&self, path: &str) -> bool {
         self.public_routes.iter().any(|prefix| under(path, prefix))
     }
+
+    /// Whether `path` is reachable only from other components.
+    pub fn is_internal(&self, path: &str) -> bool {
+        self.internal_routes
+            .iter()
+            .any(|prefix| under(path, prefix))
+    }
+
+    /// The organization slug `path` names through one of `org_routes`, if it does.
+    pub fn org_slug<'p>(&self, path: &'p str) -> Option<&'p str> {
+        self.org_routes
+            .iter()
+            .find_map(|pattern| org_slug_in(pattern, path))
+    }
 }
+
+/// The segment of `path` in the place of `{org_slug}` in `pattern`, when `path` is the pattern
+/// or below it.
+fn org_slug_in<'p>(pattern: &str, path: &'p str) -> Option<&'p str> {
+    let mut segments = path.split('/');
+    let mut slug = None;
+    for expected in pattern.split('/') {
+        let segment = segments.next()?;
+        if expected == ORG_SLUG {
+            slug = Some(segment).filter(|s| !s.is_empty());
+        } else if expected != segment {
+            return None;
+        }
+    }
+    slug
+}
+
+const ORG_SLUG: &str = "{org_slug}";
 
 /// Whether `path` is `prefix` or below it, by whole segments.
 pub fn under(path: &str, prefix: &str) -> bool {
@@ -267,6 +316,56 @@ fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
         if !policy.routes.iter().any(|route| under(public, route)) {
             problems.push(format!(
                 "{at}: public route {public:?} is not under any of `routes`"
+            ));
+        }
+    }
+    for internal in &policy.internal_routes {
+        if !policy.routes.iter().any(|route| under(internal, route)) {
+            problems.push(format!(
+                "{at}: internal route {internal:?} is not under any of `routes`"
+            ));
+        }
+        if policy
+            .public_routes
+            .iter()
+            .any(|public| under(internal, public) || under(public, internal))
+        {
+            problems.push(format!(
+                "{at}: internal route {internal:?} overlaps a public route"
+            ));
+        }
+    }
+    for pattern in &policy.org_routes {
+        let literal = pattern.replace(ORG_SLUG, "x");
+        if pattern.matches(ORG_SLUG).count() != 1
+            || !pattern.split('/').any(|segment| segment == ORG_SLUG)
+            || !policy.routes.iter().any(|route| under(&literal, route))
+        {
+            problems.push(format!(
+                "{at}: org route {pattern:?} must be under one of `routes` with exactly one whole segment `{ORG_SLUG}`, like \"/{}/orgs/{ORG_SLUG}\"",
+                policy.name
+            ));
+        }
+    }
+    if !policy.services.is_empty() && !policy.capabilities.contains(&Capability::Services) {
+        problems.push(format!(
+            "{at}: `services` lists components to call, but `capabilities` does not grant \"services\""
+        ));
+    }
+    for permission in &policy.permissions {
+        let valid = permission
+            .split_once(':')
+            .is_some_and(|(resource, action)| {
+                [resource, action].iter().all(|part| {
+                    !part.is_empty()
+                        && part.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c)
+                        })
+                })
+            });
+        if !valid {
+            problems.push(format!(
+                "{at}: permission {permission:?} must be `resource:action` in lower case, like \"contacts:read\""
             ));
         }
     }
@@ -374,6 +473,28 @@ impl RouteTable {
             .iter()
             .find(|(prefix, _)| under(path, prefix))
             .map(|(_, policy)| policy)
+    }
+}
+
+#[cfg(test)]
+mod org_route_tests {
+    use super::org_slug_in;
+
+    #[test]
+    fn the_slug_is_the_segment_in_its_place_on_the_route_and_below() {
+        let pattern = "/org/api/organizations/{org_slug}";
+        assert_eq!(
+            org_slug_in(pattern, "/org/api/organizations/acme"),
+            Some("acme")
+        );
+        assert_eq!(
+            org_slug_in(pattern, "/org/api/organizations/acme/members/u1"),
+            Some("acme")
+        );
+        assert_eq!(org_slug_in(pattern, "/org/api/organizations"), None);
+        assert_eq!(org_slug_in(pattern, "/org/api/organizations/"), None);
+        assert_eq!(org_slug_in(pattern, "/org/api/invites/t/accept"), None);
+        assert_eq!(org_slug_in(pattern, "/org/api/organizationsx/acme"), None);
     }
 }
 

@@ -673,66 +673,6 @@ async fn totp_guards_the_login_and_each_code_works_once(engine: Engine) {
     assert_eq!(attempt(None).await.status(), 200);
 }
 
-/// Organizations are the org service's; the memberships it reports are what switch-org checks.
-#[tokio::test]
-async fn switching_organization_needs_a_membership_and_scopes_the_tokens() {
-    let app = app(Engine::Postgres).await;
-    let (email, pair) = signed_up(&app).await;
-    let token = text(&pair, "access_token");
-    let user_id = claims(token)["sub"].as_str().unwrap().to_string();
-    let switch = |slug: &str| {
-        post(
-            &app,
-            "/auth/switch-org",
-            Some(token),
-            json!({ "org_slug": slug }),
-        )
-    };
-    problem(switch("acme").await, 404).await;
-
-    let db = sqlx::PgPool::connect(app.database_url.as_deref().unwrap())
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO auth.memberships (user_id, org_id, org_slug, org_name, roles, permissions, plan)
-         VALUES ($1, 'org-1', 'acme', 'Acme Inc', 'admin', 'contacts:read,contacts:write', 'pro')",
-    )
-    .bind(&user_id)
-    .execute(&db)
-    .await
-    .unwrap();
-    db.close().await;
-
-    let switched = switch("acme").await;
-    assert_eq!(switched.status(), 200);
-    let switched: Value = switched.json().await.unwrap();
-    let scoped = claims(text(&switched, "access_token"));
-    assert_eq!(scoped["org_id"], "org-1");
-    assert_eq!(scoped["org_slug"], "acme");
-    assert_eq!(scoped["org_name"], "Acme Inc");
-    assert_eq!(scoped["roles"], json!(["admin"]));
-    assert_eq!(
-        scoped["permissions"],
-        json!(["contacts:read", "contacts:write"])
-    );
-    assert_eq!(scoped["plan"], "pro");
-    // Refreshing keeps the organization; the refresh token from before the switch is gone.
-    let refreshed: Value = refresh(&app, text(&switched, "refresh_token"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(claims(text(&refreshed, "access_token"))["org_slug"], "acme");
-    problem(refresh(&app, text(&pair, "refresh_token")).await, 401).await;
-
-    // Logging in straight into an organization.
-    let body = json!({ "email": email, "password": PASSWORD, "org_slug": "acme" });
-    let direct: Value = login_with(&app, body, "t").await.json().await.unwrap();
-    assert_eq!(claims(text(&direct, "access_token"))["org_id"], "org-1");
-    let body = json!({ "email": email, "password": PASSWORD, "org_slug": "globex" });
-    problem(login_with(&app, body, "t").await, 404).await;
-}
-
 /// The `totp_secret` column of the account, read straight from the component's database.
 async fn stored_totp_secret(app: &TestApp, engine: Engine, email: &str) -> String {
     let sql = "SELECT totp_secret FROM users WHERE email = $1";

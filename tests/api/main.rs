@@ -20,6 +20,7 @@ mod listener;
 mod quotas;
 mod rate_limit;
 mod sandbox;
+mod services;
 mod split;
 mod sql_guard;
 mod trusted;

@@ -22,6 +22,7 @@ mod totp;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use truevalue_sdk::bindings::truevalue::platform::{crypto, tokens};
+use truevalue_sdk::http::percent_encode;
 use truevalue_sdk::prelude::*;
 use truevalue_sdk::time::{now, rfc3339};
 use truevalue_sdk::{hex, id};
@@ -57,14 +58,22 @@ impl App for Auth {
             .post("/auth/mfa/totp/enable", totp_enable)
             .post("/auth/mfa/disable", mfa_disable)
             .post("/auth/password/change", change_password)
+            .post("/auth/internal/users", users_by_id)
     }
 
     fn migrations(_dialect: Dialect) -> Vec<Migration> {
-        vec![Migration {
-            id: 1,
-            name: "accounts, sessions, refresh tokens, recovery codes, memberships",
-            sql: SCHEMA,
-        }]
+        vec![
+            Migration {
+                id: 1,
+                name: "accounts, sessions, refresh tokens, recovery codes, memberships",
+                sql: SCHEMA,
+            },
+            Migration {
+                id: 2,
+                name: "memberships are the org component's alone",
+                sql: "DROP TABLE memberships",
+            },
+        ]
     }
 }
 
@@ -132,6 +141,48 @@ CREATE INDEX memberships_by_slug ON memberships (user_id, org_slug);
 
 // ---------------------------------------------------------------------------------------------
 // Accounts
+
+/// Most accounts one `POST /auth/internal/users` looks up.
+const MAX_LOOKUP: usize = 1000;
+
+#[derive(Deserialize)]
+struct UserIds {
+    ids: Vec<String>,
+}
+
+#[derive(FromRow, Serialize)]
+struct PublicUser {
+    id: String,
+    email: String,
+    name: String,
+    status: String,
+}
+
+/// `POST /auth/internal/users {ids}`: the accounts with those ids (unknown ids are left out),
+/// for the org component's member lists — one call for a whole page of members.
+fn users_by_id(request: &Request) -> Result<Response, Problem> {
+    request.require_caller(&["org"])?;
+    let body: UserIds = request.json()?;
+    if body.ids.len() > MAX_LOOKUP {
+        return Err(Problem::field(
+            "ids",
+            format!("at most {MAX_LOOKUP} ids at a time"),
+        ));
+    }
+    let mut items: Vec<PublicUser> = Vec::with_capacity(body.ids.len());
+    for chunk in body.ids.chunks(100) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let params: Vec<Value> = chunk.iter().map(|id| id.as_str().into()).collect();
+        items.extend(db::query_as::<PublicUser>(
+            &format!(
+                "SELECT id, email, name, status FROM users WHERE id IN ({})",
+                placeholders.join(", ")
+            ),
+            &params,
+        )?);
+    }
+    Response::json(200, &json!({ "items": items }))
+}
 
 #[derive(Deserialize)]
 struct Registration {
@@ -631,47 +682,117 @@ fn login(request: &Request) -> Result<Response, Problem> {
         return Err(Problem::forbidden("this account is disabled"));
     }
     let membership = match &body.org_slug {
-        Some(slug) => Some(membership_by_slug(&user.id, slug)?),
+        Some(slug) => Some(membership_by_slug(&user, slug)?),
         None => None,
     };
     let session = open_session(request, &user, membership.as_ref())?;
     token_pair(&user, &session, membership.as_ref(), 200)
 }
 
-#[derive(FromRow)]
+/// An organization the user belongs to and their rights there, read when a token is minted:
+/// membership from the org component (the one source of truth for it), roles and permissions
+/// from the permission component. Auth keeps no copy, so nothing here can go stale; a change
+/// reaches outstanding access tokens through the host's rights-change check.
 struct Membership {
     org_id: String,
     org_slug: String,
     org_name: String,
-    roles: String,
-    permissions: String,
+    plan: String,
+    roles: Vec<String>,
+    permissions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct OrgMembership {
+    org_id: String,
+    org_slug: String,
+    org_name: String,
     plan: Option<String>,
 }
 
-const MEMBERSHIP_COLUMNS: &str = "org_id, org_slug, org_name, roles, permissions, plan";
+#[derive(Deserialize)]
+struct Grants {
+    roles: Vec<String>,
+    permissions: Vec<String>,
+    #[serde(default)]
+    require_mfa: bool,
+}
 
-/// The user's membership of the organization whose `column` (`org_slug` or `org_id`) is
-/// `value`.
-fn membership(user_id: &str, column: &str, value: &str) -> Result<Option<Membership>, Problem> {
-    Ok(db::query_one(
+/// The user's membership of the organization `org` names (`org_slug=…` or `org_id=…`), or
+/// `None` when they are not a member (or no org component is installed).
+fn membership(user: &User, org: (&str, &str)) -> Result<Option<Membership>, Problem> {
+    let path = format!(
+        "/org/internal/membership?user_id={}&{}={}",
+        percent_encode(&user.id),
+        org.0,
+        percent_encode(org.1)
+    );
+    let reply = match services::call("org", "GET", &path, &[]) {
+        Ok(reply) => reply,
+        // Without an org component there are no organizations to belong to.
+        Err(services::CallError::NotFound) => return Ok(None),
+        Err(error) => {
+            log::error(&format!("asking org for a membership: {error:?}"));
+            return Err(unavailable("organizations"));
+        }
+    };
+    let found: OrgMembership = match reply.status {
+        200 => serde_json::from_slice(&reply.body)
+            .map_err(|e| Problem::internal(format!("org answered a membership with {e}")))?,
+        404 => return Ok(None),
+        status => {
+            log::error(&format!("org answered a membership lookup with {status}"));
+            return Err(unavailable("organizations"));
+        }
+    };
+    let grants: Grants = services::get_json(
+        "permission",
         &format!(
-            "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE user_id = $1 AND {column} = $2"
+            "/permission/internal/grants?user_id={}&org_id={}",
+            percent_encode(&user.id),
+            percent_encode(&found.org_id)
         ),
-        &[user_id.into(), value.into()],
-    )?)
+    )?;
+    if grants.require_mfa && user.totp_secret.is_none() {
+        return Err(Problem::new(
+            403,
+            "mfa-required-by-organization",
+            "Forbidden",
+            format!(
+                "{} requires two-factor sign-in: enable TOTP (POST /auth/mfa/totp/setup), then sign in again",
+                found.org_name
+            ),
+        ));
+    }
+    Ok(Some(Membership {
+        org_id: found.org_id,
+        org_slug: found.org_slug,
+        org_name: found.org_name,
+        plan: found.plan.unwrap_or_else(|| "free".into()),
+        roles: grants.roles,
+        permissions: grants.permissions,
+    }))
+}
+
+fn unavailable(what: &str) -> Problem {
+    Problem::new(
+        503,
+        "unavailable",
+        "Service unavailable",
+        format!("{what} cannot be reached right now; try again shortly"),
+    )
 }
 
 /// The caller's membership of the organization `slug`; 404 when there is none, whether or not
 /// the organization exists.
-fn membership_by_slug(user_id: &str, slug: &str) -> Result<Membership, Problem> {
-    // No organization has such a slug: answered without asking the database (PostgreSQL
-    // refuses text with NUL in it) and without echoing it.
+fn membership_by_slug(user: &User, slug: &str) -> Result<Membership, Problem> {
+    // No organization has such a slug: answered without asking (and without echoing it).
     if slug.is_empty() || slug.len() > 200 || !is_plain_text(slug) {
         return Err(Problem::not_found(
             "you are not a member of an organization with that slug",
         ));
     }
-    membership(user_id, "org_slug", slug)?.ok_or_else(|| {
+    membership(user, ("org_slug", slug))?.ok_or_else(|| {
         Problem::not_found(format!("you are not a member of an organization `{slug}`"))
     })
 }
@@ -739,21 +860,17 @@ fn token_pair(
             (now + REFRESH_TTL).into(),
         ],
     )?;
-    let list = |csv: &str| -> Vec<String> {
-        csv.split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
-    };
     let access = tokens::mint_access(&tokens::Claims {
         user_id: user.id.clone(),
         email: user.email.clone(),
         org_id: membership.map(|m| m.org_id.clone()),
         org_slug: membership.map(|m| m.org_slug.clone()),
         org_name: membership.map(|m| m.org_name.clone()),
-        roles: membership.map(|m| list(&m.roles)).unwrap_or_default(),
-        permissions: membership.map(|m| list(&m.permissions)).unwrap_or_default(),
-        plan: membership.and_then(|m| m.plan.clone()),
+        roles: membership.map(|m| m.roles.clone()).unwrap_or_default(),
+        permissions: membership
+            .map(|m| m.permissions.clone())
+            .unwrap_or_default(),
+        plan: membership.map(|m| m.plan.clone()),
         session_id: session.to_string(),
     });
     Response::json(
@@ -823,9 +940,16 @@ fn refresh(request: &Request) -> Result<Response, Problem> {
         ],
     )?;
     let membership = match &org_id {
-        Some(org_id) => membership(&user.id, "org_id", org_id)?,
+        Some(org_id) => membership(&user, ("org_id", org_id))?,
         None => None,
     };
+    if org_id.is_some() && membership.is_none() {
+        // No longer a member: the session goes on outside any organization.
+        db::execute(
+            "UPDATE sessions SET org_id = NULL WHERE id = $1",
+            &[session_id.as_str().into()],
+        )?;
+    }
     token_pair(&user, &session_id, membership.as_ref(), 200)
 }
 
@@ -880,7 +1004,7 @@ fn switch_org(request: &Request) -> Result<Response, Problem> {
     let body: SwitchOrg = request.json()?;
     let user = current_user(request)?;
     let (_, session) = caller(request)?;
-    let membership = membership_by_slug(&user.id, body.org_slug.trim())?;
+    let membership = membership_by_slug(&user, body.org_slug.trim())?;
     db::execute(
         "UPDATE sessions SET org_id = $2, last_seen_at = $3 WHERE id = $1",
         &[
@@ -1015,18 +1139,6 @@ fn change_password(request: &Request) -> Result<Response, Problem> {
 
 fn now_u64() -> u64 {
     u64::try_from(now()).unwrap_or(0)
-}
-
-/// Percent-encodes everything but unreserved characters (RFC 3986), for the otpauth label.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -165,6 +165,15 @@ mod tests {
     }
 
     #[test]
+    fn percent_encoding_round_trips_through_the_query() {
+        let value = "a b&c=d/é%";
+        let encoded = crate::http::percent_encode(value);
+        assert_eq!(encoded, "a%20b%26c%3Dd%2F%C3%A9%25");
+        let request = request("GET", "/hello", &format!("v={encoded}"));
+        assert_eq!(request.query("v").as_deref(), Some(value));
+    }
+
+    #[test]
     fn problems_render_as_rfc_9457_with_the_request_id() {
         let response =
             Problem::not_found("no such contact").into_response(&request("GET", "/x", ""));

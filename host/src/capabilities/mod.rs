@@ -5,6 +5,7 @@ pub mod config;
 pub mod crypto;
 pub mod database;
 pub mod log;
+pub mod services;
 pub mod tokens;
 
 use std::sync::Arc;

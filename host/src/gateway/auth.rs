@@ -27,6 +27,9 @@ pub enum Caller {
     User(Arc<Claims>),
     /// A token was presented and refused; why, in fixed words (never the token's content).
     Refused(&'static str),
+    /// The token is valid, but the bearer's rights in its organization changed since it was
+    /// minted: a refresh gets the current ones.
+    RightsChanged,
 }
 
 /// At most 200 characters of `text`, with line breaks and quotes escaped.
@@ -55,6 +58,7 @@ pub async fn identify(State(auth): State<Arc<Auth>>, mut request: Request, next:
             Ok(claims) => Caller::User(Arc::new(claims)),
             Err(TokenError::Expired) => Caller::Refused("the access token has expired"),
             Err(TokenError::Revoked) => Caller::Refused("the session was revoked"),
+            Err(TokenError::RightsChanged) => Caller::RightsChanged,
             Err(TokenError::Invalid(why)) => {
                 // The detail may quote the token (its `kid`, a parser's view of it): operators
                 // get a bounded excerpt, the client a fixed answer.
@@ -80,14 +84,34 @@ pub async fn require(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let path = request.uri().path();
+    let policy = auth.routes.find(path);
+    // Internal routes answer only other components (through `services`): to a client they do
+    // not exist.
+    if policy.is_some_and(|policy| policy.is_internal(path)) {
+        return Err(ApiError::NoRoute(path.into()));
+    }
     // Public routes need no token, and on them a stale token is no reason to refuse: the
     // caller is served as anonymous.
-    let public = is_public(&auth.routes, request.uri().path());
-    match request.extensions().get::<Caller>() {
+    let public = is_public(&auth.routes, path);
+    let caller = request.extensions().get::<Caller>();
+    match caller {
         Some(Caller::User(_)) => {}
         _ if public => {}
         Some(Caller::Refused(why)) => return Err(ApiError::InvalidToken((*why).into())),
+        Some(Caller::RightsChanged) => return Err(ApiError::RightsChanged),
         Some(Caller::Anonymous) | None => return Err(ApiError::Unauthorized),
+    }
+    // An organization's routes exist only for its members' tokens: another tenant learns
+    // nothing, not even that the slug is taken.
+    if let Some(slug) = policy.and_then(|policy| policy.org_slug(path)) {
+        let own = match caller {
+            Some(Caller::User(claims)) => claims.org_slug.as_deref() == Some(slug),
+            _ => false,
+        };
+        if !own {
+            return Err(ApiError::NoRoute(path.into()));
+        }
     }
     Ok(next.run(request).await)
 }

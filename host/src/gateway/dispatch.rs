@@ -105,7 +105,7 @@ pub async fn read_body(parts: &Parts, body: Body, rules: BodyRules) -> Result<By
 
 /// Runs the request through the component in this process.
 async fn local(
-    runtime: &Runtime,
+    runtime: &Arc<Runtime>,
     component: &str,
     parts: Parts,
     body: Bytes,
@@ -210,6 +210,7 @@ fn context(caller: Option<&Caller>, client_ip: Option<String>) -> RequestContext
             permissions: claims.permissions.clone(),
             session_id: Some(claims.session_id.clone()).filter(|id| !id.is_empty()),
             client_ip,
+            caller: None,
         },
         _ => RequestContext {
             request_id,
@@ -219,6 +220,7 @@ fn context(caller: Option<&Caller>, client_ip: Option<String>) -> RequestContext
             permissions: Vec::new(),
             session_id: None,
             client_ip,
+            caller: None,
         },
     }
 }

@@ -21,6 +21,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("invalid access token: {0}")]
     InvalidToken(String),
+    #[error(
+        "the caller's rights in the organization changed since the access token was minted; refresh it"
+    )]
+    RightsChanged,
     #[error("refused: {0}")]
     GatewaySignature(String),
     #[error("no node could be reached: {0}")]
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::InvalidToken(_) => {
                 (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
             }
+            ApiError::RightsChanged => (StatusCode::UNAUTHORIZED, "rights-changed", "Unauthorized"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::Unprocessable(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -149,7 +154,7 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::InvalidToken(_) => {
+            ApiError::InvalidToken(_) | ApiError::RightsChanged => {
                 let challenge = HeaderValue::from_static("Bearer error=\"invalid_token\"");
                 response
                     .headers_mut()

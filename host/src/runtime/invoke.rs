@@ -22,6 +22,15 @@ pub struct RequestMeta {
     pub request_id: String,
 }
 
+/// Where a request stands in a chain of calls between components.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    /// 0 for a request from the gateway, 1 for a call it makes, and so on.
+    pub depth: u8,
+    /// When the outermost request's time is up; a callee never runs past it.
+    pub deadline: Instant,
+}
+
 /// How a request through a component ended.
 pub enum Outcome {
     /// The handler answered; below 500 its transaction was committed.
@@ -74,7 +83,17 @@ impl Drop for Live {
 }
 
 impl Runtime {
-    pub async fn handle(&self, slot: &Slot, request: Request) -> Outcome {
+    /// A request from the gateway.
+    pub async fn handle(self: &Arc<Self>, slot: &Slot, request: Request) -> Outcome {
+        let call = Call {
+            depth: 0,
+            deadline: Instant::now() + slot.sandbox.deadline(),
+        };
+        self.run(slot, request, call).await
+    }
+
+    /// A request from the gateway or another component, ending by `call.deadline` at the latest.
+    pub async fn run(self: &Arc<Self>, slot: &Slot, request: Request, call: Call) -> Outcome {
         let Ok(_pool) = self.pool.clone().try_acquire_owned() else {
             return Outcome::Busy;
         };
@@ -87,10 +106,20 @@ impl Runtime {
         let _live = Live::new(sandbox.name.clone());
         let started = Instant::now();
 
-        let mut store = sandbox.store(&self.engine, &request.context.request_id);
-        let result =
-            tokio::time::timeout(sandbox.deadline(), call(&version.pre, &mut store, &request))
-                .await;
+        let deadline = call.deadline.min(started + sandbox.deadline());
+        let call = Call { deadline, ..call };
+        let services = sandbox.services(self, &request.context, call);
+        let mut store = sandbox.store(
+            &self.engine,
+            &request.context.request_id,
+            deadline,
+            Some(services),
+        );
+        let result = tokio::time::timeout_at(
+            deadline.into(),
+            instantiate_and_call(&version.pre, &mut store, &request),
+        )
+        .await;
         let transaction = store.data_mut().database.take_transaction();
         let outcome = match result {
             Ok(Ok(response)) if response.status < 500 => match transaction {
@@ -124,7 +153,7 @@ impl Runtime {
     }
 }
 
-async fn call(
+async fn instantiate_and_call(
     pre: &crate::bindings::ServicePre<State>,
     store: &mut Store<State>,
     request: &Request,

@@ -162,7 +162,8 @@ pub async fn load(
         )
     })?;
 
-    let mut store = slot.store(engine, "deploy");
+    let deadline = std::time::Instant::now() + slot.deadline();
+    let mut store = slot.store(engine, "deploy", deadline, None);
     let manifest = async {
         let instance = pre
             .instantiate_async(&mut store)

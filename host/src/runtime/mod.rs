@@ -8,7 +8,7 @@ mod registry;
 mod state;
 
 pub use engine::new_engine;
-pub use invoke::{Failure, Outcome, RequestMeta};
+pub use invoke::{Call, Failure, Outcome, RequestMeta};
 pub use loader::Loaded;
 pub use registry::{ComponentInfo, DeployError, Runtime, Sandbox, Slot};
 pub use state::State;

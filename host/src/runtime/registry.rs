@@ -3,9 +3,9 @@
 //! version they started with, and the previous version stays for rollback. Deployed versions
 //! are kept in the data directory, so a restart comes back on the same versions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,15 +18,18 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::add_to_linker_async;
 
+use super::invoke::Call;
 use super::loader::{self, Loaded};
 use super::state::{State, StoreLimits};
 use crate::bindings;
+use crate::bindings::handler::RequestContext;
 use crate::capabilities::Capabilities;
 use crate::capabilities::cache::{CacheCtx, Space};
 use crate::capabilities::config::ConfigCtx;
 use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::{self, Backend, ComponentDb, DatabaseCtx, Dialect};
 use crate::capabilities::log::LogCtx;
+use crate::capabilities::services::ServicesCtx;
 use crate::capabilities::tokens::TokensCtx;
 use crate::policy::{Capability, Policy, RouteTable};
 
@@ -42,11 +45,21 @@ pub struct Sandbox {
     cache: CacheCtx,
     crypto: CryptoCtx,
     tokens: TokensCtx,
+    /// The components this one may call (`services` in its policy; empty when not granted).
+    services: Arc<BTreeSet<String>>,
 }
 
 impl Sandbox {
-    /// A fresh store for one request, with the policy's memory limit and deadline.
-    pub(crate) fn store(&self, engine: &Engine, request_id: &str) -> Store<State> {
+    /// A fresh store for one request, with the policy's memory limit, ending at `deadline`.
+    /// `services`: who the instance serves and how it may call other components; `None` for
+    /// the throwaway instance that reads the manifest.
+    pub(crate) fn store(
+        &self,
+        engine: &Engine,
+        request_id: &str,
+        deadline: Instant,
+        services: Option<ServicesCtx>,
+    ) -> Store<State> {
         let limits = &self.policy.limits;
         let state = State {
             wasi: WasiCtx::builder().build(),
@@ -59,25 +72,67 @@ impl Sandbox {
                 self.db.clone(),
                 self.dialect,
                 database::Bounds {
-                    deadline: Some(Instant::now() + self.deadline()),
+                    deadline: Some(deadline),
                     max_rows: limits.max_result_rows,
                     max_bytes: limits.result_bytes(),
                 },
             ),
             cache: self.cache.clone(),
             crypto: self.crypto.clone(),
-            tokens: self.tokens.clone(),
+            tokens: self.tokens.for_request(),
             config: ConfigCtx::new(self.config.clone()),
             log: LogCtx::new(self.name.clone(), request_id.into()),
+            services: services.unwrap_or_else(|| self.no_services(deadline)),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
         // Guest code hands its thread back to the executor at every epoch tick, so even an
         // endless loop never holds a worker; the caller enforces the wall-clock deadline by
-        // dropping the call (`tokio::time::timeout`).
+        // dropping the call (`tokio::time::timeout_at`).
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         store
+    }
+
+    /// For the manifest's throwaway instance: it serves no request, so it may call nobody.
+    fn no_services(&self, deadline: Instant) -> ServicesCtx {
+        ServicesCtx::new(
+            Weak::new(),
+            self.name.clone(),
+            Arc::new(BTreeSet::new()),
+            self.tokens.tokens().clone(),
+            RequestContext {
+                request_id: String::new(),
+                user_id: None,
+                org_id: None,
+                roles: Vec::new(),
+                permissions: Vec::new(),
+                session_id: None,
+                client_ip: None,
+                caller: None,
+            },
+            Call { depth: 0, deadline },
+        )
+    }
+
+    /// The `services` state of one request through this component.
+    pub(crate) fn services(
+        &self,
+        runtime: &Arc<Runtime>,
+        context: &RequestContext,
+        call: Call,
+    ) -> ServicesCtx {
+        ServicesCtx::new(
+            Arc::downgrade(runtime),
+            self.name.clone(),
+            self.services.clone(),
+            self.tokens.tokens().clone(),
+            RequestContext {
+                caller: None,
+                ..context.clone()
+            },
+            call,
+        )
     }
 
     pub fn deadline(&self) -> Duration {
@@ -222,6 +277,10 @@ impl Runtime {
             ),
             // Ungranted, the interface is not linked, so the shared keys are unreachable.
             tokens: TokensCtx::new(capabilities.tokens.clone()),
+            services: Arc::new(match policy.grants(Capability::Services) {
+                true => policy.services.clone(),
+                false => BTreeSet::new(),
+            }),
             crypto: match policy.grants(Capability::Crypto) {
                 true => capabilities.crypto.for_component(&policy.name),
                 false => capabilities.crypto.ungranted(),
@@ -393,6 +452,12 @@ fn linker_for(engine: &Engine, policy: &Policy) -> anyhow::Result<Linker<State>>
             }
             Capability::Log => {
                 bindings::log::add_to_linker::<State, HasSelf<LogCtx>>(&mut linker, |s| &mut s.log)?
+            }
+            Capability::Services => {
+                bindings::services::add_to_linker::<State, HasSelf<ServicesCtx>>(
+                    &mut linker,
+                    |s| &mut s.services,
+                )?
             }
         }
     }

@@ -9,6 +9,7 @@ use crate::capabilities::config::ConfigCtx;
 use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::DatabaseCtx;
 use crate::capabilities::log::LogCtx;
+use crate::capabilities::services::ServicesCtx;
 use crate::capabilities::tokens::TokensCtx;
 
 pub struct State {
@@ -21,6 +22,7 @@ pub struct State {
     pub tokens: TokensCtx,
     pub config: ConfigCtx,
     pub log: LogCtx,
+    pub services: ServicesCtx,
 }
 
 impl WasiView for State {

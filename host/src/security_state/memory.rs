@@ -23,7 +23,8 @@ pub struct MemorySecurityState {
 }
 
 struct Inner {
-    records: HashMap<String, Instant>,
+    /// Each key's expiry and value (`record` stores 0).
+    records: HashMap<String, (Instant, u64)>,
     next_sweep: Instant,
 }
 
@@ -55,13 +56,13 @@ impl MemorySecurityState {
 
 impl Inner {
     fn live(&self, key: &str, now: Instant) -> bool {
-        self.records.get(key).is_some_and(|&until| until > now)
+        self.records.get(key).is_some_and(|&(until, _)| until > now)
     }
 
     /// Makes room for one more record by dropping expired ones only.
     fn room(&mut self, now: Instant, max: usize) -> anyhow::Result<()> {
         if now >= self.next_sweep || self.records.len() >= max {
-            self.records.retain(|_, until| *until > now);
+            self.records.retain(|_, (until, _)| *until > now);
             self.next_sweep = now + SWEEP_EVERY;
         }
         if self.records.len() >= max {
@@ -73,10 +74,21 @@ impl Inner {
     }
 
     fn insert(&mut self, key: &str, ttl: Duration, now: Instant, max: usize) -> anyhow::Result<()> {
+        self.insert_value(key, 0, ttl, now, max)
+    }
+
+    fn insert_value(
+        &mut self,
+        key: &str,
+        value: u64,
+        ttl: Duration,
+        now: Instant,
+        max: usize,
+    ) -> anyhow::Result<()> {
         if !self.records.contains_key(key) {
             self.room(now, max)?;
         }
-        self.records.insert(key.to_string(), now + ttl);
+        self.records.insert(key.to_string(), (now + ttl, value));
         Ok(())
     }
 }
@@ -98,6 +110,23 @@ impl SecurityState for MemorySecurityState {
 
     async fn recorded(&self, key: &str) -> anyhow::Result<bool> {
         self.with(|inner, now| inner.live(key, now))
+    }
+
+    async fn raise(&self, key: &str, value: u64, ttl: Duration) -> anyhow::Result<()> {
+        self.with(|inner, now| {
+            let value = match inner.records.get(key) {
+                Some(&(until, held)) if until > now => held.max(value),
+                _ => value,
+            };
+            inner.insert_value(key, value, ttl, now, self.max_records)
+        })?
+    }
+
+    async fn value(&self, key: &str) -> anyhow::Result<Option<u64>> {
+        self.with(|inner, now| match inner.records.get(key) {
+            Some(&(until, value)) if until > now => Some(value),
+            _ => None,
+        })
     }
 }
 
@@ -133,6 +162,23 @@ mod tests {
         state.record("new", MINUTE).await.unwrap();
         assert!(state.recorded("kept").await.unwrap());
         assert!(state.recorded("new").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn raise_keeps_the_largest_value_until_it_expires() {
+        let state = MemorySecurityState::default();
+        assert_eq!(state.value("v").await.unwrap(), None);
+        state.raise("v", 5, MINUTE).await.unwrap();
+        state.raise("v", 3, MINUTE).await.unwrap();
+        assert_eq!(state.value("v").await.unwrap(), Some(5));
+        state.raise("v", 9, MINUTE).await.unwrap();
+        assert_eq!(state.value("v").await.unwrap(), Some(9));
+        state
+            .raise("brief", 1, Duration::from_millis(1))
+            .await
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(state.value("brief").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -27,4 +27,9 @@ pub trait SecurityState: Send + Sync {
     async fn record_once(&self, key: &str, ttl: Duration) -> anyhow::Result<bool>;
     /// Whether `key` is recorded and not expired.
     async fn recorded(&self, key: &str) -> anyhow::Result<bool>;
+    /// Sets `key` to `value` for `ttl` unless it holds a larger value already (then only its
+    /// TTL is extended). Atomic, also across the hosts sharing a Redis.
+    async fn raise(&self, key: &str, value: u64, ttl: Duration) -> anyhow::Result<()>;
+    /// The value `raise` stored under `key`, if not expired.
+    async fn value(&self, key: &str) -> anyhow::Result<Option<u64>>;
 }

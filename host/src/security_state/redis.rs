@@ -47,6 +47,11 @@ impl RedisSecurityState {
     }
 }
 
+/// Keeps the larger of the stored value and ARGV[1], and renews the TTL (ARGV[2] ms).
+const RAISE: &str = "local held = tonumber(redis.call('GET', KEYS[1]) or '0') \
+    local value = math.max(held, tonumber(ARGV[1])) \
+    redis.call('SET', KEYS[1], string.format('%d', value), 'PX', ARGV[2]) return 1";
+
 fn millis(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
 }
@@ -90,6 +95,33 @@ impl SecurityState for RedisSecurityState {
             })
             .await?;
         Ok(stored.is_some())
+    }
+
+    async fn raise(&self, key: &str, value: u64, ttl: Duration) -> anyhow::Result<()> {
+        let ttl = millis(ttl);
+        self.run::<()>(|| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(RAISE)
+                .arg(1)
+                .arg(self.key(key))
+                .arg(value)
+                .arg(ttl)
+                .ignore();
+            pipe
+        })
+        .await
+    }
+
+    async fn value(&self, key: &str) -> anyhow::Result<Option<u64>> {
+        let (value,): (Option<u64>,) = self
+            .run(|| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("GET").arg(self.key(key));
+                pipe
+            })
+            .await?;
+        Ok(value)
     }
 
     async fn recorded(&self, key: &str) -> anyhow::Result<bool> {

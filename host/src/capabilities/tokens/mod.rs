@@ -51,6 +51,10 @@ struct Payload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     plan: Option<String>,
     session_id: String,
+    /// Rights-as-of: when the request that minted the token began (Unix milliseconds). A rights
+    /// change recorded at or after it refuses the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rat: Option<u64>,
     iss: String,
     aud: String,
     exp: u64,
@@ -115,7 +119,8 @@ impl Tokens {
     }
 
     /// Refuses claims over `MAX_CLAIMS_BYTES` of text.
-    pub fn mint(&self, claims: Claims) -> anyhow::Result<AccessToken> {
+    /// `rights_as_of`: when the minting request began, in Unix milliseconds.
+    pub fn mint(&self, claims: Claims, rights_as_of: u64) -> anyhow::Result<AccessToken> {
         let size = claims_bytes(&claims);
         if size > MAX_CLAIMS_BYTES {
             anyhow::bail!(
@@ -133,6 +138,7 @@ impl Tokens {
             permissions: claims.permissions,
             plan: claims.plan,
             session_id: claims.session_id,
+            rat: Some(rights_as_of),
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             exp: now + ACCESS_TTL.as_secs(),
@@ -187,6 +193,18 @@ impl Tokens {
             // Fail closed: a token whose session cannot be checked is not accepted.
             Err(_) => return Err(Error::Invalid("the revocation list cannot be read".into())),
         }
+        if let Some(org_id) = &payload.org_id {
+            let minted = payload.rat.unwrap_or(payload.iat.saturating_mul(1000));
+            match self
+                .revocations
+                .value(&rights_key(org_id, &payload.sub))
+                .await
+            {
+                Ok(Some(changed)) if changed >= minted => return Err(Error::RightsChanged),
+                Ok(_) => {}
+                Err(_) => return Err(Error::Invalid("the rights changes cannot be read".into())),
+            }
+        }
         Ok(Claims {
             user_id: payload.sub,
             email: payload.email,
@@ -211,6 +229,36 @@ impl Tokens {
             .await
             .map_err(|e| format!("{e:#}"))
     }
+
+    /// Records that `user_id`'s rights in `org_id` changed now: their tokens for that
+    /// organization minted before stop being accepted. Kept as long as such a token can be
+    /// unexpired.
+    pub async fn rights_changed(&self, org_id: &str, user_id: &str) -> Result<(), String> {
+        if [org_id, user_id]
+            .iter()
+            .any(|id| id.is_empty() || id.len() > MAX_SESSION_ID_BYTES)
+        {
+            return Err(format!(
+                "a user or organization id is 1 to {MAX_SESSION_ID_BYTES} bytes"
+            ));
+        }
+        let ttl = ACCESS_TTL + Duration::from_secs(LEEWAY_SECONDS);
+        self.revocations
+            .raise(&rights_key(org_id, user_id), now_ms(), ttl)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rights_key(org_id: &str, user_id: &str) -> String {
+    format!("rights-changed:{org_id}:{user_id}")
 }
 
 /// The same name the previous release used (it reads it there too during an upgrade).
