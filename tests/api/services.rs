@@ -149,7 +149,7 @@ async fn calls_nest_at_most_four_deep() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callee_that_loops_costs_the_caller_a_failed_call_not_its_answer() {
+async fn a_callee_that_loops_times_out_the_chain_within_its_deadline_and_the_host_serves_on() {
     // The callee's deadline is its own policy's (1 s) within what is left of the caller's (5 s).
     let relay = Policy::with_routes(
         "relay",
