@@ -232,11 +232,11 @@ async fn in_process() {
     };
 
     for _ in 0..1000 {
-        runtime.handle(&slot, request.clone()).await;
+        runtime.handle(&slot, request.clone(), None).await;
     }
     let started = Instant::now();
     for _ in 0..CALLS {
-        match runtime.handle(&slot, request.clone()).await {
+        match runtime.handle(&slot, request.clone(), None).await {
             Outcome::Response { response, .. } => assert_eq!(response.status, 200),
             _ => panic!("the component failed"),
         }

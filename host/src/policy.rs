@@ -125,8 +125,11 @@ pub struct Policy {
     /// `services` capability; the gateway answers 404 for them.
     #[serde(default)]
     pub internal_routes: Vec<String>,
-    /// Route patterns with an `{org_slug}` segment, e.g. `/org/api/organizations/{org_slug}`:
-    /// the gateway answers 404 unless that segment is the caller's token's `org_slug`.
+    /// Tenant routes: prefixes served only for a token scoped to an organization (403
+    /// `no-organization` otherwise), whose database transactions the host binds to that
+    /// organization (row-level security on PostgreSQL). A prefix may have one `{org_slug}`
+    /// segment, e.g. `/org/api/organizations/{org_slug}`: the gateway then answers 404 unless
+    /// it is the token's `org_slug`.
     #[serde(default)]
     pub org_routes: Vec<String>,
     /// Host interfaces the component may import.
@@ -194,28 +197,35 @@ impl Policy {
             .any(|prefix| under(path, prefix))
     }
 
-    /// The organization slug `path` names through one of `org_routes`, if it does.
-    pub fn org_slug<'p>(&self, path: &'p str) -> Option<&'p str> {
+    /// Whether `path` is under one of `org_routes`, and the slug it names there if the route
+    /// has an `{org_slug}` segment.
+    pub fn org_route<'p>(&self, path: &'p str) -> Option<OrgRoute<'p>> {
         self.org_routes
             .iter()
-            .find_map(|pattern| org_slug_in(pattern, path))
+            .find_map(|pattern| org_route_in(pattern, path))
     }
 }
 
-/// The segment of `path` in the place of `{org_slug}` in `pattern`, when `path` is the pattern
-/// or below it.
-fn org_slug_in<'p>(pattern: &str, path: &'p str) -> Option<&'p str> {
+/// A path under one of a policy's `org_routes`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OrgRoute<'p> {
+    /// The segment in the place of `{org_slug}`, when the route has one.
+    pub slug: Option<&'p str>,
+}
+
+/// Whether `path` is `pattern` or below it, with the segment in the place of `{org_slug}`.
+fn org_route_in<'p>(pattern: &str, path: &'p str) -> Option<OrgRoute<'p>> {
     let mut segments = path.split('/');
     let mut slug = None;
     for expected in pattern.split('/') {
         let segment = segments.next()?;
         if expected == ORG_SLUG {
-            slug = Some(segment).filter(|s| !s.is_empty());
+            slug = Some(Some(segment).filter(|s| !s.is_empty())?);
         } else if expected != segment {
             return None;
         }
     }
-    slug
+    Some(OrgRoute { slug })
 }
 
 const ORG_SLUG: &str = "{org_slug}";
@@ -337,12 +347,18 @@ fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
     }
     for pattern in &policy.org_routes {
         let literal = pattern.replace(ORG_SLUG, "x");
-        if pattern.matches(ORG_SLUG).count() != 1
-            || !pattern.split('/').any(|segment| segment == ORG_SLUG)
+        let slugs = pattern.matches(ORG_SLUG).count();
+        let whole = pattern
+            .split('/')
+            .filter(|segment| *segment == ORG_SLUG)
+            .count();
+        if slugs > 1
+            || slugs != whole
+            || pattern.ends_with('/')
             || !policy.routes.iter().any(|route| under(&literal, route))
         {
             problems.push(format!(
-                "{at}: org route {pattern:?} must be under one of `routes` with exactly one whole segment `{ORG_SLUG}`, like \"/{}/orgs/{ORG_SLUG}\"",
+                "{at}: org route {pattern:?} must be a prefix under one of `routes`, with at most one whole segment `{ORG_SLUG}`, like \"/{}/orgs/{ORG_SLUG}\"",
                 policy.name
             ));
         }
@@ -478,23 +494,39 @@ impl RouteTable {
 
 #[cfg(test)]
 mod org_route_tests {
-    use super::org_slug_in;
+    use super::{OrgRoute, org_route_in};
+
+    fn slug(slug: &str) -> Option<OrgRoute<'_>> {
+        Some(OrgRoute { slug: Some(slug) })
+    }
 
     #[test]
     fn the_slug_is_the_segment_in_its_place_on_the_route_and_below() {
         let pattern = "/org/api/organizations/{org_slug}";
         assert_eq!(
-            org_slug_in(pattern, "/org/api/organizations/acme"),
-            Some("acme")
+            org_route_in(pattern, "/org/api/organizations/acme"),
+            slug("acme")
         );
         assert_eq!(
-            org_slug_in(pattern, "/org/api/organizations/acme/members/u1"),
-            Some("acme")
+            org_route_in(pattern, "/org/api/organizations/acme/members/u1"),
+            slug("acme")
         );
-        assert_eq!(org_slug_in(pattern, "/org/api/organizations"), None);
-        assert_eq!(org_slug_in(pattern, "/org/api/organizations/"), None);
-        assert_eq!(org_slug_in(pattern, "/org/api/invites/t/accept"), None);
-        assert_eq!(org_slug_in(pattern, "/org/api/organizationsx/acme"), None);
+        assert_eq!(org_route_in(pattern, "/org/api/organizations"), None);
+        assert_eq!(org_route_in(pattern, "/org/api/organizations/"), None);
+        assert_eq!(org_route_in(pattern, "/org/api/invites/t/accept"), None);
+        assert_eq!(org_route_in(pattern, "/org/api/organizationsx/acme"), None);
+    }
+
+    #[test]
+    fn a_route_without_a_slug_matches_by_whole_segments() {
+        let route = Some(OrgRoute { slug: None });
+        assert_eq!(org_route_in("/permission/api", "/permission/api"), route);
+        assert_eq!(
+            org_route_in("/permission/api", "/permission/api/roles"),
+            route
+        );
+        assert_eq!(org_route_in("/permission/api", "/permission/apix"), None);
+        assert_eq!(org_route_in("/permission/api", "/permission"), None);
     }
 }
 

@@ -23,4 +23,5 @@ mod sandbox;
 mod services;
 mod split;
 mod sql_guard;
+mod tenancy_rls;
 mod trusted;

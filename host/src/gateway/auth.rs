@@ -102,15 +102,21 @@ pub async fn require(
         Some(Caller::RightsChanged) => return Err(ApiError::RightsChanged),
         Some(Caller::Anonymous) | None => return Err(ApiError::Unauthorized),
     }
-    // An organization's routes exist only for its members' tokens: another tenant learns
-    // nothing, not even that the slug is taken.
-    if let Some(slug) = policy.and_then(|policy| policy.org_slug(path)) {
-        let own = match caller {
-            Some(Caller::User(claims)) => claims.org_slug.as_deref() == Some(slug),
-            _ => false,
+    // Tenant routes serve only tokens scoped to an organization, and one with a slug only that
+    // organization's: another tenant learns nothing, not even that the slug is taken.
+    if let Some(route) = policy.and_then(|policy| policy.org_route(path)) {
+        let claims = match caller {
+            Some(Caller::User(claims)) => Some(claims),
+            _ => None,
         };
-        if !own {
-            return Err(ApiError::NoRoute(path.into()));
+        let org_slug = claims.and_then(|claims| claims.org_slug.as_deref());
+        let org_id = claims.and_then(|claims| claims.org_id.as_deref());
+        match route.slug {
+            Some(slug) if org_slug != Some(slug) || org_id.is_none() => {
+                return Err(ApiError::NoRoute(path.into()));
+            }
+            None if org_id.is_none() => return Err(ApiError::NoOrganization),
+            _ => {}
         }
     }
     Ok(next.run(request).await)

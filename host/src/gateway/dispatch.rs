@@ -54,7 +54,14 @@ pub async fn dispatch(
     let (parts, body) = request.into_parts();
     let body = read_body(&parts, body, state.body).await?;
     let result = match &state.upstream {
-        Upstream::Local(runtime) => local(runtime, &policy.name, parts, body).await,
+        Upstream::Local(runtime) => {
+            // On a tenant route the request's transactions are bound to the token's organization.
+            let tenant = match (policy.org_route(&path), parts.extensions.get::<Caller>()) {
+                (Some(_), Some(Caller::User(claims))) => claims.org_id.as_deref().map(Arc::from),
+                _ => None,
+            };
+            local(runtime, &policy.name, parts, body, tenant).await
+        }
         Upstream::Nodes(nodes) => nodes.forward(parts, body).await,
     };
     let status = match &result {
@@ -109,6 +116,7 @@ async fn local(
     component: &str,
     parts: Parts,
     body: Bytes,
+    tenant: Option<Arc<str>>,
 ) -> Result<Response, ApiError> {
     let slot = runtime
         .slot(component)
@@ -137,7 +145,7 @@ async fn local(
         ),
     };
     let component = component.to_string();
-    match runtime.handle(slot, wasm_request).await {
+    match runtime.handle(slot, wasm_request, tenant).await {
         Outcome::Response { response, .. } => into_http(&component, response),
         Outcome::Busy => Err(ApiError::Busy(component)),
         Outcome::Failed(Failure::Timeout) => Err(ApiError::Timeout(component)),

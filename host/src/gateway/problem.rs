@@ -25,6 +25,8 @@ pub enum ApiError {
         "the caller's rights in the organization changed since the access token was minted; refresh it"
     )]
     RightsChanged,
+    #[error("this route acts for an organization: switch to one first (POST /auth/switch-org)")]
+    NoOrganization,
     #[error("refused: {0}")]
     GatewaySignature(String),
     #[error("no node could be reached: {0}")]
@@ -83,6 +85,7 @@ impl ApiError {
                 (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
             }
             ApiError::RightsChanged => (StatusCode::UNAUTHORIZED, "rights-changed", "Unauthorized"),
+            ApiError::NoOrganization => (StatusCode::FORBIDDEN, "no-organization", "Forbidden"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::Unprocessable(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -23,12 +23,15 @@ pub struct RequestMeta {
 }
 
 /// Where a request stands in a chain of calls between components.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Call {
     /// 0 for a request from the gateway, 1 for a call it makes, and so on.
     pub depth: u8,
     /// When the outermost request's time is up; a callee never runs past it.
     pub deadline: Instant,
+    /// The organization the request's database transactions are bound to (a tenant route);
+    /// calls it makes are bound to the same one.
+    pub tenant: Option<Arc<str>>,
 }
 
 /// How a request through a component ended.
@@ -83,11 +86,17 @@ impl Drop for Live {
 }
 
 impl Runtime {
-    /// A request from the gateway.
-    pub async fn handle(self: &Arc<Self>, slot: &Slot, request: Request) -> Outcome {
+    /// A request from the gateway; `tenant`: the organization a tenant route is bound to.
+    pub async fn handle(
+        self: &Arc<Self>,
+        slot: &Slot,
+        request: Request,
+        tenant: Option<Arc<str>>,
+    ) -> Outcome {
         let call = Call {
             depth: 0,
             deadline: Instant::now() + slot.sandbox.deadline(),
+            tenant,
         };
         self.run(slot, request, call).await
     }
@@ -108,11 +117,13 @@ impl Runtime {
 
         let deadline = call.deadline.min(started + sandbox.deadline());
         let call = Call { deadline, ..call };
+        let tenant = call.tenant.clone();
         let services = sandbox.services(self, &request.context, call);
         let mut store = sandbox.store(
             &self.engine,
             &request.context.request_id,
             deadline,
+            tenant,
             Some(services),
         );
         let result = tokio::time::timeout_at(

@@ -58,6 +58,7 @@ impl Sandbox {
         engine: &Engine,
         request_id: &str,
         deadline: Instant,
+        tenant: Option<Arc<str>>,
         services: Option<ServicesCtx>,
     ) -> Store<State> {
         let limits = &self.policy.limits;
@@ -76,6 +77,7 @@ impl Sandbox {
                     max_rows: limits.max_result_rows,
                     max_bytes: limits.result_bytes(),
                 },
+                tenant,
             ),
             cache: self.cache.clone(),
             crypto: self.crypto.clone(),
@@ -111,7 +113,11 @@ impl Sandbox {
                 client_ip: None,
                 caller: None,
             },
-            Call { depth: 0, deadline },
+            Call {
+                depth: 0,
+                deadline,
+                tenant: None,
+            },
         )
     }
 

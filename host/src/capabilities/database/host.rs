@@ -13,15 +13,23 @@ pub struct DatabaseCtx {
     db: Option<Arc<dyn ComponentDb>>,
     dialect: Dialect,
     bounds: Bounds,
+    /// The organization the request's transaction is bound to (a tenant route).
+    tenant: Option<Arc<str>>,
     transaction: Option<Box<dyn Transaction>>,
 }
 
 impl DatabaseCtx {
-    pub fn new(db: Option<Arc<dyn ComponentDb>>, dialect: Dialect, bounds: Bounds) -> Self {
+    pub fn new(
+        db: Option<Arc<dyn ComponentDb>>,
+        dialect: Dialect,
+        bounds: Bounds,
+        tenant: Option<Arc<str>>,
+    ) -> Self {
         Self {
             db,
             dialect,
             bounds,
+            tenant,
             transaction: None,
         }
     }
@@ -37,7 +45,7 @@ impl DatabaseCtx {
                 .db
                 .as_ref()
                 .ok_or_else(|| Error::AccessDenied("no database is granted".into()))?;
-            self.transaction = Some(db.begin_with(self.bounds).await?);
+            self.transaction = Some(db.begin_with(self.bounds, self.tenant.as_deref()).await?);
         }
         self.transaction
             .as_mut()

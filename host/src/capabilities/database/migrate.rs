@@ -50,9 +50,11 @@ pub async fn apply(
         }
     }
     if pending.is_empty() {
+        db.isolate_tenants().await?;
         return Ok(Vec::new());
     }
 
+    db.before_migrations().await?;
     let mut transaction = db.begin_migrations().await?;
     let mut done = Vec::new();
     for (migration, checksum, statements) in pending {
@@ -68,6 +70,7 @@ pub async fn apply(
         done.push(migration.id);
     }
     transaction.commit().await?;
+    db.isolate_tenants().await?;
     Ok(done)
 }
 

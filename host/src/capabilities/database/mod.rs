@@ -44,12 +44,29 @@ pub trait Backend: Send + Sync {
 /// One component's database.
 #[async_trait]
 pub trait ComponentDb: Send + Sync {
-    /// Begins a transaction whose statements stay within `bounds`.
-    async fn begin_with(&self, bounds: Bounds) -> Result<Box<dyn Transaction>, Error>;
+    /// Begins a transaction whose statements stay within `bounds`; `tenant`: the organization
+    /// it is bound to (row-level security on PostgreSQL).
+    async fn begin_with(
+        &self,
+        bounds: Bounds,
+        tenant: Option<&str>,
+    ) -> Result<Box<dyn Transaction>, Error>;
 
     /// Begins a transaction for the host's own statements, without bounds.
     async fn begin(&self) -> Result<Box<dyn Transaction>, Error> {
-        self.begin_with(Bounds::NONE).await
+        self.begin_with(Bounds::NONE, None).await
+    }
+
+    /// Before a deploy's migrations: gives the component back what it needs to change its
+    /// schema. Nothing to do unless the engine isolates tenants.
+    async fn before_migrations(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// After the migrations (and at every start): puts the tables with an `org_id` column
+    /// under the engine's row-level isolation, if it has one.
+    async fn isolate_tenants(&self) -> anyhow::Result<()> {
+        Ok(())
     }
 
     /// The migrations the host recorded as applied: `(id, checksum)`. The records are kept

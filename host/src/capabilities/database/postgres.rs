@@ -24,6 +24,10 @@ pub struct PostgresBackend {
     admin: PgPool,
     options: PgConnectOptions,
     database: String,
+    /// What `truevalue_host.bind_org` asks for; never sent in a statement's text.
+    binding_key: Arc<str>,
+    /// Only a superuser can take over the components' tables for row-level security.
+    isolates: bool,
 }
 
 impl PostgresBackend {
@@ -42,10 +46,27 @@ impl PostgresBackend {
         postgres_setup::prepare(&admin, &database)
             .await
             .context("preparing the database for components")?;
+        let binding_key = postgres_setup::binding_key(&admin)
+            .await
+            .context("reading the tenant binding key")?
+            .into();
+        let isolates: bool = sqlx::query_scalar(
+            "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+        )
+        .fetch_one(&admin)
+        .await?;
+        if !isolates {
+            tracing::warn!(
+                "the database user is not a superuser: tables with an org_id column are not put \
+                 under row-level security, and tenants are kept apart by the components' own filters"
+            );
+        }
         Ok(Self {
             admin,
             options,
             database,
+            binding_key,
+            isolates,
         })
     }
 
@@ -126,6 +147,8 @@ impl Backend for PostgresBackend {
             admin: self.admin.clone(),
             role,
             schema: component.to_string(),
+            binding_key: self.binding_key.clone(),
+            isolates: self.isolates,
         }))
     }
 
@@ -142,11 +165,27 @@ struct PostgresDb {
     admin: PgPool,
     role: String,
     schema: String,
+    binding_key: Arc<str>,
+    isolates: bool,
 }
+
+/// The first statement of every transaction: its search path and statement timeout, and the
+/// server process and start that name it.
+const SETUP: &str = "SELECT pg_backend_pid(), now() FROM (SELECT set_config('search_path', $1, true), \
+     set_config('statement_timeout', coalesce($2, current_setting('statement_timeout')), true)) AS set";
+
+/// The same, binding the transaction to an organization for the row policies.
+const SETUP_TENANT: &str = "SELECT pg_backend_pid(), now() FROM (SELECT set_config('search_path', $1, true), \
+     set_config('statement_timeout', coalesce($2, current_setting('statement_timeout')), true), \
+     truevalue_host.bind_org($3, $4)) AS set";
 
 #[async_trait]
 impl ComponentDb for PostgresDb {
-    async fn begin_with(&self, bounds: Bounds) -> Result<Box<dyn Transaction>, Error> {
+    async fn begin_with(
+        &self,
+        bounds: Bounds,
+        tenant: Option<&str>,
+    ) -> Result<Box<dyn Transaction>, Error> {
         let mut transaction = self.pool.begin().await.map_err(to_error)?;
         sqlx::query(&format!("SET LOCAL ROLE \"{}\"", self.role))
             .execute(&mut *transaction)
@@ -159,15 +198,18 @@ impl ComponentDb for PostgresDb {
             let left = backstop.saturating_duration_since(std::time::Instant::now());
             left.as_millis().max(1).to_string()
         });
-        let (pid, started): (i32, time::OffsetDateTime) = sqlx::query_as(
-            "SELECT pg_backend_pid(), now() FROM (SELECT set_config('search_path', $1, true), \
-             set_config('statement_timeout', coalesce($2, current_setting('statement_timeout')), true)) AS set",
-        )
+        let setup = sqlx::query_as(match tenant {
+            Some(_) => SETUP_TENANT,
+            None => SETUP,
+        })
         .bind(format!("\"{}\"", self.schema))
-        .bind(timeout)
-        .fetch_one(&mut *transaction)
-        .await
-        .map_err(to_error)?;
+        .bind(timeout);
+        let setup = match tenant {
+            Some(org) => setup.bind(&*self.binding_key).bind(org),
+            None => setup,
+        };
+        let (pid, started): (i32, time::OffsetDateTime) =
+            setup.fetch_one(&mut *transaction).await.map_err(to_error)?;
         Ok(Box::new(PostgresTransaction {
             transaction: Some(transaction),
             bounds,
@@ -178,6 +220,27 @@ impl ComponentDb for PostgresDb {
             }),
             running: false,
         }))
+    }
+
+    async fn before_migrations(&self) -> anyhow::Result<()> {
+        if self.isolates {
+            postgres_setup::release_tables(&self.admin, &self.schema, &self.role)
+                .await
+                .context("handing the component's tables to its migrations")?;
+        }
+        Ok(())
+    }
+
+    async fn isolate_tenants(&self) -> anyhow::Result<()> {
+        if self.isolates {
+            let tables = postgres_setup::isolate_tenants(&self.admin, &self.schema, &self.role)
+                .await
+                .context("putting the component's tenant tables under row-level security")?;
+            if tables > 0 {
+                tracing::info!(component = %self.schema, tables, "tenant tables under row-level security");
+            }
+        }
+        Ok(())
     }
 
     async fn applied_migrations(&self) -> anyhow::Result<Vec<(i64, String)>> {

@@ -42,7 +42,120 @@ BEGIN
         VALUES (granted, p_id, p_name, p_checksum, p_applied_at);
 END $$;
 REVOKE ALL ON FUNCTION truevalue_host.record_migration(TEXT, BIGINT, TEXT, TEXT, TEXT) FROM PUBLIC;
+
+-- Row-level isolation: the organization each transaction on a tenant route is bound to, by
+-- server process and transaction start. Only the host writes it (`bind_org` takes the key in
+-- `binding_key`, which no component can read); row policies read it through `current_org`.
+CREATE TABLE IF NOT EXISTS truevalue_host.binding_key
+    (id INT PRIMARY KEY CHECK (id = 1), key TEXT NOT NULL);
+CREATE UNLOGGED TABLE IF NOT EXISTS truevalue_host.request_orgs
+    (pid INT PRIMARY KEY, xact_start TIMESTAMPTZ NOT NULL, org_id TEXT NOT NULL);
+CREATE OR REPLACE FUNCTION truevalue_host.bind_org(p_key TEXT, p_org TEXT)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM truevalue_host.binding_key k WHERE k.key = p_key) THEN
+        RAISE EXCEPTION 'only the host binds a transaction to an organization' USING ERRCODE = '42501';
+    END IF;
+    INSERT INTO truevalue_host.request_orgs (pid, xact_start, org_id)
+        VALUES (pg_backend_pid(), transaction_timestamp(), p_org)
+        ON CONFLICT (pid) DO UPDATE SET xact_start = excluded.xact_start, org_id = excluded.org_id;
+END $$;
+CREATE OR REPLACE FUNCTION truevalue_host.current_org()
+    RETURNS TEXT LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.org_id FROM truevalue_host.request_orgs r
+    WHERE r.pid = pg_backend_pid() AND r.xact_start = transaction_timestamp()
+$$;
+REVOKE ALL ON FUNCTION truevalue_host.bind_org(TEXT, TEXT) FROM PUBLIC;
+REVOKE ALL ON FUNCTION truevalue_host.current_org() FROM PUBLIC;
 "#;
+
+/// The row policy on every table of a component with an `org_id` column: within a transaction
+/// bound to an organization, only that organization's rows can be read or written. A
+/// transaction bound to none (a route outside any organization) is not filtered.
+pub const TENANT_POLICY: &str = "(SELECT truevalue_host.current_org()) IS NULL \
+    OR org_id::text = (SELECT truevalue_host.current_org())";
+
+/// The key `bind_org` asks for: made once per database, shared by every host on it.
+pub async fn binding_key(admin: &PgPool) -> anyhow::Result<String> {
+    let fresh = hex::encode(rand::random::<[u8; 32]>());
+    sqlx::query("INSERT INTO truevalue_host.binding_key (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
+        .bind(&fresh)
+        .execute(admin)
+        .await?;
+    let key: String = sqlx::query_scalar("SELECT key FROM truevalue_host.binding_key WHERE id = 1")
+        .fetch_one(admin)
+        .await?;
+    Ok(key)
+}
+
+/// Gives the component's tables back to its role, so its migrations can change them.
+pub async fn release_tables(admin: &PgPool, schema: &str, role: &str) -> anyhow::Result<()> {
+    let statements: Vec<String> = sqlx::query_scalar(
+        "SELECT format('ALTER TABLE %I.%I OWNER TO %I', n.nspname, c.relname, $2::text) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') \
+           AND c.relowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $2)",
+    )
+    .bind(schema)
+    .bind(role)
+    .fetch_all(admin)
+    .await?;
+    for statement in statements {
+        sqlx::query(&statement).execute(admin).await?;
+    }
+    Ok(())
+}
+
+/// Puts every table of the component with an `org_id` column under row-level security that its
+/// role cannot lift: the host's user takes ownership (an owner could switch the policy off),
+/// the role keeps reading and writing rows (not `TRUNCATE`, which ignores row policies), and
+/// the policy is forced.
+pub async fn isolate_tenants(admin: &PgPool, schema: &str, role: &str) -> anyhow::Result<u32> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', n.nspname, c.relname) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND EXISTS ( \
+             SELECT 1 FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid = c.oid AND a.attname = 'org_id' AND a.attnum > 0 AND NOT a.attisdropped)",
+    )
+    .bind(schema)
+    .fetch_all(admin)
+    .await?;
+    let mut transaction = admin.begin().await?;
+    for table in &tables {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_policy \
+             WHERE polrelid = $1::regclass AND polname = 'truevalue_tenant')",
+        )
+        .bind(table)
+        .fetch_one(&mut *transaction)
+        .await?;
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        for statement in [
+            format!("ALTER TABLE {table} OWNER TO CURRENT_USER"),
+            format!("REVOKE ALL ON {table} FROM \"{role}\""),
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE, REFERENCES ON {table} TO \"{role}\""),
+            format!("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY"),
+            format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"),
+            format!(
+                "{verb} POLICY truevalue_tenant ON {table} USING ({TENANT_POLICY}) WITH CHECK ({TENANT_POLICY})"
+            ),
+        ] {
+            sqlx::query(&statement)
+                .execute(&mut *transaction)
+                .await
+                .with_context(|| format!("isolating tenants: {statement}"))?;
+        }
+    }
+    // Sequences of `serial` and identity columns moved with their tables.
+    sqlx::query(&format!(
+        "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA \"{schema}\" TO \"{role}\""
+    ))
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(tables.len() as u32)
+}
 
 /// Closes the catalogs to every role without its own grant (components have none): every
 /// table and view of `pg_catalog` and `information_schema` except the three the driver reads
@@ -181,6 +294,8 @@ pub async fn provision(
         format!(
             "GRANT EXECUTE ON FUNCTION truevalue_host.record_migration(TEXT, BIGINT, TEXT, TEXT, TEXT) TO \"{role}\""
         ),
+        format!("GRANT EXECUTE ON FUNCTION truevalue_host.bind_org(TEXT, TEXT) TO \"{role}\""),
+        format!("GRANT EXECUTE ON FUNCTION truevalue_host.current_org() TO \"{role}\""),
     ];
     for statement in &statements {
         sqlx::query(statement)

@@ -81,7 +81,13 @@ const RECORDS: &str = "truevalue_migrations";
 
 #[async_trait]
 impl ComponentDb for SqliteDb {
-    async fn begin_with(&self, bounds: Bounds) -> Result<Box<dyn Transaction>, Error> {
+    /// SQLite has no row-level security: a tenant binding changes nothing here (see README,
+    /// "Tenant isolation").
+    async fn begin_with(
+        &self,
+        bounds: Bounds,
+        _tenant: Option<&str>,
+    ) -> Result<Box<dyn Transaction>, Error> {
         Ok(Box::new(SqliteTransaction {
             pool: self.pool.clone(),
             transaction: None,

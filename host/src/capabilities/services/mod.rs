@@ -103,6 +103,7 @@ impl Host for ServicesCtx {
         let call = Call {
             depth: self.call.depth + 1,
             deadline: self.call.deadline,
+            tenant: self.call.tenant.clone(),
         };
         // The callee's future holds this one's: boxed, since calls nest.
         let outcome = Box::pin(runtime.run(&slot, request, call)).await;
