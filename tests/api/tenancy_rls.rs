@@ -74,7 +74,7 @@ async fn rows(app: &TestApp, route: &str, token: &str, statement: &str) -> Value
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unscoped_select_on_a_tenant_route_returns_only_the_callers_organization() {
-    let app = app().await;
+    let mut app = app().await;
     let acme = token(&app, "alice", Some("org-acme")).await;
     let globex = token(&app, "bob", Some("org-globex")).await;
 
