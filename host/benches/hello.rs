@@ -199,6 +199,13 @@ async fn in_process() {
         ),
         crypto: Arc::new(truevalue::capabilities::crypto::Crypto::new(secret)),
         cache,
+        email: Arc::new(
+            truevalue::capabilities::email::Mailer::from_settings(
+                None,
+                truevalue::config::DEFAULT_SMTP_FROM,
+            )
+            .unwrap(),
+        ),
     };
     let runtime = Arc::new(
         Runtime::start(

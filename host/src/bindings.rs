@@ -8,4 +8,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::exports::truevalue::platform::{handler, manifest};
-pub use self::truevalue::platform::{cache, config, crypto, database, log, services, tokens};
+pub use self::truevalue::platform::{
+    cache, config, crypto, database, email, log, services, tokens,
+};

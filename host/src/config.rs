@@ -58,6 +58,14 @@ pub struct Config {
     /// Browser origins allowed to call the API (`https://app.example.com`), or `["*"]`;
     /// empty: no CORS headers, browsers on other origins are refused.
     pub cors_origins: Vec<String>,
+    /// The SMTP server the `email` capability sends through: `smtp://host:port` (plain, for a
+    /// local mail catcher), `smtp://user:password@host:587?tls=required` (STARTTLS, refused
+    /// without it) or `smtps://user:password@host` (TLS from the first byte). Absent: emails
+    /// are logged by recipient and subject (never their text) and dropped.
+    pub smtp_url: Option<SecretString>,
+    /// The sender of every email, e.g. `TrueValue <no-reply@example.com>`; components cannot
+    /// choose another.
+    pub smtp_from: String,
     /// `host:port[,host:port…]`, checked by `/readyz`; no events are published yet.
     pub kafka_brokers: Option<String>,
     /// The host's own secret, from which it derives each component's HMAC key; at least 32
@@ -110,6 +118,8 @@ impl Default for Config {
             trusted_components: vec!["auth".into()],
             cors_origins: Vec::new(),
             kafka_brokers: None,
+            smtp_url: None,
+            smtp_from: DEFAULT_SMTP_FROM.into(),
             secret_key: None,
             token_keys: Vec::new(),
             admin_token: None,
@@ -163,14 +173,19 @@ pub struct Overrides {
 }
 
 /// The variables read from the environment, each overriding the key of the same name.
-const ENV_KEYS: [&str; 6] = [
+const ENV_KEYS: [&str; 8] = [
     "database_url",
     "redis_url",
     "kafka_brokers",
     "admin_token",
     "secret_key",
     "gateway_secret",
+    "smtp_url",
+    "smtp_from",
 ];
+
+/// The sender when `smtp_from` is not set.
+pub const DEFAULT_SMTP_FROM: &str = "TrueValue <no-reply@truevalue.local>";
 
 impl Config {
     pub fn load(file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
@@ -200,6 +215,7 @@ impl Config {
             &mut self.admin_token,
             &mut self.secret_key,
             &mut self.gateway_secret,
+            &mut self.smtp_url,
         ] {
             if secret
                 .as_ref()
@@ -214,6 +230,9 @@ impl Config {
             .is_some_and(|b| b.trim().is_empty())
         {
             self.kafka_brokers = None;
+        }
+        if self.smtp_from.trim().is_empty() {
+            self.smtp_from = DEFAULT_SMTP_FROM.into();
         }
     }
 
@@ -314,6 +333,10 @@ impl Config {
                 );
             }
         }
+        if let Some(url) = &self.smtp_url {
+            crate::capabilities::email::smtp::check_url(url)?;
+        }
+        crate::capabilities::email::parse_from(&self.smtp_from)?;
         if !(1..=1_000_000).contains(&self.rate_limit_per_minute) {
             bail!("rate_limit_per_minute must be between 1 and 1000000");
         }

@@ -19,6 +19,7 @@ pub enum Capability {
     Config,
     Log,
     Services,
+    Email,
 }
 
 impl Capability {
@@ -32,6 +33,7 @@ impl Capability {
             Capability::Config => "config",
             Capability::Log => "log",
             Capability::Services => "services",
+            Capability::Email => "email",
         }
     }
 
@@ -50,6 +52,7 @@ impl Capability {
             Capability::Config,
             Capability::Log,
             Capability::Services,
+            Capability::Email,
         ]
         .into_iter()
         .find(|c| c.interface() == name)

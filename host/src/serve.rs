@@ -12,6 +12,7 @@ use crate::backends::Backends;
 use crate::capabilities::Capabilities;
 use crate::capabilities::cache::{CacheStore, MemoryCache, RedisCache};
 use crate::capabilities::crypto::Crypto;
+use crate::capabilities::email::Mailer;
 use crate::capabilities::tokens::{Key, Tokens};
 use crate::config::{Config, Role};
 use crate::gateway::Upstream;
@@ -97,7 +98,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 cache,
                 crypto: Arc::new(Crypto::new(secret)),
                 tokens: tokens.clone(),
+                email: Arc::new(Mailer::from_settings(
+                    config.smtp_url.as_ref(),
+                    &config.smtp_from,
+                )?),
             };
+            match &config.smtp_url {
+                Some(_) => {
+                    tracing::info!(from = %config.smtp_from, "emails are sent through the SMTP server in smtp_url")
+                }
+                None => tracing::info!(
+                    "smtp_url is not set: emails are logged by recipient and subject, and dropped"
+                ),
+            }
             let engine = new_engine(config.max_instances, config.max_memory_mib)
                 .map_err(|e| anyhow::anyhow!("{e:#}"))?;
             let runtime = Arc::new(

@@ -341,6 +341,8 @@ async fn launch(
         .env_remove("TRUEVALUE_REDIS_URL")
         .env_remove("TRUEVALUE_KAFKA_BROKERS")
         .env_remove("TRUEVALUE_ADMIN_TOKEN")
+        .env_remove("TRUEVALUE_SMTP_URL")
+        .env_remove("TRUEVALUE_SMTP_FROM")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(stderr);

@@ -12,6 +12,7 @@ mod config;
 mod database;
 mod database_bounds;
 mod disclosure;
+mod email;
 mod gateway;
 mod guestbook;
 mod hot_swap;

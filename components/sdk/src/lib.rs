@@ -79,6 +79,7 @@ extern crate self as truevalue_sdk;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod email;
 pub mod hex;
 pub mod http;
 pub mod id;

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod database;
+pub mod email;
 pub mod log;
 pub mod services;
 pub mod tokens;
@@ -16,4 +17,6 @@ pub struct Capabilities {
     pub cache: Arc<dyn cache::CacheStore>,
     pub crypto: Arc<crypto::Crypto>,
     pub tokens: Arc<tokens::Tokens>,
+    /// Sends what successful requests queued through the `email` capability.
+    pub email: Arc<email::Mailer>,
 }

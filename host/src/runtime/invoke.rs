@@ -1,5 +1,6 @@
 //! One request through one component: a permit, a fresh instance, the handler under the
-//! policy's deadline and memory limit, then commit or roll back the request's transaction.
+//! policy's deadline and memory limit, then commit or roll back the request's transaction —
+//! and, once it committed, hand the emails it queued to the mailer.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -154,6 +155,21 @@ impl Runtime {
             Ok(Err(error)) => Outcome::Failed(classify(&error, &store)),
             Err(_elapsed) => Outcome::Failed(Failure::Timeout),
         };
+        // Emails follow the transaction: only a request that answered below 500 and committed
+        // sends what it queued, so no email announces a change that was rolled back.
+        let emails = store.data_mut().email.take();
+        match &outcome {
+            Outcome::Response { response, .. } if response.status < 500 => {
+                self.capabilities.email.dispatch(emails)
+            }
+            _ if !emails.messages.is_empty() => tracing::info!(
+                component = %sandbox.name,
+                request_id = %request.context.request_id,
+                dropped = emails.messages.len(),
+                "the request did not succeed, so the emails it queued are not sent"
+            ),
+            _ => {}
+        }
         metrics::histogram!("truevalue_component_call_seconds", "component" => sandbox.name.to_string())
             .record(started.elapsed().as_secs_f64());
         if let Outcome::Failed(failure) = &outcome {

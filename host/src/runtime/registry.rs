@@ -28,6 +28,7 @@ use crate::capabilities::cache::{CacheCtx, Space};
 use crate::capabilities::config::ConfigCtx;
 use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::{self, Backend, ComponentDb, DatabaseCtx, Dialect};
+use crate::capabilities::email::EmailCtx;
 use crate::capabilities::log::LogCtx;
 use crate::capabilities::services::ServicesCtx;
 use crate::capabilities::tokens::TokensCtx;
@@ -85,6 +86,7 @@ impl Sandbox {
             config: ConfigCtx::new(self.config.clone()),
             log: LogCtx::new(self.name.clone(), request_id.into()),
             services: services.unwrap_or_else(|| self.no_services(deadline)),
+            email: EmailCtx::new(self.name.clone(), request_id.into()),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
@@ -194,7 +196,7 @@ struct Pinned {
 
 pub struct Runtime {
     pub(crate) engine: Engine,
-    capabilities: Capabilities,
+    pub(crate) capabilities: Capabilities,
     cache_dir: PathBuf,
     store_dir: PathBuf,
     slots: BTreeMap<String, Arc<Slot>>,
@@ -464,6 +466,11 @@ fn linker_for(engine: &Engine, policy: &Policy) -> anyhow::Result<Linker<State>>
                     &mut linker,
                     |s| &mut s.services,
                 )?
+            }
+            Capability::Email => {
+                bindings::email::add_to_linker::<State, HasSelf<EmailCtx>>(&mut linker, |s| {
+                    &mut s.email
+                })?
             }
         }
     }

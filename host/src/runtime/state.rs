@@ -8,6 +8,7 @@ use crate::capabilities::cache::CacheCtx;
 use crate::capabilities::config::ConfigCtx;
 use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::DatabaseCtx;
+use crate::capabilities::email::EmailCtx;
 use crate::capabilities::log::LogCtx;
 use crate::capabilities::services::ServicesCtx;
 use crate::capabilities::tokens::TokensCtx;
@@ -23,6 +24,7 @@ pub struct State {
     pub config: ConfigCtx,
     pub log: LogCtx,
     pub services: ServicesCtx,
+    pub email: EmailCtx,
 }
 
 impl WasiView for State {
