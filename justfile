@@ -32,7 +32,7 @@ run: build
 
 # Every test: unit tests, and black-box tests of the real binary (SQLite and PostgreSQL).
 test: components
-    cargo test --release -p truevalue -p truevalue-sdk -p auth
+    cargo test --release -p truevalue -p truevalue-sdk -p auth -p org
 
 # Gateway + Wasm against a native handler, instantiate + call, and logins against raw Argon2id.
 bench: components
