@@ -80,3 +80,27 @@ pub fn team(request: &Request) -> Result<Response, Problem> {
     .ok_or_else(|| Problem::not_found("no such team"))?;
     Response::json(200, &team)
 }
+
+/// `GET /org/internal/teams/{team_id}/members?org_id=O` [permission]: `{user_ids}` of the
+/// team's members (whose rights change with the team's roles); 404 unless the team is O's.
+pub fn team_members(request: &Request) -> Result<Response, Problem> {
+    request.require_caller(&["permission"])?;
+    let org_id = required(request, "org_id")?;
+    let team_id = request.param("team_id")?;
+    let exists = !db::query(
+        "SELECT id FROM teams WHERE org_id = $1 AND id = $2",
+        &[org_id.as_str().into(), team_id.into()],
+    )?
+    .is_empty();
+    if !exists {
+        return Err(Problem::not_found("no such team"));
+    }
+    let user_ids: Vec<String> = db::query(
+        "SELECT user_id FROM team_members WHERE org_id = $1 AND team_id = $2 ORDER BY user_id",
+        &[org_id.as_str().into(), team_id.into()],
+    )?
+    .iter()
+    .map(|row| row.get("user_id"))
+    .collect::<Result<_, _>>()?;
+    Response::json(200, &json!({ "user_ids": user_ids }))
+}

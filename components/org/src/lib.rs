@@ -80,6 +80,10 @@ impl App for Org {
             .get("/org/internal/membership", internal::membership)
             .get("/org/internal/teams", internal::teams_of)
             .get("/org/internal/teams/{team_id}", internal::team)
+            .get(
+                "/org/internal/teams/{team_id}/members",
+                internal::team_members,
+            )
     }
 
     fn migrations(_dialect: Dialect) -> Vec<Migration> {
