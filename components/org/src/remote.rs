@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::json;
+use truevalue_sdk::http::percent_encode as encode;
 use truevalue_sdk::prelude::*;
 
 /// How many accounts one call to auth asks for.
@@ -152,18 +153,4 @@ fn write(method: &str, path: &str, body: &serde_json::Value) -> Result<(), Probl
             "could not call permission {method} {path}: {error:?}"
         ))),
     }
-}
-
-/// Percent-encodes a path segment or query value.
-pub fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(byte));
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
 }
