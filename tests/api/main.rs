@@ -18,6 +18,7 @@ mod guestbook;
 mod hot_swap;
 mod identity;
 mod listener;
+mod org;
 mod quotas;
 mod rate_limit;
 mod sandbox;

@@ -148,6 +148,13 @@ async fn an_unscoped_select_on_a_tenant_route_returns_only_the_callers_organizat
             .len(),
         2
     );
+
+    // A restart puts the same tables under the same policy.
+    app.crash_and_restart().await;
+    assert_eq!(
+        rows(&app, "tenant", &globex, all).await,
+        json!([["org-globex", "plans"]])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
