@@ -25,13 +25,15 @@
 //!
 //! **Flattening.** A token carries the union of the user's roles' permissions (their own
 //! assignments and their teams'), sorted and deduplicated, as `/permission/internal/grants`
-//! answers it: a `member` token holds `contacts:write`. The scope is what narrows that to
-//! records: a component asks `GET /permission/api/check?permission=&owner_id=&team_id=`
-//! semantics — `org` reaches every record, `team` the records of the holder's teams and
-//! their own, `own` only their own. Scope narrows records only: a platform permission held by
-//! a scoped role (`members:read`) reaches the whole organization, as the token says.
+//! answers it: a `member` token holds `contacts:write`, because a member may write *some*
+//! contacts. The scope says which: `GET /permission/api/check?permission=&owner_id=&team_id=`
+//! answers for one record — scope `org` reaches every record, `team` the records of the
+//! holder's teams and their own, `own` only their own. Scope narrows records only: a platform
+//! permission held by a scoped role (`members:read`) reaches the whole organization, as the
+//! token says.
 //!
-//! Custom roles have scope `org`, names of 2 to 40 of `a-z0-9_-` other than the built-ins',
+//! Custom roles have scope `org`, names of 2 to 40 of `a-z0-9_-` starting with a letter (not a
+//! built-in's),
 //! and permissions that are `resource:action` strings or wildcards (`*`, `resource:*`,
 //! `*:action`).
 //!
