@@ -33,9 +33,8 @@
 //! token says.
 //!
 //! Custom roles have scope `org`, names of 2 to 40 of `a-z0-9_-` starting with a letter (not a
-//! built-in's),
-//! and permissions that are `resource:action` strings or wildcards (`*`, `resource:*`,
-//! `*:action`).
+//! built-in's), and permissions that are `resource:action` strings or wildcards (`*`,
+//! `resource:*`, `*:action`).
 //!
 //! # Rules
 //! - Only `roles:write` manages roles and assignments; nobody gives, changes, takes or deletes
