@@ -242,9 +242,6 @@ async fn refused_for_changed_rights(app: &TestApp, who: &Person) {
         let response = get(app, "/permission/api/check?permission=contacts:read", who).await;
         if response.status() == 401 {
             assert_eq!(kind(&problem(response, 401).await), "rights-changed");
-            // A refresh sent the very moment the old token is refused can still get a token the
-            // gateway refuses (see the report to the lead): give the change a moment to settle.
-            tokio::time::sleep(Duration::from_millis(30)).await;
             return;
         }
         assert!(

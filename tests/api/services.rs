@@ -188,13 +188,13 @@ async fn policies_that_misuse_the_new_keys_are_refused_with_what_to_change() {
     let bad = Policy::with_routes(
         "relay",
         "relay",
-        "routes = [\"/relay\"]\ninternal_routes = [\"/elsewhere\"]\norg_routes = [\"/relay/orgs\"]",
+        "routes = [\"/relay\"]\ninternal_routes = [\"/elsewhere\"]\norg_routes = [\"/relay/{org_slug}-x\"]",
         "services = [\"auth\"]\npermissions = [\"Contacts\"]",
     );
     let stderr = Spawn::new(Engine::Sqlite, vec![bad]).start_refused().await;
     for expected in [
         "internal route \"/elsewhere\" is not under any of `routes`",
-        "org route \"/relay/orgs\"",
+        "org route \"/relay/{org_slug}-x\"",
         "does not grant \"services\"",
         "permission \"Contacts\" must be `resource:action`",
     ] {

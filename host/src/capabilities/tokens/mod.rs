@@ -9,6 +9,7 @@ mod host;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -244,17 +245,32 @@ impl Tokens {
         }
         let ttl = ACCESS_TTL + Duration::from_secs(LEEWAY_SECONDS);
         self.revocations
-            .raise(&rights_key(org_id, user_id), now_ms(), ttl)
+            .raise(&rights_key(org_id, user_id), change_ms(), ttl)
             .await
             .map_err(|e| format!("{e:#}"))
     }
 }
 
-/// Unix time in milliseconds.
+/// Unix time in milliseconds, never earlier than a time this process handed out before: the
+/// wall clock may step back (NTP, a virtual machine's clock), and a token minted after a rights
+/// change must never carry an earlier time than the change.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
+    let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_millis() as u64);
+    let previous = LAST_MS.fetch_max(wall, Ordering::SeqCst);
+    wall.max(previous)
+}
+
+/// The latest time [`now_ms`] handed out.
+static LAST_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The time of a rights change: every request that starts after this call gets a later time,
+/// even within the same millisecond, so a token it mints is not taken for one minted before.
+fn change_ms() -> u64 {
+    let at = now_ms();
+    LAST_MS.fetch_max(at + 1, Ordering::SeqCst);
+    at
 }
 
 fn rights_key(org_id: &str, user_id: &str) -> String {
