@@ -233,6 +233,15 @@ fn register(request: &Request) -> Result<Response, Problem> {
     )
     // Registered in parallel, between the check and the insert.
     .on_conflict(taken)?;
+    // Sent by the host once the account is committed.
+    truevalue_sdk::email::send(
+        &email,
+        "Welcome to TrueValue",
+        &format!(
+            "Hello {name},\n\nyour TrueValue account {email} is ready. Sign in to create an \
+             organization or to accept an invitation.\n"
+        ),
+    )?;
     Response::json(
         201,
         &json!({ "id": id, "email": email, "name": name, "status": "active",

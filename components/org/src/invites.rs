@@ -20,6 +20,35 @@ pub fn invite_link(token: &str) -> String {
     format!("/org/api/invites/{token}/accept")
 }
 
+/// The invitation, sent by the host once the invite is committed. The link is the API's accept
+/// route under the policy's `public_url`; the token in it is the only copy the invitee gets.
+fn send_invite_email(
+    email: &str,
+    org_name: &str,
+    role: &str,
+    token: &str,
+    expires_at: i64,
+) -> Result<(), Problem> {
+    let base = config::get("public_url").unwrap_or_else(|| "http://127.0.0.1:8000".into());
+    let link = format!("{}{}", base.trim_end_matches('/'), invite_link(token));
+    let subject: String = format!("You are invited to join {org_name}")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    truevalue_sdk::email::send(
+        email,
+        &subject,
+        &format!(
+            "You have been invited to join {org_name} on TrueValue as {role}.\n\n\
+             Sign in (or register) with this address, then accept the invitation:\n\n\
+             POST {link}\n\n\
+             The invitation can be used once, by this address only, until {}.\n",
+            rfc3339(expires_at)
+        ),
+    )
+}
+
 /// A fresh token (64 hex digits) and the hash to store.
 fn new_token() -> Result<(String, String), Problem> {
     let bytes = crypto::random_bytes(TOKEN_BYTES);
@@ -106,6 +135,7 @@ pub fn create(request: &Request) -> Result<Response, Problem> {
             expires_at.into(),
         ],
     )?;
+    send_invite_email(&email, &organization.name, &role_name, &token, expires_at)?;
     Response::json(
         201,
         &json!({ "id": id, "email": email, "role": role_name, "token": token,
