@@ -19,6 +19,7 @@ mod hot_swap;
 mod identity;
 mod listener;
 mod org;
+mod permission;
 mod quotas;
 mod rate_limit;
 mod sandbox;
