@@ -34,9 +34,10 @@ run: build
 test: components
     cargo test --release -p truevalue -p truevalue-sdk -p auth -p org -p permission
 
-# Gateway + Wasm against a native handler, instantiate + call, and logins against raw Argon2id.
+# Gateway + Wasm against a native handler, instantiate + call, logins against raw Argon2id, and
+# the members list (org + auth + permission) against the same SQL run natively.
 bench: components
-    cargo bench -p truevalue --bench hello --bench auth
+    cargo bench -p truevalue --bench hello --bench auth --bench members
 
 # Formatting and lints, as CI expects them.
 lint:

@@ -1,5 +1,8 @@
 //! What the benchmarks share: the release host (or another server) in its own process.
 
+// Each benchmark uses a part of this.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
