@@ -335,3 +335,147 @@ async fn invalid_smtp_settings_stop_start_up_naming_the_setting() {
         .await;
     assert!(stderr.contains("smtp_from"), "{stderr}");
 }
+
+/// The text of a message, decoded when it went out quoted-printable (long lines do).
+fn text(data: &str) -> String {
+    let raw = body(data);
+    if !header(data, "content-transfer-encoding")
+        .is_some_and(|e| e.eq_ignore_ascii_case("quoted-printable"))
+    {
+        return raw.to_string();
+    }
+    let joined = raw.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'=')
+            .then(|| std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok())
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The message sent to `to`, waiting for it.
+async fn message_to(smtp: &SmtpServer, to: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let found = smtp
+            .received()
+            .into_iter()
+            .find(|m| m["rcpt_tos"] == json!([to]));
+        if let Some(message) = found {
+            return message["data"].as_str().unwrap().to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no message to {to}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_sends_a_welcome_and_an_invite_sends_the_link_that_accepts_it() {
+    let smtp = SmtpServer::start();
+    let app = Spawn::new(Engine::Sqlite, crate::org::tenancy_policies())
+        .env("TRUEVALUE_SMTP_URL", &smtp.url)
+        .start()
+        .await;
+    let password = "correct horse battery staple";
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let (ada, grace) = (
+        format!("ada-{suffix}@example.com"),
+        format!("grace-{suffix}@example.com"),
+    );
+    let register = |email: String, name: &'static str| {
+        let app = &app;
+        async move {
+            let body = json!({ "email": email, "password": password, "name": name });
+            assert_eq!(app.post_json("/auth/register", &body).await.status(), 201);
+            let login = json!({ "email": email, "password": password });
+            let pair: Value = app
+                .post_json("/auth/login", &login)
+                .await
+                .json()
+                .await
+                .unwrap();
+            pair["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    let bearer = |path: &str, token: &str, body: Value| {
+        app.client
+            .post(app.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+
+    let token = register(ada.clone(), "Ada").await;
+    let welcome = message_to(&smtp, &ada).await;
+    assert_eq!(header(&welcome, "subject"), Some("Welcome to TrueValue"));
+    assert!(text(&welcome).contains("Hello Ada"), "{welcome}");
+
+    let slug = format!("acme-{suffix}");
+    let created = bearer(
+        "/org/api/organizations",
+        &token,
+        json!({ "name": "Acme Corp", "slug": slug }),
+    );
+    assert_eq!(created.await.unwrap().status(), 201);
+    let pair: Value = bearer("/auth/switch-org", &token, json!({ "org_slug": slug }))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin = pair["access_token"].as_str().unwrap();
+    let invite: Value = bearer(
+        &format!("/org/api/organizations/{slug}/invites"),
+        admin,
+        json!({ "email": grace, "role": "member" }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+
+    // The invitation names the organization and carries the link with the invite's token.
+    let invitation = message_to(&smtp, &grace).await;
+    assert_eq!(
+        header(&invitation, "subject"),
+        Some("You are invited to join Acme Corp")
+    );
+    let text = text(&invitation);
+    let link = text
+        .split_whitespace()
+        .find(|word| word.contains("/org/api/invites/"))
+        .unwrap_or_else(|| panic!("no accept link in {text}"));
+    let path = link.trim_start_matches("http://127.0.0.1:8000");
+    assert_eq!(
+        path,
+        format!(
+            "/org/api/invites/{}/accept",
+            invite["token"].as_str().unwrap()
+        )
+    );
+
+    // Grace signs up with that address and accepts with the emailed link.
+    let grace_token = register(grace.clone(), "Grace").await;
+    let accepted = bearer(path, &grace_token, json!({})).await.unwrap();
+    assert_eq!(accepted.status(), 200);
+    let accepted: Value = accepted.json().await.unwrap();
+    assert_eq!(accepted["org_slug"], slug.as_str());
+}
