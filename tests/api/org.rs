@@ -939,3 +939,72 @@ async fn another_tenants_admin_reaches_no_org_route_and_changes_nothing(engine: 
     assert_eq!(before, after, "Eve changed Acme");
     assert_eq!(after["members"]["items"].as_array().unwrap().len(), 2);
 }
+
+on_both_engines!(nobody_gains_or_takes_away_more_than_they_hold_through_teams_or_removals);
+async fn nobody_gains_or_takes_away_more_than_they_hold_through_teams_or_removals(engine: Engine) {
+    let app = app(engine).await;
+    let alice = sign_up(&app, "Alice").await;
+    let (slug, admin) = found(&app, &alice, "Acme").await;
+    // A custom role that manages teams and members and holds nothing else.
+    let organizer = json!({
+        "name": "organizer",
+        "permissions": ["teams:read", "teams:write", "members:read", "members:write"],
+    });
+    post(&app, "/permission/api/roles", &admin, organizer)
+        .await
+        .expect(201);
+    let mallory = join(&app, &slug, &admin, "Mallory", "organizer").await;
+    let board = post(
+        &app,
+        &org_path(&slug, "/teams"),
+        &admin,
+        json!({ "name": "Board" }),
+    )
+    .await
+    .expect(201);
+    let board = board["id"].as_str().unwrap();
+    let to_board = json!({ "team_id": board, "role": "admin" });
+    post(&app, "/permission/api/assignments", &admin, to_board)
+        .await
+        .expect(201);
+
+    // Joining the admins' team would make Mallory an admin: refused.
+    let board_members = org_path(&slug, &format!("/teams/{board}/members"));
+    let join_board = json!({ "user_id": mallory.id });
+    post(&app, &board_members, &mallory.token, join_board)
+        .await
+        .expect(403);
+    // Removing an admin takes away more than she holds: refused.
+    delete(
+        &app,
+        &org_path(&slug, &format!("/members/{}", alice.id)),
+        &mallory.token,
+    )
+    .await
+    .expect(403);
+    assert_eq!(members(&app, &slug, &admin).await.len(), 2);
+    let listed = get(&app, &board_members, &admin).await.expect(200);
+    assert_eq!(listed["items"], json!([]), "{listed}");
+
+    // A team whose roles she holds, she may fill.
+    let sales = post(
+        &app,
+        &org_path(&slug, "/teams"),
+        &admin,
+        json!({ "name": "Sales" }),
+    )
+    .await
+    .expect(201);
+    let sales_members = org_path(
+        &slug,
+        &format!("/teams/{}/members", sales["id"].as_str().unwrap()),
+    );
+    post(
+        &app,
+        &sales_members,
+        &mallory.token,
+        json!({ "user_id": mallory.id }),
+    )
+    .await
+    .expect(201);
+}

@@ -139,6 +139,19 @@ async fn an_unscoped_select_on_a_tenant_route_returns_only_the_callers_organizat
         "{problem}"
     );
 
+    // A path the gateway would read otherwise than the component (an empty segment) is refused.
+    for path in ["/tenant//sql", "//tenant/sql"] {
+        let response = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(&outside)
+            .json(&json!({ "statements": [all] }))
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::problem(response, 400).await;
+    }
+
     // Outside the tenant routes the component's own filters are all there is, as documented.
     assert_eq!(
         rows(&app, "account", &outside, all)

@@ -92,6 +92,10 @@ pub fn list(request: &Request) -> Result<Response, Problem> {
 pub fn remove(request: &Request) -> Result<Response, Problem> {
     let (caller, organization) = tenant_with(request, "members:write")?;
     let user_id = request.param("user_id")?;
+    if user_id != caller.user_id && is_member(&organization.org_id, user_id)? {
+        let held = remote::permissions_of(&organization.org_id, user_id)?;
+        remote::within(&caller, &held, "this member holds")?;
+    }
     remove_member(&organization.org_id, user_id)?;
     log::info(&format!(
         "{user_id} removed from {} by {}",

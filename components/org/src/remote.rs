@@ -103,6 +103,42 @@ pub fn role(org_id: &str, name: &str) -> Result<Option<Role>, Problem> {
     }
 }
 
+/// The permissions `user_id` holds in the organization (their roles and their teams').
+pub fn permissions_of(org_id: &str, user_id: &str) -> Result<Vec<String>, Problem> {
+    let path = format!(
+        "/permission/internal/grants?user_id={}&org_id={}",
+        encode(user_id),
+        encode(org_id)
+    );
+    Ok(services::get_json::<Granted>("permission", &path)?.permissions)
+}
+
+/// The permissions the roles given to `team_id` carry.
+pub fn team_permissions(org_id: &str, team_id: &str) -> Result<Vec<String>, Problem> {
+    let path = format!(
+        "/permission/internal/team-grants?team_id={}&org_id={}",
+        encode(team_id),
+        encode(org_id)
+    );
+    Ok(services::get_json::<Granted>("permission", &path)?.permissions)
+}
+
+#[derive(Deserialize)]
+struct Granted {
+    permissions: Vec<String>,
+}
+
+/// 403 naming the first of `permissions` the caller does not hold: nobody gives, through a
+/// team, or takes away, by removing a member, more than they hold themselves.
+pub fn within(caller: &OrgCaller, permissions: &[String], what: &str) -> Result<(), Problem> {
+    match permissions.iter().find(|p| !caller.allows(p)) {
+        Some(beyond) => Err(Problem::forbidden(format!(
+            "{what} `{beyond}`, which you do not hold"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Assigns `role` to `user_id` in the organization.
 pub fn assign(org_id: &str, user_id: &str, role: &str) -> Result<(), Problem> {
     write(

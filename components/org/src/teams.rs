@@ -169,7 +169,7 @@ struct NewTeamMember {
 /// `POST /org/api/organizations/{slug}/teams/{id}/members` `{user_id}` (`teams:write`): the
 /// user must be a member of the organization (422 otherwise).
 pub fn add_member(request: &Request) -> Result<Response, Problem> {
-    let (_, organization) = tenant_with(request, "teams:write")?;
+    let (caller, organization) = tenant_with(request, "teams:write")?;
     let org_id = organization.org_id.as_str();
     let team = find(org_id, request.param("id")?)?;
     let body: NewTeamMember = request.json()?;
@@ -180,6 +180,8 @@ pub fn add_member(request: &Request) -> Result<Response, Problem> {
             "is not a member of this organization",
         ));
     }
+    let granted = remote::team_permissions(org_id, &team.id)?;
+    remote::within(&caller, &granted, "the team's roles grant")?;
     let added_at = now();
     db::execute(
         "INSERT INTO team_members (org_id, team_id, user_id, added_at) VALUES ($1, $2, $3, $4)",

@@ -33,10 +33,10 @@ fn acts_for(req: &Request, org_id: &str) -> bool {
     req.context().org_id.as_deref() == Some(org_id)
 }
 
-/// `GET /permission/internal/grants?user_id=&org_id=` [auth]: what a token for the user in
-/// that organization carries.
+/// `GET /permission/internal/grants?user_id=&org_id=` [auth, org]: what a token for the user
+/// in that organization carries (org checks that a remover holds at least as much).
 pub fn grants(req: &Request) -> Result<Response, Problem> {
-    req.require_caller(&["auth"])?;
+    req.require_caller(&["auth", "org"])?;
     let (user_id, org_id) = (query_id(req, "user_id")?, query_id(req, "org_id")?);
     let held = held(&org_id, &user_id)?;
     let names: Vec<&str> = held.roles.iter().map(|r| r.name.as_str()).collect();
@@ -48,6 +48,17 @@ pub fn grants(req: &Request) -> Result<Response, Problem> {
             "require_mfa": store::require_mfa(&org_id)?,
         }),
     )
+}
+
+/// `GET /permission/internal/team-grants?team_id=&org_id=` [org]: the permissions the roles
+/// given to a team carry, so that adding a member to it grants no more than the adder holds.
+pub fn team_grants(req: &Request) -> Result<Response, Problem> {
+    req.require_caller(&["org"])?;
+    let (team_id, org_id) = (query_id(req, "team_id")?, query_id(req, "org_id")?);
+    // No user has the empty id: only the team's own assignments match.
+    let names = store::role_names(&org_id, "", std::slice::from_ref(&team_id))?;
+    let roles = crate::resolve(&org_id, &names)?;
+    Response::json(200, &json!({ "permissions": roles::flatten(&roles) }))
 }
 
 #[derive(Deserialize)]

@@ -80,6 +80,7 @@ impl App for Permission {
             .get("/permission/api/policy", api::get_policy)
             .put("/permission/api/policy", api::put_policy)
             .get("/permission/internal/grants", internal::grants)
+            .get("/permission/internal/team-grants", internal::team_grants)
             .post("/permission/internal/assignments", internal::assign)
             .get("/permission/internal/roles/{name}", internal::role)
             .post("/permission/internal/roles-of", internal::roles_of)
@@ -107,19 +108,26 @@ struct Held {
 fn held(org_id: &str, user_id: &str) -> Result<Held, Problem> {
     let teams = org::teams_of(org_id, user_id)?;
     let names = store::role_names(org_id, user_id, &teams)?;
+    Ok(Held {
+        roles: resolve(org_id, &names)?,
+        teams,
+    })
+}
+
+/// The roles `names` name in the organization (built-in or custom).
+fn resolve(org_id: &str, names: &[String]) -> Result<Vec<Role>, Problem> {
     let records = catalog::record_permissions();
     let custom = match names.iter().any(|n| !roles::BUILT_IN.contains(&n.as_str())) {
         true => store::custom_roles(org_id)?,
         false => Vec::new(),
     };
-    let roles = names
+    Ok(names
         .iter()
         .filter_map(|name| {
             roles::built_in(name, &records)
                 .or_else(|| custom.iter().find(|r| &r.name == name).cloned())
         })
-        .collect();
-    Ok(Held { roles, teams })
+        .collect())
 }
 
 /// Tells the gateways that these users' rights in the request's organization changed.

@@ -73,6 +73,15 @@ pub async fn identify(State(auth): State<Arc<Auth>>, mut request: Request, next:
 
 /// Whether `path` is served without a token: a public route of its policy, or a path no
 /// component serves (it answers 404 whoever asks).
+/// Whether every segment of `path` is a name: no `//`, `.` or `..` (a trailing `/` is fine).
+fn plain_path(path: &str) -> bool {
+    let inner = path.strip_suffix('/').unwrap_or(path);
+    inner
+        .split('/')
+        .skip(1)
+        .all(|segment| !matches!(segment, "" | "." | ".."))
+}
+
 pub fn is_public(routes: &RouteTable, path: &str) -> bool {
     routes
         .find(path)
@@ -85,6 +94,11 @@ pub async fn require(
     next: Next,
 ) -> Result<Response, ApiError> {
     let path = request.uri().path();
+    // Components route by non-empty segments: a path the gateway would read differently (an
+    // empty, `.` or `..` segment) could slip past the checks below, so none is served.
+    if !plain_path(path) {
+        return Err(ApiError::BadPath);
+    }
     let policy = auth.routes.find(path);
     // Internal routes answer only other components (through `services`): to a client they do
     // not exist.
@@ -124,7 +138,30 @@ pub async fn require(
 
 #[cfg(test)]
 mod tests {
-    use super::bounded;
+    use super::{bounded, plain_path};
+
+    #[test]
+    fn paths_with_empty_or_dot_segments_are_not_plain() {
+        for path in [
+            "/",
+            "/org",
+            "/org/api/organizations/acme/",
+            "/hello/a.b",
+            "/x/..y",
+        ] {
+            assert!(plain_path(path), "{path}");
+        }
+        for path in [
+            "//org",
+            "/org//api",
+            "/org/api//",
+            "/org/./api",
+            "/org/../auth/internal",
+            "/..",
+        ] {
+            assert!(!plain_path(path), "{path}");
+        }
+    }
 
     #[test]
     fn a_logged_detail_is_bounded_and_cannot_forge_log_lines() {

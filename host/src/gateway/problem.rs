@@ -15,6 +15,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the request body could not be read: {0}")]
     BadBody(String),
+    #[error("the path has an empty, `.` or `..` segment")]
+    BadPath,
     #[error("the request body did not arrive within {0} ms")]
     BodyTimeout(u64),
     #[error("missing or invalid bearer token")]
@@ -69,7 +71,9 @@ impl ApiError {
                 "payload-too-large",
                 "Payload too large",
             ),
-            ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            ApiError::BadBody(_) | ApiError::BadPath => {
+                (StatusCode::BAD_REQUEST, "bad-request", "Bad request")
+            }
             ApiError::BodyTimeout(_) => (
                 StatusCode::REQUEST_TIMEOUT,
                 "request-timeout",

@@ -160,7 +160,8 @@ impl Runtime {
         let emails = store.data_mut().email.take();
         match &outcome {
             Outcome::Response { response, .. } if response.status < 500 => {
-                self.capabilities.email.dispatch(emails)
+                self.capabilities.email.dispatch(emails);
+                store.data_mut().services.confirm_rights_changes().await;
             }
             _ if !emails.messages.is_empty() => tracing::info!(
                 component = %sandbox.name,

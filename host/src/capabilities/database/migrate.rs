@@ -55,6 +55,16 @@ pub async fn apply(
     }
 
     db.before_migrations().await?;
+    let applied = run(db, pending).await;
+    // Whether they applied or not, the tenant tables go back under the host's row policy.
+    db.isolate_tenants().await?;
+    applied
+}
+
+type Pending<'m> = Vec<(&'m Migration, String, Vec<&'m str>)>;
+
+/// All of `pending` and their records, in one transaction.
+async fn run(db: &dyn ComponentDb, pending: Pending<'_>) -> anyhow::Result<Vec<u32>> {
     let mut transaction = db.begin_migrations().await?;
     let mut done = Vec::new();
     for (migration, checksum, statements) in pending {
@@ -70,7 +80,6 @@ pub async fn apply(
         done.push(migration.id);
     }
     transaction.commit().await?;
-    db.isolate_tenants().await?;
     Ok(done)
 }
 

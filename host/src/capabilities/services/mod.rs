@@ -16,6 +16,10 @@ use crate::runtime::{Call, Failure, Outcome, Runtime};
 /// between components ends with an error long before it could exhaust anything.
 pub const MAX_DEPTH: u8 = 4;
 
+/// Most rights changes of one request recorded again after its commit (the first record of
+/// each is made at once, whatever their number).
+const MAX_CONFIRMED: usize = 10_000;
+
 /// Methods a call may use.
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
@@ -27,6 +31,8 @@ pub struct ServicesCtx {
     /// The request this instance serves, as the callee will see it (minus `caller`).
     context: RequestContext,
     call: Call,
+    /// The users whose rights changed in this request, recorded again once it committed.
+    rights_changed: BTreeSet<String>,
 }
 
 impl ServicesCtx {
@@ -45,6 +51,21 @@ impl ServicesCtx {
             tokens,
             context,
             call,
+            rights_changed: BTreeSet::new(),
+        }
+    }
+
+    /// Records this request's rights changes once more, now that its transaction committed: a
+    /// token minted by a request that read the old rights before the commit then carries an
+    /// earlier time, and is refused too.
+    pub async fn confirm_rights_changes(&mut self) {
+        let Some(org_id) = &self.context.org_id else {
+            return;
+        };
+        for user_id in std::mem::take(&mut self.rights_changed) {
+            if let Err(error) = self.tokens.rights_changed(org_id, &user_id).await {
+                tracing::error!(component = %self.caller, %error, "could not record a committed rights change");
+            }
         }
     }
 }
@@ -144,6 +165,12 @@ impl Host for ServicesCtx {
                 "the request acts for no organization, so no rights in one can change".into(),
             ));
         };
-        Ok(self.tokens.rights_changed(org_id, &user_id).await)
+        // Recorded now, so the caller fails (and rolls back) when the host cannot record it,
+        // and again after the commit (`confirm_rights_changes`).
+        let recorded = self.tokens.rights_changed(org_id, &user_id).await;
+        if recorded.is_ok() && self.rights_changed.len() < MAX_CONFIRMED {
+            self.rights_changed.insert(user_id);
+        }
+        Ok(recorded)
     }
 }
