@@ -37,7 +37,7 @@ test: components
 # Gateway + Wasm against a native handler, instantiate + call, logins against raw Argon2id, and
 # the members list (org + auth + permission) against the same SQL run natively.
 bench: components
-    cargo bench -p truevalue --bench hello --bench auth --bench members
+    cargo bench -p truevalue --bench hello --bench auth --bench members --bench fairness
 
 # Formatting and lints, as CI expects them.
 lint:

@@ -13,6 +13,7 @@ mod database;
 mod database_bounds;
 mod disclosure;
 mod email;
+mod fairness;
 mod gateway;
 mod guestbook;
 mod hot_swap;

@@ -2,6 +2,7 @@
 //! and a fresh, limited instance for every request.
 
 mod engine;
+pub mod fairness;
 mod invoke;
 mod loader;
 mod registry;

@@ -90,11 +90,11 @@ impl Sandbox {
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
-        // Guest code hands its thread back to the executor at every epoch tick, so even an
-        // endless loop never holds a worker; the caller enforces the wall-clock deadline by
-        // dropping the call (`tokio::time::timeout_at`).
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        // Guest code hands its thread back to the executor at every epoch tick, and a long
+        // runner waits for a slot (see `fairness`), so even endless loops never hold the
+        // workers; the caller enforces the wall-clock deadline by dropping the call
+        // (`tokio::time::timeout_at`).
+        super::fairness::install(&mut store);
         store
     }
 

@@ -1,0 +1,61 @@
+//! Fair execution: guest code never starves the gateway or other components.
+//!
+//! Guest code runs on the host's async workers and hands its thread back at every epoch tick
+//! (10 ms). Two things keep one component's long-running requests from taking the machine:
+//!
+//! - **Yielding for real.** A plain self-wake would put the task back in the worker's LIFO
+//!   slot and run it again at once, and the worker would look at the network only every few
+//!   dozen polls; `tokio::task::yield_now` instead lets every other ready task and the I/O and
+//!   timer drivers run before the guest resumes.
+//! - **A slot per long runner.** A request still executing guest code after [`FREE_RUN`] needs
+//!   one of a few *long-running slots* (half the cores, at least one) for each further slice.
+//!   However many endless loops are in flight, they share those slots and wait for them
+//!   without holding a thread, so the other cores stay free for the gateway and for ordinary
+//!   requests. Their deadlines still fire: a request waiting for a slot is dropped at its
+//!   deadline like any other.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::{Store, UpdateDeadline};
+
+/// How long a request may run guest code before it competes for a long-running slot: ordinary
+/// requests finish well within it.
+pub const FREE_RUN: Duration = Duration::from_millis(50);
+
+/// The long-running slots of this process: half the cores, at least one.
+static LONG_RUNNING: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Arc::new(Semaphore::new((cores / 2).max(1)))
+});
+
+/// Makes the store yield at every epoch tick, and past [`FREE_RUN`] wait for a long-running
+/// slot before each further slice.
+pub fn install<T: 'static>(store: &mut Store<T>) {
+    let started = Instant::now();
+    // The slot held for the current slice; handed back at the next tick, or with the store.
+    let held: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::default();
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if let Ok(mut slot) = held.lock() {
+            slot.take();
+        }
+        let next: Pin<Box<dyn Future<Output = ()> + Send>> = if started.elapsed() < FREE_RUN {
+            Box::pin(tokio::task::yield_now())
+        } else {
+            let (gate, held) = (LONG_RUNNING.clone(), held.clone());
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                if let Ok(permit) = gate.acquire_owned().await
+                    && let Ok(mut slot) = held.lock()
+                {
+                    *slot = Some(permit);
+                }
+            })
+        };
+        Ok(UpdateDeadline::YieldCustom(1, next))
+    });
+}
