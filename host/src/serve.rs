@@ -130,7 +130,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                         tracing::info!(component = %component.name, %version, %digest, routes = ?component.routes, "loaded")
                     }
                     // Logged at error with the whole reason by the runtime.
-                    _ => tracing::warn!(component = %component.name, routes = ?component.routes, "not serving: its routes answer 503 until a fixed version is deployed"),
+                    _ => {
+                        tracing::warn!(component = %component.name, routes = ?component.routes, "not serving: its routes answer 503 until a fixed version is deployed")
+                    }
                 }
             }
             (

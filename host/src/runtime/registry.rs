@@ -367,7 +367,12 @@ impl Runtime {
         slot.current.store(Some(Arc::new(loaded)));
         slot.failure.store(None);
         let info = info(slot);
-        tracing::info!(component = name, version = info.version.as_deref().unwrap_or_default(), digest = info.digest.as_deref().unwrap_or_default(), "deployed");
+        tracing::info!(
+            component = name,
+            version = info.version.as_deref().unwrap_or_default(),
+            digest = info.digest.as_deref().unwrap_or_default(),
+            "deployed"
+        );
         Ok(info)
     }
 
@@ -395,7 +400,12 @@ impl Runtime {
         slot.previous.store(current);
         slot.failure.store(None);
         let info = info(slot);
-        tracing::info!(component = name, version = info.version.as_deref().unwrap_or_default(), digest = info.digest.as_deref().unwrap_or_default(), "rolled back");
+        tracing::info!(
+            component = name,
+            version = info.version.as_deref().unwrap_or_default(),
+            digest = info.digest.as_deref().unwrap_or_default(),
+            "rolled back"
+        );
         Ok(info)
     }
 }
@@ -511,7 +521,11 @@ fn info(slot: &Slot) -> ComponentInfo {
         },
         error: match current {
             Some(_) => None,
-            None => slot.failure.load().as_deref().map(|f| format!("failed to load: {f}")),
+            None => slot
+                .failure
+                .load()
+                .as_deref()
+                .map(|f| format!("failed to load: {f}")),
         },
         version: current.map(|c| c.version.clone()),
         digest: current.map(|c| c.digest.clone()),
