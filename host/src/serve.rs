@@ -125,7 +125,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .await?,
             );
             for component in runtime.components() {
-                tracing::info!(component = %component.name, version = %component.version, digest = %component.digest, routes = ?component.routes, "loaded");
+                match (&component.version, &component.digest) {
+                    (Some(version), Some(digest)) => {
+                        tracing::info!(component = %component.name, %version, %digest, routes = ?component.routes, "loaded")
+                    }
+                    // Logged at error with the whole reason by the runtime.
+                    _ => {
+                        tracing::warn!(component = %component.name, routes = ?component.routes, "not serving: its routes answer 503 until a fixed version is deployed")
+                    }
+                }
             }
             (
                 Upstream::Local(runtime.clone()),

@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod database;
 mod database_bounds;
+mod degraded;
 mod disclosure;
 mod email;
 mod fairness;

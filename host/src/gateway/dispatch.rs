@@ -148,6 +148,7 @@ async fn local(
     match runtime.handle(slot, wasm_request, tenant).await {
         Outcome::Response { response, .. } => into_http(&component, response),
         Outcome::Busy => Err(ApiError::Busy(component)),
+        Outcome::Unavailable => Err(ApiError::ComponentUnavailable(component)),
         Outcome::Failed(Failure::Timeout) => Err(ApiError::Timeout(component)),
         Outcome::Failed(failure) => Err(ApiError::ComponentFailed {
             component,

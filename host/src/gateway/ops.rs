@@ -19,7 +19,10 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready: every configured backend answers within two seconds.
+/// Ready: every configured backend answers within two seconds (else 503). A component that
+/// failed to load does not make the host unready: the others serve, so a load balancer should
+/// keep sending traffic; the answer is then a 200 with `status: degraded` and the failed
+/// components under `components`, each with why (bounded).
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     const WITHIN: Duration = Duration::from_secs(2);
     let upstream = async {
@@ -42,10 +45,22 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
     {
         record(&mut checks, &mut failures, name, result);
     }
-    if failures.is_empty() {
+    let failed = match &state.upstream {
+        Upstream::Local(runtime) => runtime.failed(),
+        Upstream::Nodes(_) => Vec::new(),
+    };
+    if !failures.is_empty() {
+        Err(ApiError::NotReady(failures.join("; ")))
+    } else if failed.is_empty() {
         Ok(Json(json!({ "status": "ready", "checks": checks })))
     } else {
-        Err(ApiError::NotReady(failures.join("; ")))
+        let components: serde_json::Map<String, Value> = failed
+            .into_iter()
+            .map(|(name, why)| (name, json!(format!("failed to load: {why}"))))
+            .collect();
+        Ok(Json(
+            json!({ "status": "degraded", "checks": checks, "components": components }),
+        ))
     }
 }
 

@@ -41,6 +41,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("`{0}` is at its limit of concurrent requests; retry shortly")]
     Busy(String),
+    /// The component failed to load at start-up; why is in the log and the admin API.
+    #[error("`{0}` failed to load and serves nothing until an operator deploys a fixed version")]
+    ComponentUnavailable(String),
     #[error("`{0}` did not answer within its deadline")]
     Timeout(String),
     #[error("not ready: {0}")]
@@ -101,6 +104,11 @@ impl ApiError {
                 "overloaded",
                 "Service overloaded",
             ),
+            ApiError::ComponentUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "component-unavailable",
+                "Component unavailable",
+            ),
             ApiError::Timeout(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "component-timeout",
@@ -142,7 +150,10 @@ impl IntoResponse for ApiError {
         let detail = if status.is_server_error()
             && !matches!(
                 self,
-                ApiError::Busy(_) | ApiError::Timeout(_) | ApiError::NotReady(_)
+                ApiError::Busy(_)
+                    | ApiError::Timeout(_)
+                    | ApiError::NotReady(_)
+                    | ApiError::ComponentUnavailable(_)
             ) {
             // The detail is for operators: the log middleware writes it with the request id.
             "Something went wrong on our side; quote the request id when reporting it.".to_string()

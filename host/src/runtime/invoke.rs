@@ -41,6 +41,8 @@ pub enum Outcome {
     Response { response: Response, version: String },
     /// No instance could be had right now: the component or the host is at its limit.
     Busy,
+    /// The component failed to load and no fixed version was deployed yet: nothing to run.
+    Unavailable,
     /// The component failed; its transaction was rolled back.
     Failed(Failure),
 }
@@ -104,6 +106,10 @@ impl Runtime {
 
     /// A request from the gateway or another component, ending by `call.deadline` at the latest.
     pub async fn run(self: &Arc<Self>, slot: &Slot, request: Request, call: Call) -> Outcome {
+        // In-flight requests keep the version they started on, whatever a deploy swaps in.
+        let Some(version) = slot.current.load_full() else {
+            return Outcome::Unavailable;
+        };
         let Ok(_pool) = self.pool.clone().try_acquire_owned() else {
             return Outcome::Busy;
         };
@@ -111,8 +117,6 @@ impl Runtime {
             return Outcome::Busy;
         };
         let sandbox = &slot.sandbox;
-        // In-flight requests keep the version they started on, whatever a deploy swaps in.
-        let version = slot.current.load_full();
         let _live = Live::new(sandbox.name.clone());
         let started = Instant::now();
 

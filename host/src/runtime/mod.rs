@@ -11,5 +11,5 @@ mod state;
 pub use engine::new_engine;
 pub use invoke::{Call, Failure, Outcome, RequestMeta};
 pub use loader::Loaded;
-pub use registry::{ComponentInfo, DeployError, Runtime, Sandbox, Slot};
+pub use registry::{ComponentInfo, DeployError, Runtime, Sandbox, Slot, Status};
 pub use state::State;

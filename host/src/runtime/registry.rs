@@ -2,6 +2,10 @@
 //! and links off the request path, then swaps the pointer; requests already running keep the
 //! version they started with, and the previous version stays for rollback. Deployed versions
 //! are kept in the data directory, so a restart comes back on the same versions.
+//!
+//! A component that fails to load at start-up (its `.wasm` missing or refused, a migration
+//! failing) keeps its slot with no current version: the others serve, its routes answer 503,
+//! and a deploy of a fixed version brings it in without a restart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -9,7 +13,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, Semaphore};
@@ -151,22 +155,64 @@ impl Sandbox {
 /// One component: its sandbox and its versions.
 pub struct Slot {
     pub sandbox: Sandbox,
-    pub(crate) current: ArcSwap<Loaded>,
+    /// `None` only while the component failed to load and no deploy has fixed it yet.
+    pub(crate) current: ArcSwapOption<Loaded>,
     previous: ArcSwapOption<Loaded>,
+    /// Why the component has no current version: what failed at start-up, bounded.
+    failure: ArcSwapOption<String>,
     deploying: Mutex<()>,
     pub(crate) permits: Arc<Semaphore>,
 }
 
-/// What operators see of a component.
+impl Slot {
+    fn new(
+        sandbox: Sandbox,
+        current: Option<Loaded>,
+        previous: Option<Loaded>,
+        failure: Option<String>,
+    ) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(sandbox.policy.limits.max_instances as usize)),
+            sandbox,
+            current: ArcSwapOption::new(current.map(Arc::new)),
+            previous: ArcSwapOption::new(previous.map(Arc::new)),
+            failure: ArcSwapOption::new(failure.map(Arc::new)),
+            deploying: Mutex::new(()),
+        }
+    }
+
+    /// Why the component serves nothing, when it failed to load; `None` while it serves.
+    pub fn failure(&self) -> Option<Arc<String>> {
+        match self.current.load().is_some() {
+            true => None,
+            false => self.failure.load_full(),
+        }
+    }
+}
+
+/// What operators see of a component. A failed one has no version, digest or load time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ComponentInfo {
     pub name: String,
-    pub version: String,
-    pub digest: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub loaded_at: OffsetDateTime,
+    pub status: Status,
+    /// Why it failed to load; only when `status` is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub version: Option<String>,
+    pub digest: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub loaded_at: Option<OffsetDateTime>,
     pub routes: Vec<String>,
     pub previous: Option<PreviousVersion>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// It has a current version and serves its routes.
+    Serving,
+    /// It failed to load at start-up: its routes answer 503 until a deploy fixes it.
+    Failed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,7 +251,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Loads every policy's component (or its deployed version), running migrations.
+    /// Loads every policy's component (or its deployed version), running migrations. A
+    /// component whose version cannot be loaded or migrated is logged and left without a
+    /// current version; only what no single component causes (its database cannot be opened,
+    /// its linker cannot be built) stops start-up.
     pub async fn start(
         engine: Engine,
         capabilities: Capabilities,
@@ -218,10 +267,18 @@ impl Runtime {
         let mut slots = BTreeMap::new();
         for policy in policies {
             let name = policy.name.clone();
-            let slot = Self::load_slot(&engine, &capabilities, &cache_dir, &store_dir, policy)
+            let sandbox = sandbox(&engine, &capabilities, policy)
                 .await
                 .with_context(|| format!("loading component `{name}`"))?;
-            slots.insert(name, slot);
+            let dir = store_dir.join(&name);
+            let slot = match load_versions(&engine, &cache_dir, &sandbox, &dir).await {
+                Ok((current, previous)) => Slot::new(sandbox, Some(current), previous, None),
+                Err(error) => {
+                    tracing::error!(component = %name, error = %format!("{error:#}"), "the component failed to load: it is left out until a fixed version is deployed");
+                    Slot::new(sandbox, None, None, Some(bounded(&format!("{error:#}"))))
+                }
+            };
+            slots.insert(name, Arc::new(slot));
         }
         let policies: Vec<Arc<Policy>> = slots
             .values()
@@ -237,86 +294,6 @@ impl Runtime {
             routes,
             pool: Arc::new(Semaphore::new(max_instances as usize)),
         })
-    }
-
-    async fn load_slot(
-        engine: &Engine,
-        capabilities: &Capabilities,
-        cache_dir: &Path,
-        store_dir: &Path,
-        policy: Policy,
-    ) -> anyhow::Result<Arc<Slot>> {
-        let db = match policy.grants(Capability::Database) {
-            true => Some(
-                capabilities
-                    .database
-                    .open(&policy.name, policy.limits.max_instances)
-                    .await?,
-            ),
-            false => None,
-        };
-        let dir = store_dir.join(&policy.name);
-        let pinned = read_pinned(&dir)?;
-        let current_bytes = match &pinned {
-            Some(pinned) => read_version(&dir, &pinned.current)?,
-            None => std::fs::read(&policy.wasm).with_context(|| {
-                format!(
-                    "reading {} (named by {}); build it with `just components`",
-                    policy.wasm.display(),
-                    policy.source.display()
-                )
-            })?,
-        };
-        let sandbox = Sandbox {
-            name: policy.name.as_str().into(),
-            linker: linker_for(engine, &policy)?,
-            db,
-            dialect: capabilities.database.dialect(),
-            config: Arc::new(policy.config.clone()),
-            cache: CacheCtx::new(
-                policy
-                    .grants(Capability::Cache)
-                    .then(|| capabilities.cache.clone()),
-                Space {
-                    component: policy.name.as_str().into(),
-                    max_entries: policy.limits.cache_max_entries,
-                    max_bytes: policy.limits.cache_max_bytes,
-                },
-            ),
-            // Ungranted, the interface is not linked, so the shared keys are unreachable.
-            tokens: TokensCtx::new(capabilities.tokens.clone()),
-            services: Arc::new(match policy.grants(Capability::Services) {
-                true => policy.services.clone(),
-                false => BTreeSet::new(),
-            }),
-            crypto: match policy.grants(Capability::Crypto) {
-                true => capabilities.crypto.for_component(&policy.name),
-                false => capabilities.crypto.ungranted(),
-            },
-            policy: Arc::new(policy),
-        };
-        let current =
-            loader::load(engine, cache_dir, &sandbox, Arc::new(current_bytes.clone())).await?;
-        migrate(&sandbox, &current).await?;
-        // Every version that ever served is kept by digest, so a later deploy can roll back to
-        // it even after a restart.
-        keep_version(&dir, &current.digest, &current_bytes)?;
-        let previous = match pinned.and_then(|p| p.previous) {
-            Some(digest) => {
-                let bytes = read_version(&dir, &digest)?;
-                Some(Arc::new(
-                    loader::load(engine, cache_dir, &sandbox, Arc::new(bytes)).await?,
-                ))
-            }
-            None => None,
-        };
-        Ok(Arc::new(Slot {
-            permits: Arc::new(Semaphore::new(sandbox.policy.limits.max_instances as usize)),
-            sandbox,
-            current: ArcSwap::from_pointee(current),
-            previous: ArcSwapOption::new(previous),
-            deploying: Mutex::new(()),
-        }))
     }
 
     /// The component whose route prefix matches `path` (longest prefix first).
@@ -343,6 +320,14 @@ impl Runtime {
         self.slots.values().map(|slot| info(slot)).collect()
     }
 
+    /// The components that failed to load and serve nothing, with why (bounded).
+    pub fn failed(&self) -> Vec<(String, Arc<String>)> {
+        self.slots
+            .iter()
+            .filter_map(|(name, slot)| Some((name.clone(), slot.failure()?)))
+            .collect()
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.capabilities.database
     }
@@ -367,18 +352,27 @@ impl Runtime {
         migrate(&slot.sandbox, &loaded)
             .await
             .map_err(DeployError::Refused)?;
+        // A component that failed to load has no current version: what it had as previous
+        // stays for a rollback.
         let current = slot.current.load_full();
+        let previous = current.or_else(|| slot.previous.load_full());
         write_pinned(
             &dir,
             &Pinned {
                 current: loaded.digest.clone(),
-                previous: Some(current.digest.clone()),
+                previous: previous.as_ref().map(|p| p.digest.clone()),
             },
         )?;
-        slot.previous.store(Some(current));
-        slot.current.store(Arc::new(loaded));
+        slot.previous.store(previous);
+        slot.current.store(Some(Arc::new(loaded)));
+        slot.failure.store(None);
         let info = info(slot);
-        tracing::info!(component = name, version = %info.version, digest = %info.digest, "deployed");
+        tracing::info!(
+            component = name,
+            version = info.version.as_deref().unwrap_or_default(),
+            digest = info.digest.as_deref().unwrap_or_default(),
+            "deployed"
+        );
         Ok(info)
     }
 
@@ -399,24 +393,143 @@ impl Runtime {
             &dir,
             &Pinned {
                 current: previous.digest.clone(),
-                previous: Some(current.digest.clone()),
+                previous: current.as_ref().map(|c| c.digest.clone()),
             },
         )?;
-        slot.current.store(previous);
-        slot.previous.store(Some(current));
+        slot.current.store(Some(previous));
+        slot.previous.store(current);
+        slot.failure.store(None);
         let info = info(slot);
-        tracing::info!(component = name, version = %info.version, digest = %info.digest, "rolled back");
+        tracing::info!(
+            component = name,
+            version = info.version.as_deref().unwrap_or_default(),
+            digest = info.digest.as_deref().unwrap_or_default(),
+            "rolled back"
+        );
         Ok(info)
+    }
+}
+
+/// What a component keeps across versions; no version is loaded yet.
+async fn sandbox(
+    engine: &Engine,
+    capabilities: &Capabilities,
+    policy: Policy,
+) -> anyhow::Result<Sandbox> {
+    let db = match policy.grants(Capability::Database) {
+        true => Some(
+            capabilities
+                .database
+                .open(&policy.name, policy.limits.max_instances)
+                .await?,
+        ),
+        false => None,
+    };
+    Ok(Sandbox {
+        name: policy.name.as_str().into(),
+        linker: linker_for(engine, &policy)?,
+        db,
+        dialect: capabilities.database.dialect(),
+        config: Arc::new(policy.config.clone()),
+        cache: CacheCtx::new(
+            policy
+                .grants(Capability::Cache)
+                .then(|| capabilities.cache.clone()),
+            Space {
+                component: policy.name.as_str().into(),
+                max_entries: policy.limits.cache_max_entries,
+                max_bytes: policy.limits.cache_max_bytes,
+            },
+        ),
+        // Ungranted, the interface is not linked, so the shared keys are unreachable.
+        tokens: TokensCtx::new(capabilities.tokens.clone()),
+        services: Arc::new(match policy.grants(Capability::Services) {
+            true => policy.services.clone(),
+            false => BTreeSet::new(),
+        }),
+        crypto: match policy.grants(Capability::Crypto) {
+            true => capabilities.crypto.for_component(&policy.name),
+            false => capabilities.crypto.ungranted(),
+        },
+        policy: Arc::new(policy),
+    })
+}
+
+/// The component's current version (the deployed one, else the policy's `wasm`), migrated,
+/// and its previous one when a deploy left one. A previous version that no longer loads is
+/// dropped with a warning: it only mattered for a rollback.
+async fn load_versions(
+    engine: &Engine,
+    cache_dir: &Path,
+    sandbox: &Sandbox,
+    dir: &Path,
+) -> anyhow::Result<(Loaded, Option<Loaded>)> {
+    let policy = &sandbox.policy;
+    let pinned = read_pinned(dir)?;
+    let current_bytes = match &pinned {
+        Some(pinned) => read_version(dir, &pinned.current)?,
+        None => std::fs::read(&policy.wasm).with_context(|| {
+            format!(
+                "reading {} (named by {}); build it with `just components`",
+                policy.wasm.display(),
+                policy.source.display()
+            )
+        })?,
+    };
+    let current = loader::load(engine, cache_dir, sandbox, Arc::new(current_bytes.clone())).await?;
+    migrate(sandbox, &current).await?;
+    // Every version that ever served is kept by digest, so a later deploy can roll back to
+    // it even after a restart.
+    keep_version(dir, &current.digest, &current_bytes)?;
+    let previous = match pinned.and_then(|p| p.previous) {
+        Some(digest) => {
+            let loaded = async {
+                let bytes = read_version(dir, &digest)?;
+                loader::load(engine, cache_dir, sandbox, Arc::new(bytes)).await
+            };
+            match loaded.await {
+                Ok(previous) => Some(previous),
+                Err(error) => {
+                    tracing::warn!(component = %sandbox.name, %digest, error = %format!("{error:#}"), "the previous version does not load: no rollback until the next deploy");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    Ok((current, previous))
+}
+
+/// Most characters of a load failure kept for `/readyz` and the admin API; the log has it all.
+const MAX_FAILURE_CHARS: usize = 300;
+
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_FAILURE_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 
 fn info(slot: &Slot) -> ComponentInfo {
     let current = slot.current.load();
+    let current = current.as_deref();
     ComponentInfo {
         name: slot.sandbox.name.to_string(),
-        version: current.version.clone(),
-        digest: current.digest.clone(),
-        loaded_at: current.loaded_at,
+        status: match current {
+            Some(_) => Status::Serving,
+            None => Status::Failed,
+        },
+        error: match current {
+            Some(_) => None,
+            None => slot
+                .failure
+                .load()
+                .as_deref()
+                .map(|f| format!("failed to load: {f}")),
+        },
+        version: current.map(|c| c.version.clone()),
+        digest: current.map(|c| c.digest.clone()),
+        loaded_at: current.map(|c| c.loaded_at),
         routes: slot.sandbox.policy.routes.clone(),
         previous: slot.previous.load().as_ref().map(|p| PreviousVersion {
             version: p.version.clone(),

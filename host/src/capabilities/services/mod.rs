@@ -135,6 +135,9 @@ impl Host for ServicesCtx {
                 body: response.body,
             }),
             Outcome::Busy => Err(CallError::Busy),
+            Outcome::Unavailable => Err(CallError::Failed(
+                "it failed to load and serves nothing until a fixed version is deployed".into(),
+            )),
             Outcome::Failed(failure) => {
                 tracing::warn!(caller = %self.caller, callee = %component, kind = failure.kind(), "a call failed");
                 Err(CallError::Failed(match failure {
