@@ -1,7 +1,7 @@
 //! The registry: every component behind an atomic pointer. A deploy compiles, checks, migrates
 //! and links off the request path, then swaps the pointer; requests already running keep the
 //! version they started with, and the previous version stays for rollback. Deployed versions
-//! are kept in the data directory, so a restart comes back on the same versions.
+//! are kept in the data directory (`deployed.rs`), so a restart comes back on the same versions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::add_to_linker_async;
 
+use super::deployed::{DeployState, keep_version, read_state, read_version, write_state};
 use super::invoke::Call;
 use super::loader::{self, Loaded};
 use super::state::{State, StoreLimits};
@@ -154,7 +155,15 @@ pub struct Slot {
     pub(crate) current: ArcSwap<Loaded>,
     previous: ArcSwapOption<Loaded>,
     deploying: Mutex<()>,
+    pin: ArcSwap<Pin>,
     pub(crate) permits: Arc<Semaphore>,
+}
+
+/// Whether the running version is pinned (by an admin deploy or rollback) or follows the
+/// policy's `wasm` file, and that file's digest as read at start-up or at the last reset.
+struct Pin {
+    pinned: bool,
+    policy_digest: Option<String>,
 }
 
 /// What operators see of a component.
@@ -167,6 +176,14 @@ pub struct ComponentInfo {
     pub loaded_at: OffsetDateTime,
     pub routes: Vec<String>,
     pub previous: Option<PreviousVersion>,
+    /// True when an admin deploy or rollback chose the running version: a restart loads it
+    /// again instead of the policy's `wasm` file, until a reset.
+    #[serde(default)]
+    pub pinned: bool,
+    /// The digest of the policy's `wasm` file, as read at start-up or at the last reset; none
+    /// when the file could not be read.
+    #[serde(default)]
+    pub policy_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,13 +202,6 @@ pub enum DeployError {
     NoPrevious(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
-}
-
-/// Which versions were deployed, kept beside their `.wasm` files.
-#[derive(Serialize, Deserialize)]
-struct Pinned {
-    current: String,
-    previous: Option<String>,
 }
 
 pub struct Runtime {
@@ -221,6 +231,7 @@ impl Runtime {
             let slot = Self::load_slot(&engine, &capabilities, &cache_dir, &store_dir, policy)
                 .await
                 .with_context(|| format!("loading component `{name}`"))?;
+            register_metrics(&slot.sandbox.policy);
             slots.insert(name, slot);
         }
         let policies: Vec<Arc<Policy>> = slots
@@ -256,16 +267,34 @@ impl Runtime {
             false => None,
         };
         let dir = store_dir.join(&policy.name);
-        let pinned = read_pinned(&dir)?;
-        let current_bytes = match &pinned {
-            Some(pinned) => read_version(&dir, &pinned.current)?,
-            None => std::fs::read(&policy.wasm).with_context(|| {
-                format!(
-                    "reading {} (named by {}); build it with `just components`",
-                    policy.wasm.display(),
-                    policy.source.display()
-                )
-            })?,
+        let state = read_state(&dir)?;
+        let from_policy = read_policy_wasm(&policy);
+        let (current_bytes, pin) = match state.as_ref().filter(|state| state.pinned) {
+            Some(state) => {
+                let policy_digest = match &from_policy {
+                    Ok(bytes) => Some(loader::digest(bytes)),
+                    Err(error) => {
+                        tracing::warn!(component = %policy.name, error = %format!("{error:#}"), "cannot read the policy's wasm file");
+                        None
+                    }
+                };
+                if policy_digest.as_deref() != Some(state.current.as_str()) {
+                    warn_pinned(&policy, &state.current, policy_digest.as_deref());
+                }
+                let pin = Pin {
+                    pinned: true,
+                    policy_digest,
+                };
+                (read_version(&dir, &state.current)?, pin)
+            }
+            None => {
+                let bytes = from_policy?;
+                let pin = Pin {
+                    pinned: false,
+                    policy_digest: Some(loader::digest(&bytes)),
+                };
+                (bytes, pin)
+            }
         };
         let sandbox = Sandbox {
             name: policy.name.as_str().into(),
@@ -301,7 +330,7 @@ impl Runtime {
         // Every version that ever served is kept by digest, so a later deploy can roll back to
         // it even after a restart.
         keep_version(&dir, &current.digest, &current_bytes)?;
-        let previous = match pinned.and_then(|p| p.previous) {
+        let previous = match state.and_then(|state| state.previous) {
             Some(digest) => {
                 let bytes = read_version(&dir, &digest)?;
                 Some(Arc::new(
@@ -316,6 +345,7 @@ impl Runtime {
             current: ArcSwap::from_pointee(current),
             previous: ArcSwapOption::new(previous),
             deploying: Mutex::new(()),
+            pin: ArcSwap::from_pointee(pin),
         }))
     }
 
@@ -347,47 +377,33 @@ impl Runtime {
         &self.capabilities.database
     }
 
-    /// Deploys `bytes` as the new version of `name`. Any failure leaves the running version as
-    /// it was.
+    /// Deploys `bytes` as the new version of `name` and pins it: a restart loads it again.
+    /// Any failure leaves the running version as it was.
     pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<ComponentInfo, DeployError> {
-        let slot = self
-            .slots
-            .get(name)
-            .ok_or_else(|| DeployError::UnknownComponent(name.into()))?;
+        let slot = self.known(name)?;
         let _deploying = slot.deploying.lock().await;
-        let bytes = Arc::new(bytes);
-        let loaded = loader::load(&self.engine, &self.cache_dir, &slot.sandbox, bytes.clone())
-            .await
-            .map_err(DeployError::Refused)?;
-        // Everything that can refuse the version has run (compiling, checking the imports,
-        // linking, instantiating and reading the manifest), and its bytes are kept, before the
-        // migrations touch the database; they commit all together or not at all.
-        let dir = self.store_dir.join(name);
-        keep_version(&dir, &loaded.digest, &bytes)?;
-        migrate(&slot.sandbox, &loaded)
-            .await
-            .map_err(DeployError::Refused)?;
-        let current = slot.current.load_full();
-        write_pinned(
-            &dir,
-            &Pinned {
-                current: loaded.digest.clone(),
-                previous: Some(current.digest.clone()),
-            },
-        )?;
-        slot.previous.store(Some(current));
-        slot.current.store(Arc::new(loaded));
+        self.swap_in(slot, bytes, true).await?;
         let info = info(slot);
         tracing::info!(component = name, version = %info.version, digest = %info.digest, "deployed");
         Ok(info)
     }
 
-    /// Swaps the current and previous versions.
+    /// Deploys the policy's `wasm` file again, through the same checks and migrations as a
+    /// deploy, and clears the pin: from now on a restart loads the policy's file (whatever it
+    /// then holds), until an admin deploy or rollback pins a version again.
+    pub async fn reset(&self, name: &str) -> Result<ComponentInfo, DeployError> {
+        let slot = self.known(name)?;
+        let _deploying = slot.deploying.lock().await;
+        let bytes = read_policy_wasm(&slot.sandbox.policy).map_err(DeployError::Refused)?;
+        self.swap_in(slot, bytes, false).await?;
+        let info = info(slot);
+        tracing::info!(component = name, version = %info.version, digest = %info.digest, "reset to the policy's wasm file; it is followed again at start-up");
+        Ok(info)
+    }
+
+    /// Swaps the current and previous versions, and pins the one now running.
     pub async fn rollback(&self, name: &str) -> Result<ComponentInfo, DeployError> {
-        let slot = self
-            .slots
-            .get(name)
-            .ok_or_else(|| DeployError::UnknownComponent(name.into()))?;
+        let slot = self.known(name)?;
         let _deploying = slot.deploying.lock().await;
         let previous = slot
             .previous
@@ -395,23 +411,78 @@ impl Runtime {
             .ok_or_else(|| DeployError::NoPrevious(name.into()))?;
         let current = slot.current.load_full();
         let dir = self.store_dir.join(name);
-        write_pinned(
+        write_state(
             &dir,
-            &Pinned {
+            &DeployState {
                 current: previous.digest.clone(),
                 previous: Some(current.digest.clone()),
+                pinned: true,
             },
         )?;
         slot.current.store(previous);
         slot.previous.store(Some(current));
+        slot.pin.rcu(|pin| Pin {
+            pinned: true,
+            policy_digest: pin.policy_digest.clone(),
+        });
         let info = info(slot);
         tracing::info!(component = name, version = %info.version, digest = %info.digest, "rolled back");
         Ok(info)
+    }
+
+    fn known(&self, name: &str) -> Result<&Arc<Slot>, DeployError> {
+        self.slots
+            .get(name)
+            .ok_or_else(|| DeployError::UnknownComponent(name.into()))
+    }
+
+    /// The deploy path, under the slot's `deploying` lock: compile, check, keep, migrate,
+    /// record, swap. `pinned`: whether a restart loads this version rather than the policy's
+    /// file.
+    async fn swap_in(&self, slot: &Slot, bytes: Vec<u8>, pinned: bool) -> Result<(), DeployError> {
+        let bytes = Arc::new(bytes);
+        let loaded = loader::load(&self.engine, &self.cache_dir, &slot.sandbox, bytes.clone())
+            .await
+            .map_err(DeployError::Refused)?;
+        // Everything that can refuse the version has run (compiling, checking the imports,
+        // linking, instantiating and reading the manifest), and its bytes are kept, before the
+        // migrations touch the database; they commit all together or not at all.
+        let dir = self.store_dir.join(&*slot.sandbox.name);
+        keep_version(&dir, &loaded.digest, &bytes)?;
+        migrate(&slot.sandbox, &loaded)
+            .await
+            .map_err(DeployError::Refused)?;
+        let current = slot.current.load_full();
+        // The running version deployed again changes only the pin: the previous one stays.
+        let previous = match loaded.digest == current.digest {
+            true => slot.previous.load_full(),
+            false => Some(current),
+        };
+        write_state(
+            &dir,
+            &DeployState {
+                current: loaded.digest.clone(),
+                previous: previous.as_ref().map(|p| p.digest.clone()),
+                pinned,
+            },
+        )?;
+        let policy_digest = match pinned {
+            true => slot.pin.load().policy_digest.clone(),
+            false => Some(loaded.digest.clone()),
+        };
+        slot.previous.store(previous);
+        slot.current.store(Arc::new(loaded));
+        slot.pin.store(Arc::new(Pin {
+            pinned,
+            policy_digest,
+        }));
+        Ok(())
     }
 }
 
 fn info(slot: &Slot) -> ComponentInfo {
     let current = slot.current.load();
+    let pin = slot.pin.load();
     ComponentInfo {
         name: slot.sandbox.name.to_string(),
         version: current.version.clone(),
@@ -422,7 +493,41 @@ fn info(slot: &Slot) -> ComponentInfo {
             version: p.version.clone(),
             digest: p.digest.clone(),
         }),
+        pinned: pin.pinned,
+        policy_digest: pin.policy_digest.clone(),
     }
+}
+
+/// A component's metrics at zero, so the first scrape after start shows every component.
+fn register_metrics(policy: &Policy) {
+    super::invoke::register_metrics(&policy.name);
+    if policy.grants(Capability::Email) {
+        crate::capabilities::email::register_metrics(&policy.name);
+    }
+}
+
+/// The policy's `wasm` file.
+fn read_policy_wasm(policy: &Policy) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(&policy.wasm).with_context(|| {
+        format!(
+            "reading {} (named by {}); build it with `just components`",
+            policy.wasm.display(),
+            policy.source.display()
+        )
+    })
+}
+
+/// A pinned version silently winning over a new file shipped in an upgrade is the surprise
+/// this warning prevents.
+fn warn_pinned(policy: &Policy, pinned: &str, policy_digest: Option<&str>) {
+    tracing::warn!(
+        component = %policy.name,
+        pinned_digest = pinned,
+        policy_digest = policy_digest.unwrap_or("unreadable"),
+        wasm = %policy.wasm.display(),
+        reset = %format!("POST /admin/components/{}/reset", policy.name),
+        "a version deployed through the admin API is pinned and runs instead of the policy's wasm file; reset to follow the file again"
+    );
 }
 
 /// The linker of one component: WASI without files or network, plus exactly the granted
@@ -484,53 +589,5 @@ async fn migrate(sandbox: &Sandbox, loaded: &Loaded) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(component = %sandbox.name, ?applied, "applied migrations");
     }
-    Ok(())
-}
-
-fn read_pinned(dir: &Path) -> anyhow::Result<Option<Pinned>> {
-    let path = dir.join("state.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", path.display()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-fn write_pinned(dir: &Path, pinned: &Pinned) -> anyhow::Result<()> {
-    write_atomic(&dir.join("state.json"), &serde_json::to_vec_pretty(pinned)?)
-}
-
-fn read_version(dir: &Path, digest: &str) -> anyhow::Result<Vec<u8>> {
-    let path = dir.join(format!("{digest}.wasm"));
-    let bytes = std::fs::read(&path)
-        .with_context(|| format!("reading the deployed version {}", path.display()))?;
-    anyhow::ensure!(
-        loader::digest(&bytes) == digest,
-        "{} does not match its digest",
-        path.display()
-    );
-    Ok(bytes)
-}
-
-fn keep_version(dir: &Path, digest: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    let path = dir.join(format!("{digest}.wasm"));
-    if path.is_file() {
-        Ok(())
-    } else {
-        write_atomic(&path, bytes)
-    }
-}
-
-/// Writes through a temporary file and a rename, so a crash leaves the old file or the new one.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("path has no parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, bytes).with_context(|| format!("writing {}", temp.display()))?;
-    std::fs::File::open(&temp)?.sync_all()?;
-    std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
