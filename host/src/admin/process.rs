@@ -49,6 +49,8 @@ pub fn read() -> Option<Process> {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    #![allow(clippy::expect_used)]
+
     #[test]
     fn the_process_reads_itself() {
         let process = super::read().expect("/proc is readable");
