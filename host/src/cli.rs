@@ -1,4 +1,5 @@
-//! The `truevalue` command line: `serve`, and `component list|deploy|rollback` for operators.
+//! The `truevalue` command line: `serve`, and `component list|deploy|rollback|reset` for
+//! operators.
 
 use std::path::PathBuf;
 
@@ -67,6 +68,12 @@ pub enum ComponentCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Deploy the policy's `wasm` file again and unpin: restarts follow that file again.
+    Reset {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Args)]
@@ -114,6 +121,10 @@ async fn component(command: ComponentCommand) -> anyhow::Result<()> {
         }
         ComponentCommand::Rollback { name, admin } => {
             let url = format!("{}/admin/components/{name}/rollback", admin.admin_url);
+            (admin, reqwest::Client::new().post(url))
+        }
+        ComponentCommand::Reset { name, admin } => {
+            let url = format!("{}/admin/components/{name}/reset", admin.admin_url);
             (admin, reqwest::Client::new().post(url))
         }
     };

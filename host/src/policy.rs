@@ -493,6 +493,14 @@ impl RouteTable {
             .find(|(prefix, _)| under(path, prefix))
             .map(|(_, policy)| policy)
     }
+
+    /// The names of the components that serve a route, each once.
+    pub fn components(&self) -> std::collections::BTreeSet<&str> {
+        self.0
+            .iter()
+            .map(|(_, policy)| policy.name.as_str())
+            .collect()
+    }
 }
 
 #[cfg(test)]

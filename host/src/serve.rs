@@ -142,6 +142,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )
         }
     };
+    for component in routes.components() {
+        gateway::register_metrics(component);
+    }
     let routes = Arc::new(routes);
 
     let limits = connection_limits(&config);

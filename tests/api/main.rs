@@ -20,6 +20,7 @@ mod guestbook;
 mod hot_swap;
 mod identity;
 mod listener;
+mod operations;
 mod org;
 mod permission;
 mod quotas;

@@ -1,6 +1,9 @@
 //! The admin listener, on its own address: the admin API behind a bearer token (list
-//! components, deploy a new version, roll back), and `/metrics` for the operator's monitoring,
-//! which needs no token so a scraper never holds the power to deploy.
+//! components, deploy a new version, roll back, reset to the policy's file), and `/metrics` for
+//! the operator's monitoring, which needs no token so a scraper never holds the power to deploy.
+
+mod metrics;
+mod process;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::gateway::{ApiError, log_errors, ops, request_id};
+use crate::gateway::{ApiError, log_errors, request_id};
 use crate::runtime::{ComponentInfo, DeployError, Runtime};
 
 /// Where `serve` keeps the token it generates when none is configured.
@@ -32,6 +35,10 @@ struct AdminState {
 }
 
 pub fn router(runtime: Arc<Runtime>, token: &SecretString, metrics: PrometheusHandle) -> Router {
+    let scrape = metrics::Scrape {
+        handle: metrics,
+        runtime: Some(runtime.clone()),
+    };
     let state = Arc::new(AdminState {
         runtime,
         token_digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
@@ -40,21 +47,25 @@ pub fn router(runtime: Arc<Runtime>, token: &SecretString, metrics: PrometheusHa
         .route("/admin/components", get(list))
         .route("/admin/components/{name}", put(deploy))
         .route("/admin/components/{name}/rollback", post(rollback))
+        .route("/admin/components/{name}/reset", post(reset))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
-    finish(api.merge(metrics_route(metrics)))
+    finish(api.merge(metrics_route(scrape)))
 }
 
 /// A gateway's admin listener: it runs no components, so only `/metrics`.
 pub fn metrics_only(metrics: PrometheusHandle) -> Router {
-    finish(metrics_route(metrics))
+    finish(metrics_route(metrics::Scrape {
+        handle: metrics,
+        runtime: None,
+    }))
 }
 
-fn metrics_route(metrics: PrometheusHandle) -> Router {
+fn metrics_route(scrape: metrics::Scrape) -> Router {
     Router::new()
-        .route("/metrics", get(ops::metrics))
-        .with_state(metrics)
+        .route("/metrics", get(metrics::metrics))
+        .with_state(Arc::new(scrape))
 }
 
 fn finish(router: Router) -> Router {
@@ -115,6 +126,14 @@ async fn rollback(
     Ok(Json(
         state.runtime.rollback(&name).await.map_err(from_deploy)?,
     ))
+}
+
+/// Deploys the policy's `wasm` file again and unpins: see [`Runtime::reset`].
+async fn reset(
+    State(state): State<Arc<AdminState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<ComponentInfo>, ApiError> {
+    Ok(Json(state.runtime.reset(&name).await.map_err(from_deploy)?))
 }
 
 fn from_deploy(error: DeployError) -> ApiError {

@@ -17,6 +17,12 @@ use super::{AppState, Upstream};
 use crate::bindings::handler::{Request as WasmRequest, RequestContext};
 use crate::runtime::{Failure, Outcome, Runtime};
 
+/// Registers a route's request metrics at zero, so a scrape shows them before its first
+/// request. `truevalue_requests_total` waits for one: its `status` label has no fixed set.
+pub fn register_metrics(component: &str) {
+    let _registered = metrics::histogram!("truevalue_request_duration_seconds", "component" => component.to_string());
+}
+
 /// Headers a component never sees: credentials stay with the host, hop-by-hop headers with
 /// the connection.
 pub(super) const HIDDEN: [&str; 9] = [

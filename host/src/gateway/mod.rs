@@ -3,7 +3,7 @@
 
 pub mod auth;
 mod dispatch;
-pub use dispatch::BodyRules;
+pub use dispatch::{BodyRules, register_metrics};
 pub mod forward;
 pub mod node;
 pub mod ops;

@@ -1,14 +1,12 @@
 //! Operations endpoints of the host: `/healthz` and `/readyz` on the public port for load
-//! balancers, `/metrics` on the admin listener only (it names components and their traffic).
+//! balancers. `/metrics` is served by the admin listener only (it names components and their
+//! traffic): see `admin::metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
 use super::problem::ApiError;
@@ -79,12 +77,4 @@ fn record(
             failures.push(format!("{name}: {e:#}"));
         }
     }
-}
-
-/// Prometheus text exposition.
-pub async fn metrics(State(metrics): State<PrometheusHandle>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics.render(),
-    )
 }

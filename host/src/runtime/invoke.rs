@@ -70,6 +70,20 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// Every `kind` label the traps counter can carry.
+    const KINDS: [&'static str; 4] = ["timeout", "out_of_memory", "trap", "commit"];
+}
+
+/// Registers a component's call metrics at zero, so a scrape shows them before its first call.
+pub(crate) fn register_metrics(component: &str) {
+    metrics::gauge!("truevalue_instances_live", "component" => component.to_string()).set(0.0);
+    let _registered = metrics::histogram!("truevalue_component_call_seconds", "component" => component.to_string());
+    for kind in Failure::KINDS {
+        metrics::counter!("truevalue_component_traps_total", "component" => component.to_string(), "kind" => kind).increment(0);
+    }
+}
+
 /// Counts live instances of a component in the metrics while it exists.
 struct Live(Arc<str>);
 

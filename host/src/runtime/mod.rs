@@ -1,6 +1,7 @@
 //! The component runtime: one engine, a registry of components behind atomic pointers,
 //! and a fresh, limited instance for every request.
 
+mod deployed;
 mod engine;
 pub mod fairness;
 mod invoke;

@@ -1,7 +1,7 @@
 //! The registry: every component behind an atomic pointer. A deploy compiles, checks, migrates
 //! and links off the request path, then swaps the pointer; requests already running keep the
 //! version they started with, and the previous version stays for rollback. Deployed versions
-//! are kept in the data directory, so a restart comes back on the same versions.
+//! are kept in the data directory (`deployed.rs`), so a restart comes back on the same versions.
 //!
 //! A component that fails to load at start-up (its `.wasm` missing or refused, a migration
 //! failing) keeps its slot with no current version: the others serve, its routes answer 503,
@@ -13,7 +13,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, Semaphore};
@@ -22,6 +22,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::add_to_linker_async;
 
+use super::deployed::{DeployState, keep_version, read_state, read_version, write_state};
 use super::invoke::Call;
 use super::loader::{self, Loaded};
 use super::state::{State, StoreLimits};
@@ -161,6 +162,7 @@ pub struct Slot {
     /// Why the component has no current version: what failed at start-up, bounded.
     failure: ArcSwapOption<String>,
     deploying: Mutex<()>,
+    pin: ArcSwap<Pin>,
     pub(crate) permits: Arc<Semaphore>,
 }
 
@@ -170,6 +172,7 @@ impl Slot {
         current: Option<Loaded>,
         previous: Option<Loaded>,
         failure: Option<String>,
+        pin: Pin,
     ) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(sandbox.policy.limits.max_instances as usize)),
@@ -178,6 +181,7 @@ impl Slot {
             previous: ArcSwapOption::new(previous.map(Arc::new)),
             failure: ArcSwapOption::new(failure.map(Arc::new)),
             deploying: Mutex::new(()),
+            pin: ArcSwap::from_pointee(pin),
         }
     }
 
@@ -188,6 +192,13 @@ impl Slot {
             false => self.failure.load_full(),
         }
     }
+}
+
+/// Whether the running version is pinned (by an admin deploy or rollback) or follows the
+/// policy's `wasm` file, and that file's digest as read at start-up or at the last reset.
+struct Pin {
+    pinned: bool,
+    policy_digest: Option<String>,
 }
 
 /// What operators see of a component. A failed one has no version, digest or load time.
@@ -204,6 +215,14 @@ pub struct ComponentInfo {
     pub loaded_at: Option<OffsetDateTime>,
     pub routes: Vec<String>,
     pub previous: Option<PreviousVersion>,
+    /// True when an admin deploy or rollback chose the running version: a restart loads it
+    /// again instead of the policy's `wasm` file, until a reset.
+    #[serde(default)]
+    pub pinned: bool,
+    /// The digest of the policy's `wasm` file, as read at start-up or at the last reset; none
+    /// when the file could not be read.
+    #[serde(default)]
+    pub policy_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,13 +250,6 @@ pub enum DeployError {
     NoPrevious(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
-}
-
-/// Which versions were deployed, kept beside their `.wasm` files.
-#[derive(Serialize, Deserialize)]
-struct Pinned {
-    current: String,
-    previous: Option<String>,
 }
 
 pub struct Runtime {
@@ -271,11 +283,26 @@ impl Runtime {
                 .await
                 .with_context(|| format!("loading component `{name}`"))?;
             let dir = store_dir.join(&name);
+            register_metrics(&sandbox.policy);
             let slot = match load_versions(&engine, &cache_dir, &sandbox, &dir).await {
-                Ok((current, previous)) => Slot::new(sandbox, Some(current), previous, None),
+                Ok((current, previous, pin)) => {
+                    Slot::new(sandbox, Some(current), previous, None, pin)
+                }
                 Err(error) => {
                     tracing::error!(component = %name, error = %format!("{error:#}"), "the component failed to load: it is left out until a fixed version is deployed");
-                    Slot::new(sandbox, None, None, Some(bounded(&format!("{error:#}"))))
+                    let pin = Pin {
+                        pinned: false,
+                        policy_digest: read_policy_wasm(&sandbox.policy)
+                            .ok()
+                            .map(|bytes| loader::digest(&bytes)),
+                    };
+                    Slot::new(
+                        sandbox,
+                        None,
+                        None,
+                        Some(bounded(&format!("{error:#}"))),
+                        pin,
+                    )
                 }
             };
             slots.insert(name, Arc::new(slot));
@@ -332,40 +359,12 @@ impl Runtime {
         &self.capabilities.database
     }
 
-    /// Deploys `bytes` as the new version of `name`. Any failure leaves the running version as
-    /// it was.
+    /// Deploys `bytes` as the new version of `name` and pins it: a restart loads it again.
+    /// Any failure leaves the running version as it was.
     pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<ComponentInfo, DeployError> {
-        let slot = self
-            .slots
-            .get(name)
-            .ok_or_else(|| DeployError::UnknownComponent(name.into()))?;
+        let slot = self.known(name)?;
         let _deploying = slot.deploying.lock().await;
-        let bytes = Arc::new(bytes);
-        let loaded = loader::load(&self.engine, &self.cache_dir, &slot.sandbox, bytes.clone())
-            .await
-            .map_err(DeployError::Refused)?;
-        // Everything that can refuse the version has run (compiling, checking the imports,
-        // linking, instantiating and reading the manifest), and its bytes are kept, before the
-        // migrations touch the database; they commit all together or not at all.
-        let dir = self.store_dir.join(name);
-        keep_version(&dir, &loaded.digest, &bytes)?;
-        migrate(&slot.sandbox, &loaded)
-            .await
-            .map_err(DeployError::Refused)?;
-        // A component that failed to load has no current version: what it had as previous
-        // stays for a rollback.
-        let current = slot.current.load_full();
-        let previous = current.or_else(|| slot.previous.load_full());
-        write_pinned(
-            &dir,
-            &Pinned {
-                current: loaded.digest.clone(),
-                previous: previous.as_ref().map(|p| p.digest.clone()),
-            },
-        )?;
-        slot.previous.store(previous);
-        slot.current.store(Some(Arc::new(loaded)));
-        slot.failure.store(None);
+        self.swap_in(slot, bytes, true).await?;
         let info = info(slot);
         tracing::info!(
             component = name,
@@ -376,12 +375,27 @@ impl Runtime {
         Ok(info)
     }
 
-    /// Swaps the current and previous versions.
+    /// Deploys the policy's `wasm` file again, through the same checks and migrations as a
+    /// deploy, and clears the pin: from now on a restart loads the policy's file (whatever it
+    /// then holds), until an admin deploy or rollback pins a version again.
+    pub async fn reset(&self, name: &str) -> Result<ComponentInfo, DeployError> {
+        let slot = self.known(name)?;
+        let _deploying = slot.deploying.lock().await;
+        let bytes = read_policy_wasm(&slot.sandbox.policy).map_err(DeployError::Refused)?;
+        self.swap_in(slot, bytes, false).await?;
+        let info = info(slot);
+        tracing::info!(
+            component = name,
+            version = info.version.as_deref().unwrap_or_default(),
+            digest = info.digest.as_deref().unwrap_or_default(),
+            "reset to the policy's wasm file; it is followed again at start-up"
+        );
+        Ok(info)
+    }
+
+    /// Swaps the current and previous versions, and pins the one now running.
     pub async fn rollback(&self, name: &str) -> Result<ComponentInfo, DeployError> {
-        let slot = self
-            .slots
-            .get(name)
-            .ok_or_else(|| DeployError::UnknownComponent(name.into()))?;
+        let slot = self.known(name)?;
         let _deploying = slot.deploying.lock().await;
         let previous = slot
             .previous
@@ -389,16 +403,21 @@ impl Runtime {
             .ok_or_else(|| DeployError::NoPrevious(name.into()))?;
         let current = slot.current.load_full();
         let dir = self.store_dir.join(name);
-        write_pinned(
+        write_state(
             &dir,
-            &Pinned {
+            &DeployState {
                 current: previous.digest.clone(),
                 previous: current.as_ref().map(|c| c.digest.clone()),
+                pinned: true,
             },
         )?;
         slot.current.store(Some(previous));
         slot.previous.store(current);
         slot.failure.store(None);
+        slot.pin.rcu(|pin| Pin {
+            pinned: true,
+            policy_digest: pin.policy_digest.clone(),
+        });
         let info = info(slot);
         tracing::info!(
             component = name,
@@ -407,6 +426,56 @@ impl Runtime {
             "rolled back"
         );
         Ok(info)
+    }
+
+    fn known(&self, name: &str) -> Result<&Arc<Slot>, DeployError> {
+        self.slots
+            .get(name)
+            .ok_or_else(|| DeployError::UnknownComponent(name.into()))
+    }
+
+    /// The deploy path, under the slot's `deploying` lock: compile, check, keep, migrate,
+    /// record, swap. `pinned`: whether a restart loads this version rather than the policy's
+    /// file.
+    async fn swap_in(&self, slot: &Slot, bytes: Vec<u8>, pinned: bool) -> Result<(), DeployError> {
+        let bytes = Arc::new(bytes);
+        let loaded = loader::load(&self.engine, &self.cache_dir, &slot.sandbox, bytes.clone())
+            .await
+            .map_err(DeployError::Refused)?;
+        // Everything that can refuse the version has run (compiling, checking the imports,
+        // linking, instantiating and reading the manifest), and its bytes are kept, before the
+        // migrations touch the database; they commit all together or not at all.
+        let dir = self.store_dir.join(&*slot.sandbox.name);
+        keep_version(&dir, &loaded.digest, &bytes)?;
+        migrate(&slot.sandbox, &loaded)
+            .await
+            .map_err(DeployError::Refused)?;
+        // The running version deployed again changes only the pin: the previous one stays; a
+        // component that failed to load has no current version, and keeps its previous one.
+        let previous = match slot.current.load_full() {
+            Some(current) if current.digest != loaded.digest => Some(current),
+            _ => slot.previous.load_full(),
+        };
+        write_state(
+            &dir,
+            &DeployState {
+                current: loaded.digest.clone(),
+                previous: previous.as_ref().map(|p| p.digest.clone()),
+                pinned,
+            },
+        )?;
+        let policy_digest = match pinned {
+            true => slot.pin.load().policy_digest.clone(),
+            false => Some(loaded.digest.clone()),
+        };
+        slot.previous.store(previous);
+        slot.current.store(Some(Arc::new(loaded)));
+        slot.failure.store(None);
+        slot.pin.store(Arc::new(Pin {
+            pinned,
+            policy_digest,
+        }));
+        Ok(())
     }
 }
 
@@ -463,25 +532,43 @@ async fn load_versions(
     cache_dir: &Path,
     sandbox: &Sandbox,
     dir: &Path,
-) -> anyhow::Result<(Loaded, Option<Loaded>)> {
+) -> anyhow::Result<(Loaded, Option<Loaded>, Pin)> {
     let policy = &sandbox.policy;
-    let pinned = read_pinned(dir)?;
-    let current_bytes = match &pinned {
-        Some(pinned) => read_version(dir, &pinned.current)?,
-        None => std::fs::read(&policy.wasm).with_context(|| {
-            format!(
-                "reading {} (named by {}); build it with `just components`",
-                policy.wasm.display(),
-                policy.source.display()
-            )
-        })?,
+    let state = read_state(dir)?;
+    let from_policy = read_policy_wasm(policy);
+    let (current_bytes, pin) = match state.as_ref().filter(|state| state.pinned) {
+        Some(state) => {
+            let policy_digest = match &from_policy {
+                Ok(bytes) => Some(loader::digest(bytes)),
+                Err(error) => {
+                    tracing::warn!(component = %policy.name, error = %format!("{error:#}"), "cannot read the policy's wasm file");
+                    None
+                }
+            };
+            if policy_digest.as_deref() != Some(state.current.as_str()) {
+                warn_pinned(policy, &state.current, policy_digest.as_deref());
+            }
+            let pin = Pin {
+                pinned: true,
+                policy_digest,
+            };
+            (read_version(dir, &state.current)?, pin)
+        }
+        None => {
+            let bytes = from_policy?;
+            let pin = Pin {
+                pinned: false,
+                policy_digest: Some(loader::digest(&bytes)),
+            };
+            (bytes, pin)
+        }
     };
     let current = loader::load(engine, cache_dir, sandbox, Arc::new(current_bytes.clone())).await?;
     migrate(sandbox, &current).await?;
     // Every version that ever served is kept by digest, so a later deploy can roll back to
     // it even after a restart.
     keep_version(dir, &current.digest, &current_bytes)?;
-    let previous = match pinned.and_then(|p| p.previous) {
+    let previous = match state.and_then(|state| state.previous) {
         Some(digest) => {
             let loaded = async {
                 let bytes = read_version(dir, &digest)?;
@@ -497,7 +584,7 @@ async fn load_versions(
         }
         None => None,
     };
-    Ok((current, previous))
+    Ok((current, previous, pin))
 }
 
 /// Most characters of a load failure kept for `/readyz` and the admin API; the log has it all.
@@ -513,6 +600,7 @@ fn bounded(text: &str) -> String {
 fn info(slot: &Slot) -> ComponentInfo {
     let current = slot.current.load();
     let current = current.as_deref();
+    let pin = slot.pin.load();
     ComponentInfo {
         name: slot.sandbox.name.to_string(),
         status: match current {
@@ -535,7 +623,41 @@ fn info(slot: &Slot) -> ComponentInfo {
             version: p.version.clone(),
             digest: p.digest.clone(),
         }),
+        pinned: pin.pinned,
+        policy_digest: pin.policy_digest.clone(),
     }
+}
+
+/// A component's metrics at zero, so the first scrape after start shows every component.
+fn register_metrics(policy: &Policy) {
+    super::invoke::register_metrics(&policy.name);
+    if policy.grants(Capability::Email) {
+        crate::capabilities::email::register_metrics(&policy.name);
+    }
+}
+
+/// The policy's `wasm` file.
+fn read_policy_wasm(policy: &Policy) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(&policy.wasm).with_context(|| {
+        format!(
+            "reading {} (named by {}); build it with `just components`",
+            policy.wasm.display(),
+            policy.source.display()
+        )
+    })
+}
+
+/// A pinned version silently winning over a new file shipped in an upgrade is the surprise
+/// this warning prevents.
+fn warn_pinned(policy: &Policy, pinned: &str, policy_digest: Option<&str>) {
+    tracing::warn!(
+        component = %policy.name,
+        pinned_digest = pinned,
+        policy_digest = policy_digest.unwrap_or("unreadable"),
+        wasm = %policy.wasm.display(),
+        reset = %format!("POST /admin/components/{}/reset", policy.name),
+        "a version deployed through the admin API is pinned and runs instead of the policy's wasm file; reset to follow the file again"
+    );
 }
 
 /// The linker of one component: WASI without files or network, plus exactly the granted
@@ -597,53 +719,5 @@ async fn migrate(sandbox: &Sandbox, loaded: &Loaded) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(component = %sandbox.name, ?applied, "applied migrations");
     }
-    Ok(())
-}
-
-fn read_pinned(dir: &Path) -> anyhow::Result<Option<Pinned>> {
-    let path = dir.join("state.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", path.display()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-fn write_pinned(dir: &Path, pinned: &Pinned) -> anyhow::Result<()> {
-    write_atomic(&dir.join("state.json"), &serde_json::to_vec_pretty(pinned)?)
-}
-
-fn read_version(dir: &Path, digest: &str) -> anyhow::Result<Vec<u8>> {
-    let path = dir.join(format!("{digest}.wasm"));
-    let bytes = std::fs::read(&path)
-        .with_context(|| format!("reading the deployed version {}", path.display()))?;
-    anyhow::ensure!(
-        loader::digest(&bytes) == digest,
-        "{} does not match its digest",
-        path.display()
-    );
-    Ok(bytes)
-}
-
-fn keep_version(dir: &Path, digest: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    let path = dir.join(format!("{digest}.wasm"));
-    if path.is_file() {
-        Ok(())
-    } else {
-        write_atomic(&path, bytes)
-    }
-}
-
-/// Writes through a temporary file and a rename, so a crash leaves the old file or the new one.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("path has no parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, bytes).with_context(|| format!("writing {}", temp.display()))?;
-    std::fs::File::open(&temp)?.sync_all()?;
-    std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

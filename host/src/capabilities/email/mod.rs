@@ -129,6 +129,13 @@ impl Mailer {
     }
 }
 
+/// Registers a sender's email counters at zero, so a scrape shows them before its first email.
+pub fn register_metrics(component: &str) {
+    for outcome in ["sent", "failed"] {
+        metrics::counter!("truevalue_emails_total", "component" => component.to_string(), "outcome" => outcome).increment(0);
+    }
+}
+
 /// One message, tried again after each transient failure until the delays run out.
 async fn deliver(sender: &dyn Sender, message: &Outgoing, origin: &Origin, delays: &[Duration]) {
     let (component, request_id) = (&*origin.component, &*origin.request_id);
