@@ -12,7 +12,9 @@
 //!   However many endless loops are in flight, they share those slots and wait for them
 //!   without holding a thread, so the other cores stay free for the gateway and for ordinary
 //!   requests. Their deadlines still fire: a request waiting for a slot is dropped at its
-//!   deadline like any other.
+//!   deadline like any other. A slot is held only while guest code runs: it is handed back
+//!   when the guest calls the host (a database query may wait on a lock another long runner
+//!   holds, and that one must be able to get a slot to finish).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +22,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::{CallHook, Store, UpdateDeadline};
 
 /// How long a request may run guest code before it competes for a long-running slot: ordinary
 /// requests finish well within it.
@@ -38,6 +40,15 @@ pub fn install<T: 'static>(store: &mut Store<T>) {
     let started = Instant::now();
     // The slot held for the current slice; handed back at the next tick, or with the store.
     let held: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::default();
+    let released = held.clone();
+    store.call_hook(move |_, hook| {
+        if matches!(hook, CallHook::CallingHost)
+            && let Ok(mut slot) = released.lock()
+        {
+            slot.take();
+        }
+        Ok(())
+    });
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         if let Ok(mut slot) = held.lock() {
