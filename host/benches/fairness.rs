@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{median, percentile, wasm};
+use common::{Round, median, wasm};
 
 const CONCURRENCY: usize = 16;
 const LOOPS: usize = 8;
@@ -37,39 +37,9 @@ fn hostile_policy() -> String {
     )
 }
 
-struct Round {
-    requests_per_second: f64,
-    p99_us: u64,
-}
-
 async fn hello_load(client: &reqwest::Client, url: &str) -> Round {
-    let url = Arc::new(format!("{url}/hello?name=Ada"));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while started.elapsed() < ROUND {
-                    let sent = Instant::now();
-                    let response = client.get(url.as_str()).send().await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    response.bytes().await.unwrap();
-                    latencies.push(sent.elapsed().as_micros() as u64);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await.unwrap());
-    }
-    latencies.sort_unstable();
-    Round {
-        requests_per_second: latencies.len() as f64 / started.elapsed().as_secs_f64(),
-        p99_us: percentile(&latencies, 0.99),
-    }
+    let url = format!("{url}/hello?name=Ada");
+    common::load(client, CONCURRENCY, ROUND, &url, "", b"{\"message\"").await
 }
 
 /// Keeps `LOOPS` endless-loop requests in flight until `stop`; returns how long each took to

@@ -22,7 +22,7 @@ use axum::Json;
 use axum::extract::Query;
 use serde_json::{Value, json};
 
-use common::{Server, median, percentile, repo, start};
+use common::{Round, Server, median, repo, start};
 
 const CONCURRENCY: usize = 16;
 const ROUND: Duration = Duration::from_secs(4);
@@ -78,47 +78,22 @@ fn platform(dir: &Path) -> Server {
     common::platform(dir, &[("hello", common::hello_policy(true))])
 }
 
-struct Round {
-    requests_per_second: f64,
-    p50_us: u64,
-    p99_us: u64,
-}
-
+/// A round of `GET /hello?name=Ada` against `url`.
 async fn load(url: &str) -> Round {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY)
         .build()
         .unwrap();
-    let url = Arc::new(format!("{url}/hello?name=Ada"));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while started.elapsed() < ROUND {
-                    let sent = Instant::now();
-                    let response = client.get(url.as_str()).send().await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    let body = response.bytes().await.unwrap();
-                    assert!(body.starts_with(b"{\"message\":\"Hello, Ada!\"}"));
-                    latencies.push(sent.elapsed().as_micros() as u64);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    Round {
-        requests_per_second: latencies.len() as f64 / elapsed,
-        p50_us: percentile(&latencies, 0.50),
-        p99_us: percentile(&latencies, 0.99),
-    }
+    let url = format!("{url}/hello?name=Ada");
+    common::load(
+        &client,
+        CONCURRENCY,
+        ROUND,
+        &url,
+        "",
+        b"{\"message\":\"Hello, Ada!\"}",
+    )
+    .await
 }
 
 async fn through_the_network() {

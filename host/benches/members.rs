@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-use common::{median, percentile, repo, start};
+use common::{Round, median, repo, start};
 
 /// Members of the organization: the admin and 49 invitees, one default page.
 const MEMBERS: usize = 50;
@@ -372,52 +372,13 @@ async fn join(client: &Client, slug: &str, admin: &str, i: usize) {
 // ---------------------------------------------------------------------------------------------
 // Load
 
-struct Round {
-    requests_per_second: f64,
-    p50_us: u64,
-    p99_us: u64,
-}
-
 /// `CONCURRENCY` clients sending `GET url` (with `token` if not empty) for a round.
 async fn load(url: &str, token: &str) -> Round {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY)
         .build()
         .unwrap();
-    let (url, token) = (Arc::new(url.to_string()), Arc::new(token.to_string()));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (client, url, token) = (client.clone(), url.clone(), token.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while started.elapsed() < ROUND {
-                    let sent = Instant::now();
-                    let mut request = client.get(url.as_str());
-                    if !token.is_empty() {
-                        request = request.bearer_auth(token.as_str());
-                    }
-                    let response = request.send().await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    let body = response.bytes().await.unwrap();
-                    assert!(body.starts_with(b"{\""));
-                    latencies.push(sent.elapsed().as_micros() as u64);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    Round {
-        requests_per_second: latencies.len() as f64 / elapsed,
-        p50_us: percentile(&latencies, 0.50),
-        p99_us: percentile(&latencies, 0.99),
-    }
+    common::load(&client, CONCURRENCY, ROUND, url, token, b"{\"").await
 }
 
 async fn run() {

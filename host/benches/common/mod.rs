@@ -102,3 +102,59 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
+
+/// What one round of load measured.
+pub struct Round {
+    pub requests_per_second: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+/// `concurrency` clients sending `GET url` (with `token` as a bearer when not empty) for
+/// `round`; every answer must be a 200 whose body starts with `body_prefix`.
+pub async fn load(
+    client: &reqwest::Client,
+    concurrency: usize,
+    round: std::time::Duration,
+    url: &str,
+    token: &str,
+    body_prefix: &'static [u8],
+) -> Round {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let (url, token) = (Arc::new(url.to_string()), Arc::new(token.to_string()));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while started.elapsed() < round {
+                    let sent = Instant::now();
+                    let mut request = client.get(url.as_str());
+                    if !token.is_empty() {
+                        request = request.bearer_auth(token.as_str());
+                    }
+                    let response = request.send().await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    let body = response.bytes().await.unwrap();
+                    assert!(body.starts_with(body_prefix), "{body:?}");
+                    latencies.push(sent.elapsed().as_micros() as u64);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Round {
+        requests_per_second: latencies.len() as f64 / elapsed,
+        p50_us: percentile(&latencies, 0.50),
+        p99_us: percentile(&latencies, 0.99),
+    }
+}

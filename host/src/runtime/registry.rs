@@ -135,6 +135,10 @@ impl Sandbox {
         context: &RequestContext,
         call: Call,
     ) -> ServicesCtx {
+        // Ungranted, the interface is not linked: the request's context need not be copied.
+        if !self.policy.grants(Capability::Services) {
+            return self.no_services(call.deadline);
+        }
         ServicesCtx::new(
             Arc::downgrade(runtime),
             self.name.clone(),
