@@ -4,6 +4,11 @@
 //!    native axum server doing the same work (read the name, format the greeting, encode JSON),
 //!    each in its own process, driven by the same load generator in alternating rounds of the
 //!    same run. Prints requests/s and latency percentiles of each and their ratios.
+//!    The anchor, in the same rounds: `wasmtime serve` (the CLI of the wasmtime release the host
+//!    embeds) serving the same greeting as a plain `wasi:http` component
+//!    (`tests/components/http_hello`), a fresh instance per request — the runtime alone, without
+//!    the gateway. Its binary is `TRUEVALUE_WASMTIME_SERVE`, or built once from crates.io into
+//!    `~/.cache/truevalue/wasmtime-serve`; without it, the other two rows still print.
 //! 2. In process: a fresh instance plus the handler call, through the runtime's own entry point,
 //!    against the same logic called natively.
 //!
@@ -13,7 +18,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,12 +27,18 @@ use axum::Json;
 use axum::extract::Query;
 use serde_json::{Value, json};
 
-use common::{Round, Server, median, repo, start};
+use common::{Announces, Round, Server, median, repo, start, start_announced};
 
 const CONCURRENCY: usize = 16;
 const ROUND: Duration = Duration::from_secs(4);
 const ROUNDS: usize = 3;
 const CALLS: u32 = 20_000;
+/// The anchor's wasmtime: the release the host embeds (`wasmtime` in the workspace Cargo.toml).
+const WASMTIME: &str = "48.0.8";
+/// What `wasmtime serve` needs (48.x does not compile it without `component-model-async`), with
+/// the pooling allocator it defaults to, as the host uses one.
+const WASMTIME_FEATURES: &str =
+    "run,serve,component-model-async,cranelift,pooling-allocator,parallel-compilation";
 
 fn main() {
     if std::env::args().any(|a| a == "--native-server") {
@@ -96,21 +107,119 @@ async fn load(url: &str) -> Round {
     .await
 }
 
+/// `wasmtime serve` on the `http_hello` fixture, a fresh instance per request, once its
+/// greeting is checked; or why there is none.
+async fn anchor() -> Result<(Server, String), String> {
+    let component = repo().join("dist/components/http_hello.wasm");
+    if !component.is_file() {
+        return Err(format!(
+            "{} is missing: run `just components`",
+            component.display()
+        ));
+    }
+    let wasmtime = wasmtime_serve()?;
+    let version = Command::new(&wasmtime)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", wasmtime.display()))?;
+    // `wasmtime 48.0.8 (<commit> <date>)`
+    let version = String::from_utf8_lossy(&version.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("?")
+        .to_string();
+    let mut command = Command::new(&wasmtime);
+    command
+        .args(["serve", "--addr", "127.0.0.1:0", "-S", "cli=y"])
+        .args(["--max-instance-reuse-count", "1"])
+        .arg(&component);
+    let server = start_announced(command, Announces::Stderr("Serving HTTP on "))?;
+    let response = reqwest::get(format!("{}/hello?name=Ada", server.1))
+        .await
+        .map_err(|e| format!("wasmtime serve does not answer: {e}"))?;
+    let status = response.status();
+    let content_type = response.headers().get("content-type").cloned();
+    let body = response.bytes().await.unwrap_or_default();
+    let json = content_type
+        .as_ref()
+        .is_some_and(|t| t == "application/json");
+    if status != 200 || !json || body != b"{\"message\":\"Hello, Ada!\"}"[..] {
+        return Err(format!(
+            "wasmtime serve answered {status} {content_type:?} {body:?}"
+        ));
+    }
+    Ok((server, version))
+}
+
+/// The `wasmtime` binary to serve with: `TRUEVALUE_WASMTIME_SERVE`, or the one in the cache,
+/// built there from crates.io when missing (in a target dir of its own).
+fn wasmtime_serve() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("TRUEVALUE_WASMTIME_SERVE") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "TRUEVALUE_WASMTIME_SERVE={} is not a file",
+                path.display()
+            ))
+        };
+    }
+    let cache =
+        Path::new(&std::env::var_os("HOME").ok_or("HOME is not set")?).join(".cache/truevalue");
+    let root = cache.join("wasmtime-serve");
+    let binary = root.join("bin/wasmtime");
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    println!(
+        "Building the anchor, wasmtime-cli {WASMTIME} from crates.io, into {} (once; about 15 minutes on 2 cores)",
+        root.display()
+    );
+    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    let version = format!("={WASMTIME}");
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["install", "wasmtime-cli", "--version", &version, "--locked"])
+        .args(["--no-default-features", "--features", WASMTIME_FEATURES])
+        .arg("--root")
+        .arg(&root)
+        .env("CARGO_TARGET_DIR", cache.join("wasmtime-serve-target"))
+        .current_dir(&cache)
+        .status()
+        .map_err(|e| format!("cannot run cargo install: {e}"))?;
+    if !status.success() || !binary.is_file() {
+        return Err(format!(
+            "cargo install wasmtime-cli@{WASMTIME} failed ({status})"
+        ));
+    }
+    Ok(binary)
+}
+
 async fn through_the_network() {
+    let anchor = anchor()
+        .await
+        .inspect_err(|why| println!("No wasmtime serve anchor: {why}"))
+        .ok();
     let dir = tempfile::tempdir().unwrap();
     let host = platform(dir.path());
     let mut native = Command::new(std::env::current_exe().unwrap());
     native.arg("--native-server");
     let native = start(native);
 
-    // Warm both up (connection pools, the component's compiled code in the page cache).
+    // Warm them up (connection pools, the components' compiled code in the page cache).
     load(&native.1).await;
     load(&host.1).await;
+    if let Some((anchor, _)) = &anchor {
+        load(&anchor.1).await;
+    }
 
-    let (mut n, mut p) = (Vec::new(), Vec::new());
+    let (mut n, mut p, mut a) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         n.push(load(&native.1).await);
         p.push(load(&host.1).await);
+        if let Some((anchor, _)) = &anchor {
+            a.push(load(&anchor.1).await);
+        }
     }
     let rps = |rounds: &[Round]| median(rounds.iter().map(|r| r.requests_per_second).collect());
     let p50 = |rounds: &[Round]| median(rounds.iter().map(|r| r.p50_us as f64).collect());
@@ -118,24 +227,32 @@ async fn through_the_network() {
     println!(
         "GET /hello, {CONCURRENCY} concurrent clients, {ROUNDS} alternating rounds of {ROUND:?} (medians):"
     );
-    println!(
-        "  native axum handler     {:>9.0} req/s   p50 {:>6.0} µs   p99 {:>6.0} µs",
-        rps(&n),
-        p50(&n),
-        p99(&n)
-    );
-    println!(
-        "  gateway + Wasm instance {:>9.0} req/s   p50 {:>6.0} µs   p99 {:>6.0} µs",
-        rps(&p),
-        p50(&p),
-        p99(&p)
-    );
-    println!(
-        "  ratio platform/native:  throughput {:.2}×   p50 {:.2}×   p99 {:.2}×",
-        rps(&p) / rps(&n),
-        p50(&p) / p50(&n),
-        p99(&p) / p99(&n)
-    );
+    let row = |label: &str, rounds: &[Round]| {
+        println!(
+            "  {label:<23} {:>9.0} req/s   p50 {:>6.0} µs   p99 {:>6.0} µs",
+            rps(rounds),
+            p50(rounds),
+            p99(rounds)
+        );
+    };
+    row("native axum handler", &n);
+    row("gateway + Wasm instance", &p);
+    if let Some((_, version)) = &anchor {
+        row(&format!("wasmtime serve {version}"), &a);
+    }
+    let ratio = |label: &str, of: &[Round]| {
+        println!(
+            "  {:<32}throughput {:.2}×   p50 {:.2}×   p99 {:.2}×",
+            format!("ratio platform/{label}:"),
+            rps(&p) / rps(of),
+            p50(&p) / p50(of),
+            p99(&p) / p99(of)
+        );
+    };
+    ratio("native", &n);
+    if anchor.is_some() {
+        ratio("wasmtime-serve", &a);
+    }
 }
 
 async fn in_process() {

@@ -3,7 +3,7 @@
 // Each benchmark uses a part of this.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -22,30 +22,63 @@ impl Drop for Server {
 }
 
 /// Starts `command` and waits until it prints `gateway listening on <url>`.
-pub fn start(mut command: Command) -> Server {
+pub fn start(command: Command) -> Server {
+    start_announced(command, Announces::Stdout("gateway listening on "))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Where a server prints the line that ends with the URL it listens on.
+pub enum Announces {
+    /// `gateway listening on <url>`, say; stderr is the bench's own.
+    Stdout(&'static str),
+    /// `Serving HTTP on <url>/`, as `wasmtime serve` does; stdout is the bench's own.
+    Stderr(&'static str),
+}
+
+/// Starts `command` and waits until it announces its URL (without a trailing `/`); when it
+/// stops first, says so with what it had printed on the stream read.
+pub fn start_announced(mut command: Command, announces: Announces) -> Result<Server, String> {
+    let prefix = match announces {
+        Announces::Stdout(prefix) => {
+            command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+            prefix
+        }
+        Announces::Stderr(prefix) => {
+            command.stdout(Stdio::inherit()).stderr(Stdio::piped());
+            prefix
+        }
+    };
     let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
-        .unwrap();
-    let stdout = child.stdout.take();
+        .map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
+    let output: Box<dyn Read + Send> = match (child.stdout.take(), child.stderr.take()) {
+        (Some(stdout), _) => Box::new(stdout),
+        (None, Some(stderr)) => Box::new(stderr),
+        (None, None) => unreachable!("one stream is piped"),
+    };
     let mut server = Server(child, String::new());
-    let mut reader = BufReader::new(stdout.unwrap());
-    let mut line = String::new();
+    let mut reader = BufReader::new(output);
+    let (mut line, mut printed) = (String::new(), String::new());
     while reader.read_line(&mut line).unwrap_or(0) > 0 {
-        if let Some(address) = line.strip_prefix("gateway listening on ") {
+        if let Some(address) = line.strip_prefix(prefix) {
             server.1 = address
                 .split_whitespace()
                 .next()
                 .unwrap_or_default()
+                .trim_end_matches('/')
                 .to_string();
-            // Keep draining stdout so the server never blocks on a full pipe.
+            // Keep draining the stream so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in reader.lines() {});
-            return server;
+            return Ok(server);
         }
+        printed.push_str(&line);
         line.clear();
     }
-    panic!("the server stopped before listening");
+    Err(format!(
+        "the server stopped before listening{}{}",
+        if printed.is_empty() { "" } else { ":\n" },
+        printed.trim_end()
+    ))
 }
 
 /// The release host on the embedded default, serving `policies` (file stem, TOML), with the
