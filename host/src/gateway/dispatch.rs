@@ -59,6 +59,7 @@ pub async fn dispatch(
     let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let body = read_body(&parts, body, state.body).await?;
+    // Boxed: the component's future is large, and each layer of the gateway would move it.
     let result = match &state.upstream {
         Upstream::Local(runtime) => {
             // On a tenant route the request's transactions are bound to the token's organization.
@@ -66,9 +67,9 @@ pub async fn dispatch(
                 (Some(_), Some(Caller::User(claims))) => claims.org_id.as_deref().map(Arc::from),
                 _ => None,
             };
-            local(runtime, &policy.name, parts, body, tenant).await
+            Box::pin(local(runtime, &policy.name, parts, body, tenant)).await
         }
-        Upstream::Nodes(nodes) => nodes.forward(parts, body).await,
+        Upstream::Nodes(nodes) => Box::pin(nodes.forward(parts, body)).await,
     };
     let status = match &result {
         Ok(response) => response.status(),

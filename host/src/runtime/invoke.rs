@@ -75,30 +75,54 @@ impl Failure {
     const KINDS: [&'static str; 4] = ["timeout", "out_of_memory", "trap", "commit"];
 }
 
-/// Registers a component's call metrics at zero, so a scrape shows them before its first call.
-pub(crate) fn register_metrics(component: &str) {
-    metrics::gauge!("truevalue_instances_live", "component" => component.to_string()).set(0.0);
-    let _registered = metrics::histogram!("truevalue_component_call_seconds", "component" => component.to_string());
-    for kind in Failure::KINDS {
-        metrics::counter!("truevalue_component_traps_total", "component" => component.to_string(), "kind" => kind).increment(0);
+/// A component's call metrics, looked up once when its sandbox is built (a lookup by labels
+/// costs allocations and a hash per request), and at zero from then on, so a scrape shows
+/// them before its first call.
+pub(crate) struct CallMetrics {
+    live: metrics::Gauge,
+    seconds: metrics::Histogram,
+    traps: [metrics::Counter; Failure::KINDS.len()],
+}
+
+impl CallMetrics {
+    pub(crate) fn register(component: &str) -> Self {
+        let live =
+            metrics::gauge!("truevalue_instances_live", "component" => component.to_string());
+        live.set(0.0);
+        let traps = Failure::KINDS.map(|kind| {
+            let counter = metrics::counter!("truevalue_component_traps_total", "component" => component.to_string(), "kind" => kind);
+            counter.increment(0);
+            counter
+        });
+        Self {
+            live,
+            seconds: metrics::histogram!("truevalue_component_call_seconds", "component" => component.to_string()),
+            traps,
+        }
+    }
+
+    fn trap(&self, failure: &Failure) -> &metrics::Counter {
+        let index = Failure::KINDS
+            .iter()
+            .position(|kind| *kind == failure.kind())
+            .unwrap_or_default();
+        &self.traps[index]
     }
 }
 
-/// Counts live instances of a component in the metrics while it exists.
-struct Live(Arc<str>);
+/// Counts a live instance of a component in the metrics while it exists.
+struct Live<'a>(&'a metrics::Gauge);
 
-impl Live {
-    fn new(component: Arc<str>) -> Self {
-        metrics::gauge!("truevalue_instances_live", "component" => component.to_string())
-            .increment(1.0);
-        Self(component)
+impl<'a> Live<'a> {
+    fn new(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
     }
 }
 
-impl Drop for Live {
+impl Drop for Live<'_> {
     fn drop(&mut self) {
-        metrics::gauge!("truevalue_instances_live", "component" => self.0.to_string())
-            .decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
@@ -131,7 +155,7 @@ impl Runtime {
             return Outcome::Busy;
         };
         let sandbox = &slot.sandbox;
-        let _live = Live::new(sandbox.name.clone());
+        let _live = Live::new(&sandbox.metrics.live);
         let started = Instant::now();
 
         let deadline = call.deadline.min(started + sandbox.deadline());
@@ -145,9 +169,10 @@ impl Runtime {
             tenant,
             Some(services),
         );
+        // Boxed: the instantiation's future is large, and every layer above would move it.
         let result = tokio::time::timeout_at(
             deadline.into(),
-            instantiate_and_call(&version.pre, &mut store, &request),
+            Box::pin(instantiate_and_call(&version.pre, &mut store, &request)),
         )
         .await;
         let transaction = store.data_mut().database.take_transaction();
@@ -189,11 +214,12 @@ impl Runtime {
             ),
             _ => {}
         }
-        metrics::histogram!("truevalue_component_call_seconds", "component" => sandbox.name.to_string())
+        sandbox
+            .metrics
+            .seconds
             .record(started.elapsed().as_secs_f64());
         if let Outcome::Failed(failure) = &outcome {
-            metrics::counter!("truevalue_component_traps_total", "component" => sandbox.name.to_string(), "kind" => failure.kind())
-                .increment(1);
+            sandbox.metrics.trap(failure).increment(1);
         }
         outcome
     }

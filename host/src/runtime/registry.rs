@@ -53,6 +53,7 @@ pub struct Sandbox {
     tokens: TokensCtx,
     /// The components this one may call (`services` in its policy; empty when not granted).
     services: Arc<BTreeSet<String>>,
+    pub(crate) metrics: super::invoke::CallMetrics,
 }
 
 impl Sandbox {
@@ -500,6 +501,7 @@ async fn sandbox(
     };
     Ok(Sandbox {
         name: policy.name.as_str().into(),
+        metrics: super::invoke::CallMetrics::register(&policy.name),
         linker: linker_for(engine, &policy)?,
         db,
         dialect: capabilities.database.dialect(),
@@ -632,9 +634,9 @@ fn info(slot: &Slot) -> ComponentInfo {
     }
 }
 
-/// A component's metrics at zero, so the first scrape after start shows every component.
+/// A component's email metrics at zero, so the first scrape after start shows them (its call
+/// metrics come with its sandbox).
 fn register_metrics(policy: &Policy) {
-    super::invoke::register_metrics(&policy.name);
     if policy.grants(Capability::Email) {
         crate::capabilities::email::register_metrics(&policy.name);
     }
