@@ -1,7 +1,8 @@
 //! Fair execution: guest code never starves the gateway or other components.
 //!
 //! Guest code runs on the host's async workers and hands its thread back at every epoch tick
-//! (10 ms). Two things keep one component's long-running requests from taking the machine:
+//! (1 ms, so a request queued behind guest code on a worker waits a tick at most). Two things
+//! keep one component's long-running requests from taking the machine:
 //!
 //! - **Yielding for real.** A plain self-wake would put the task back in the worker's LIFO
 //!   slot and run it again at once, and the worker would look at the network only every few
@@ -11,7 +12,8 @@
 //!   one of a few *long-running slots* (half the cores, at least one) for each further slice.
 //!   However many endless loops are in flight, they share those slots and wait for them
 //!   without holding a thread, so the other cores stay free for the gateway and for ordinary
-//!   requests. Their deadlines still fire: a request waiting for a slot is dropped at its
+//!   requests. After each slice a slot rests for one tick before it is handed on, so long
+//!   runners get at most half of the slots' cores: a quarter of the machine in all. Their deadlines still fire: a request waiting for a slot is dropped at its
 //!   deadline like any other. A slot is held only while guest code runs: it is handed back
 //!   when the guest calls the host (a database query may wait on a lock another long runner
 //!   holds, and that one must be able to get a slot to finish).
@@ -26,7 +28,11 @@ use wasmtime::{CallHook, Store, UpdateDeadline};
 
 /// How long a request may run guest code before it competes for a long-running slot: ordinary
 /// requests finish well within it.
-pub const FREE_RUN: Duration = Duration::from_millis(50);
+pub const FREE_RUN: Duration = Duration::from_millis(20);
+
+/// How long a long-running slot rests after each slice (one epoch tick) before it can be
+/// taken again.
+const REST: Duration = super::engine::EPOCH_TICK;
 
 /// The long-running slots of this process: half the cores, at least one.
 static LONG_RUNNING: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
@@ -51,8 +57,15 @@ pub fn install<T: 'static>(store: &mut Store<T>) {
     });
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        if let Ok(mut slot) = held.lock() {
-            slot.take();
+        // A slice ends at the tick: its slot rests for as long before anyone may take it, so
+        // long runners together get at most half of each slot's core.
+        if let Some(permit) = held.lock().ok().and_then(|mut slot| slot.take())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                tokio::time::sleep(REST).await;
+                drop(permit);
+            });
         }
         let next: Pin<Box<dyn Future<Output = ()> + Send>> = if started.elapsed() < FREE_RUN {
             Box::pin(tokio::task::yield_now())
