@@ -32,10 +32,7 @@ const ROUNDS: usize = 3;
 const PASSWORD: &str = "correct horse battery staple";
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(run());
 }
 

@@ -22,10 +22,7 @@ const ROUNDS: usize = 3;
 const DEADLINE: Duration = Duration::from_millis(2000);
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(run());
 }
 

@@ -44,10 +44,7 @@ fn main() {
     if std::env::args().any(|a| a == "--native-server") {
         return native_server();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(async {
         through_the_network().await;
         in_process().await;
@@ -61,10 +58,7 @@ fn greet(name: Option<&str>) -> Vec<u8> {
 }
 
 fn native_server() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(async {
         let app = axum::Router::new().route(
             "/hello",

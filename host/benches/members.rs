@@ -50,10 +50,7 @@ fn main() {
     if let Some(at) = args.iter().position(|a| a == "--native-server") {
         return native_server(PathBuf::from(&args[at + 1]), args[at + 2].clone());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(run());
 }
 
@@ -236,10 +233,7 @@ async fn pool(db_dir: &Path, component: &str) -> SqlitePool {
 }
 
 fn native_server(db_dir: PathBuf, org_id: String) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(async {
         let native = Arc::new(Native {
             org: pool(&db_dir, "org").await,

@@ -60,19 +60,21 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn kind(&self) -> &'static str {
+    /// Every `kind` label the traps counter can carry, in the order of [`Failure::index`].
+    const KINDS: [&'static str; 4] = ["timeout", "out_of_memory", "trap", "commit"];
+
+    fn index(&self) -> usize {
         match self {
-            Failure::Timeout => "timeout",
-            Failure::OutOfMemory => "out_of_memory",
-            Failure::Trap(_) => "trap",
-            Failure::Commit(_) => "commit",
+            Failure::Timeout => 0,
+            Failure::OutOfMemory => 1,
+            Failure::Trap(_) => 2,
+            Failure::Commit(_) => 3,
         }
     }
-}
 
-impl Failure {
-    /// Every `kind` label the traps counter can carry.
-    const KINDS: [&'static str; 4] = ["timeout", "out_of_memory", "trap", "commit"];
+    pub fn kind(&self) -> &'static str {
+        Self::KINDS[self.index()]
+    }
 }
 
 /// A component's call metrics, looked up once when its sandbox is built (a lookup by labels
@@ -102,11 +104,7 @@ impl CallMetrics {
     }
 
     fn trap(&self, failure: &Failure) -> &metrics::Counter {
-        let index = Failure::KINDS
-            .iter()
-            .position(|kind| *kind == failure.kind())
-            .unwrap_or_default();
-        &self.traps[index]
+        &self.traps[failure.index()]
     }
 }
 
