@@ -79,9 +79,13 @@ fn native_server() {
     });
 }
 
-fn platform(dir: &Path) -> Server {
-    common::platform(dir, &[("hello", common::hello_policy(true))])
+/// The host serving the example; `reuse`: how many requests one instance may serve.
+fn platform(dir: &Path, reuse: u32) -> Server {
+    common::platform(dir, &[("hello", common::hello_policy_reusing(true, reuse))])
 }
+
+/// Requests one kept instance serves in the "kept instance" row.
+const REUSE: u32 = 10_000;
 
 /// A round of `GET /hello?name=Ada` against `url`.
 async fn load(url: &str) -> Round {
@@ -194,8 +198,9 @@ async fn through_the_network() {
         .await
         .inspect_err(|why| println!("No wasmtime serve anchor: {why}"))
         .ok();
-    let dir = tempfile::tempdir().unwrap();
-    let host = platform(dir.path());
+    let (dir, kept_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let host = platform(dir.path(), 1);
+    let kept = platform(kept_dir.path(), REUSE);
     let mut native = Command::new(std::env::current_exe().unwrap());
     native.arg("--native-server");
     let native = start(native);
@@ -203,14 +208,16 @@ async fn through_the_network() {
     // Warm them up (connection pools, the components' compiled code in the page cache).
     load(&native.1).await;
     load(&host.1).await;
+    load(&kept.1).await;
     if let Some((anchor, _)) = &anchor {
         load(&anchor.1).await;
     }
 
-    let (mut n, mut p, mut a) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut n, mut p, mut k, mut a) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         n.push(load(&native.1).await);
         p.push(load(&host.1).await);
+        k.push(load(&kept.1).await);
         if let Some((anchor, _)) = &anchor {
             a.push(load(&anchor.1).await);
         }
@@ -230,38 +237,43 @@ async fn through_the_network() {
         );
     };
     row("native axum handler", &n);
-    row("gateway + Wasm instance", &p);
+    row("gateway + fresh instance", &p);
+    row("gateway + kept instance", &k);
     if let Some((_, version)) = &anchor {
         row(&format!("wasmtime serve {version}"), &a);
     }
-    let ratio = |label: &str, of: &[Round]| {
+    let ratio = |label: &str, rounds: &[Round], of: &[Round]| {
         println!(
-            "  {:<32}throughput {:.2}×   p50 {:.2}×   p99 {:.2}×",
-            format!("ratio platform/{label}:"),
-            rps(&p) / rps(of),
-            p50(&p) / p50(of),
-            p99(&p) / p99(of)
+            "  {label:<30}throughput {:.2}×   p50 {:.2}×   p99 {:.2}×",
+            rps(rounds) / rps(of),
+            p50(rounds) / p50(of),
+            p99(rounds) / p99(of)
         );
     };
-    ratio("native", &n);
+    println!("  (kept: `instance_reuse = {REUSE}`; wasmtime serve: a fresh instance per request)");
+    ratio("fresh / native:", &p, &n);
+    ratio("kept / native:", &k, &n);
     if anchor.is_some() {
-        ratio("wasmtime-serve", &a);
+        ratio("fresh / wasmtime serve:", &p, &a);
+        ratio("kept / wasmtime serve:", &k, &a);
     }
 }
 
-async fn in_process() {
-    use truevalue::bindings::handler::{Request, RequestContext};
-    use truevalue::runtime::{Outcome, Runtime, new_engine};
+/// A runtime serving the example in this process, each instance serving up to `reuse` requests.
+async fn runtime_in_process(
+    dir: &Path,
+    reuse: u32,
+) -> (
+    Arc<truevalue::runtime::Runtime>,
+    Arc<truevalue::runtime::Slot>,
+) {
+    use truevalue::runtime::{Runtime, new_engine};
 
-    let dir = tempfile::tempdir().unwrap();
-    let host_dir = dir.path().join("host");
+    let host_dir = dir.join("host");
     std::fs::create_dir_all(host_dir.join("policies")).unwrap();
     std::fs::write(
         host_dir.join("policies/hello.toml"),
-        format!(
-            "wasm = {:?}\nroutes = [\"/hello\"]\npublic_routes = [\"/hello\"]\ncapabilities = [\"database\", \"config\"]\n[config]\ngreeting = \"Hello\"\n",
-            repo().join("dist/components/hello.wasm").display().to_string()
-        ),
+        common::hello_policy_reusing(true, reuse),
     )
     .unwrap();
     let policies = truevalue::policy::load_dir(&host_dir.join("policies"), 64, &[]).unwrap();
@@ -306,6 +318,15 @@ async fn in_process() {
         .unwrap(),
     );
     let slot = runtime.route("/hello").unwrap().clone();
+    (runtime, slot)
+}
+
+/// Microseconds per `GET /hello?name=Ada` through the runtime's entry point.
+async fn per_call(dir: &Path, reuse: u32) -> f64 {
+    use truevalue::bindings::handler::{Request, RequestContext};
+    use truevalue::runtime::Outcome;
+
+    let (runtime, slot) = runtime_in_process(dir, reuse).await;
     let request = Request {
         method: "GET".into(),
         path: "/hello".into(),
@@ -323,7 +344,6 @@ async fn in_process() {
             caller: None,
         },
     };
-
     for _ in 0..1000 {
         runtime.handle(&slot, request.clone(), None).await;
     }
@@ -334,7 +354,13 @@ async fn in_process() {
             _ => panic!("the component failed"),
         }
     }
-    let wasm = started.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS);
+    started.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS)
+}
+
+async fn in_process() {
+    let (fresh_dir, kept_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let fresh = per_call(fresh_dir.path(), 1).await;
+    let kept = per_call(kept_dir.path(), REUSE).await;
 
     let started = Instant::now();
     for _ in 0..CALLS {
@@ -342,7 +368,12 @@ async fn in_process() {
     }
     let native = started.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS);
     println!("In process, {CALLS} calls of the greeting:");
-    println!("  fresh instance + call   {wasm:>8.2} µs per request");
+    println!("  fresh instance + call   {fresh:>8.2} µs per request");
+    println!("  kept instance + call    {kept:>8.2} µs per request");
     println!("  native function call    {native:>8.2} µs per request");
-    println!("  ratio                   {:>8.1}×", wasm / native);
+    println!(
+        "  ratio fresh / native    {:>8.1}×   kept / native {:.1}×",
+        fresh / native,
+        kept / native
+    );
 }

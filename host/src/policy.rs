@@ -69,6 +69,13 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Most instances serving requests at once; past it, clients get 503 with `Retry-After`.
     pub max_instances: u32,
+    /// Most requests one instance serves. 1 (the default): a fresh instance for every
+    /// request. Above 1, an instance that answered below 500 is kept for the next request of
+    /// the same organization (anonymous requests count as one), so a request skips
+    /// instantiation — but what the guest keeps in its memory between requests is seen by the
+    /// next ones of that organization. A trap, a timeout, an out-of-memory, a 5xx answer or a
+    /// new version discards it.
+    pub instance_reuse: u32,
     /// Most cache entries the component may hold at once (expired ones do not count).
     pub cache_max_entries: u64,
     /// Most bytes of keys plus values the component may hold in the cache at once.
@@ -97,6 +104,7 @@ impl Default for Limits {
             memory_mib: 64,
             timeout_ms: 5_000,
             max_instances: 32,
+            instance_reuse: 1,
             cache_max_entries: 10_000,
             cache_max_bytes: 16 * 1024 * 1024,
             // A row costs the instance at least 8 bytes, so even 1 MiB could receive these.
@@ -402,6 +410,11 @@ fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
     if !(1..=10_000).contains(&limits.max_instances) {
         problems.push(format!(
             "{at}: limits.max_instances must be between 1 and 10000"
+        ));
+    }
+    if !(1..=1_000_000).contains(&limits.instance_reuse) {
+        problems.push(format!(
+            "{at}: limits.instance_reuse must be between 1 (a fresh instance per request) and 1000000"
         ));
     }
     if !(1..=10_000_000).contains(&limits.cache_max_entries) {

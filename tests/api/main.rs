@@ -25,6 +25,7 @@ mod org;
 mod permission;
 mod quotas;
 mod rate_limit;
+mod reuse;
 mod sandbox;
 mod services;
 mod split;

@@ -119,9 +119,14 @@ pub fn wasm(name: &str) -> String {
 
 /// The `hello` example's policy; `public` serves it without an access token.
 pub fn hello_policy(public: bool) -> String {
+    hello_policy_reusing(public, 1)
+}
+
+/// The example's policy with each instance serving up to `reuse` requests.
+pub fn hello_policy_reusing(public: bool, reuse: u32) -> String {
     let public_routes = if public { "[\"/hello\"]" } else { "[]" };
     format!(
-        "wasm = {:?}\nroutes = [\"/hello\"]\npublic_routes = {public_routes}\ncapabilities = [\"database\", \"config\"]\n[limits]\nmax_instances = 256\n[config]\ngreeting = \"Hello\"\n",
+        "wasm = {:?}\nroutes = [\"/hello\"]\npublic_routes = {public_routes}\ncapabilities = [\"database\", \"config\"]\n[limits]\nmax_instances = 256\ninstance_reuse = {reuse}\n[config]\ngreeting = \"Hello\"\n",
         wasm("hello")
     )
 }

@@ -1,15 +1,19 @@
-//! One request through one component: a permit, a fresh instance, the handler under the
+//! One request through one component: a permit, a fresh instance (or, where the policy allows
+//! reuse, one kept from an earlier request of the same organization), the handler under the
 //! policy's deadline and memory limit, then commit or roll back the request's transaction —
 //! and, once it committed, hand the emails it queued to the mailer.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
 
+use super::loader::Loaded;
 use super::registry::{Runtime, Slot};
 use super::state::State;
 use crate::bindings::handler::{Request, Response};
+use crate::bindings::{Service, ServicePre};
 use crate::capabilities::database::Error as DbError;
 
 /// Most headers a component's response may carry (common clients take 100 in all, and the
@@ -146,13 +150,22 @@ impl Runtime {
         let Some(version) = slot.current.load_full() else {
             return Outcome::Unavailable;
         };
-        let Ok(_pool) = self.pool.clone().try_acquire_owned() else {
-            return Outcome::Busy;
-        };
+        let sandbox = &slot.sandbox;
         let Ok(_permit) = slot.permits.clone().try_acquire_owned() else {
             return Outcome::Busy;
         };
-        let sandbox = &slot.sandbox;
+        let reuse = sandbox.policy.limits.instance_reuse;
+        let kept = match reuse > 1 {
+            true => slot.kept.take(&version, request.context.org_id.as_deref()),
+            false => None,
+        };
+        let start = match kept {
+            Some(kept) => Start::Kept(kept),
+            None => match self.pool_place() {
+                Some(place) => Start::Fresh(place),
+                None => return Outcome::Busy,
+            },
+        };
         let _live = Live::new(&sandbox.metrics.live);
         let started = Instant::now();
 
@@ -160,49 +173,68 @@ impl Runtime {
         let call = Call { deadline, ..call };
         let tenant = call.tenant.clone();
         let services = sandbox.services(self, &request.context, call);
-        let mut store = sandbox.store(
-            &self.engine,
-            &request.context.request_id,
-            deadline,
-            tenant,
-            Some(services),
-        );
+        let request_id = &request.context.request_id;
+        let (mut store, instance, served, pool) = match start {
+            Start::Kept(mut kept) => {
+                sandbox.rebind(&mut kept.store, request_id, deadline, tenant, services);
+                (kept.store, Some(kept.instance), kept.served, kept.pool)
+            }
+            Start::Fresh(pool) => {
+                let store =
+                    sandbox.store(&self.engine, request_id, deadline, tenant, Some(services));
+                (store, None, 0, pool)
+            }
+        };
         // Boxed: the instantiation's future is large, and every layer above would move it.
         let result = tokio::time::timeout_at(
             deadline.into(),
-            Box::pin(instantiate_and_call(&version.pre, &mut store, &request)),
+            Box::pin(call_handler(&version.pre, &mut store, instance, &request)),
         )
         .await;
-        let transaction = store.data_mut().database.take_transaction();
-        let outcome = match result {
-            Ok(Ok(response)) if response.status < 500 => match transaction {
+        let transaction = store.data_mut().request.database.take_transaction();
+        let (outcome, instance) = match result {
+            Ok(Ok((response, instance))) if response.status < 500 => match transaction {
                 Some(transaction) => match transaction.commit().await {
-                    Ok(()) => Outcome::Response {
+                    Ok(()) => (
+                        Outcome::Response {
+                            response,
+                            version: version.version.clone(),
+                        },
+                        Some(instance),
+                    ),
+                    Err(e) => (Outcome::Failed(Failure::Commit(describe(e))), None),
+                },
+                None => (
+                    Outcome::Response {
                         response,
                         version: version.version.clone(),
                     },
-                    Err(e) => Outcome::Failed(Failure::Commit(describe(e))),
-                },
-                None => Outcome::Response {
+                    Some(instance),
+                ),
+            },
+            // A 5xx answer rolls back: the transaction is dropped uncommitted.
+            Ok(Ok((response, _))) => (
+                Outcome::Response {
                     response,
                     version: version.version.clone(),
                 },
-            },
-            // A 5xx answer rolls back: the transaction is dropped uncommitted.
-            Ok(Ok(response)) => Outcome::Response {
-                response,
-                version: version.version.clone(),
-            },
-            Ok(Err(error)) => Outcome::Failed(classify(&error, &store)),
-            Err(_elapsed) => Outcome::Failed(Failure::Timeout),
+                None,
+            ),
+            Ok(Err(error)) => (Outcome::Failed(classify(&error, &store)), None),
+            Err(_elapsed) => (Outcome::Failed(Failure::Timeout), None),
         };
         // Emails follow the transaction: only a request that answered below 500 and committed
         // sends what it queued, so no email announces a change that was rolled back.
-        let emails = store.data_mut().email.take();
+        let emails = store.data_mut().request.email.take();
         match &outcome {
             Outcome::Response { response, .. } if response.status < 500 => {
                 self.capabilities.email.dispatch(emails);
-                store.data_mut().services.confirm_rights_changes().await;
+                store
+                    .data_mut()
+                    .request
+                    .services
+                    .confirm_rights_changes()
+                    .await;
             }
             _ if !emails.messages.is_empty() => tracing::info!(
                 component = %sandbox.name,
@@ -211,6 +243,23 @@ impl Runtime {
                 "the request did not succeed, so the emails it queued are not sent"
             ),
             _ => {}
+        }
+        // Only an instance that answered below 500 and committed is kept: after a trap or a
+        // timeout its memory may be anywhere in between.
+        if let Some(instance) = instance
+            && served + 1 < reuse
+        {
+            slot.kept.put(
+                Kept {
+                    version: version.clone(),
+                    org: request.context.org_id.clone(),
+                    store,
+                    instance,
+                    served: served + 1,
+                    pool,
+                },
+                sandbox.policy.limits.max_instances as usize,
+            );
         }
         sandbox
             .metrics
@@ -221,14 +270,41 @@ impl Runtime {
         }
         outcome
     }
+
+    /// A place in the host's instance pool; when every place is taken, a kept instance gives
+    /// its place up first.
+    fn pool_place(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(place) = self.pool.clone().try_acquire_owned() {
+            return Some(place);
+        }
+        while self.evict_kept() {
+            if let Ok(place) = self.pool.clone().try_acquire_owned() {
+                return Some(place);
+            }
+        }
+        None
+    }
 }
 
-async fn instantiate_and_call(
-    pre: &crate::bindings::ServicePre<State>,
+/// How a request's instance comes to be.
+enum Start {
+    /// Kept from an earlier request.
+    Kept(Kept),
+    /// Instantiated for this request, in this place of the instance pool.
+    Fresh(OwnedSemaphorePermit),
+}
+
+/// Instantiates the component unless an instance is given (a kept one), and calls its handler.
+async fn call_handler(
+    pre: &ServicePre<State>,
     store: &mut Store<State>,
+    instance: Option<Service>,
     request: &Request,
-) -> wasmtime::Result<Response> {
-    let instance = pre.instantiate_async(&mut *store).await?;
+) -> wasmtime::Result<(Response, Service)> {
+    let instance = match instance {
+        Some(instance) => instance,
+        None => pre.instantiate_async(&mut *store).await?,
+    };
     let response = instance
         .truevalue_platform_handler()
         .call_handle(&mut *store, request)
@@ -244,7 +320,74 @@ async fn instantiate_and_call(
             response.headers.len()
         );
     }
-    Ok(response)
+    Ok((response, instance))
+}
+
+/// An instance kept for its component's next request (`limits.instance_reuse` above 1).
+pub(crate) struct Kept {
+    version: Arc<Loaded>,
+    /// The organization it served (`None`: anonymous requests); it serves no other.
+    org: Option<String>,
+    store: Store<State>,
+    instance: Service,
+    served: u32,
+    /// Its place in the host's instance pool, held while it is kept.
+    pool: OwnedSemaphorePermit,
+}
+
+/// A component's kept instances, most recently used last.
+#[derive(Default)]
+pub(crate) struct KeptInstances(Mutex<Vec<Kept>>);
+
+impl KeptInstances {
+    /// The most recently used instance of `version` that served `org`. Instances of other
+    /// versions (a deploy swapped them out) are dropped on the way.
+    fn take(&self, version: &Arc<Loaded>, org: Option<&str>) -> Option<Kept> {
+        let (found, stale) = {
+            let mut kept = self.0.lock().ok()?;
+            let stale: Vec<Kept> = kept
+                .extract_if(.., |k| !Arc::ptr_eq(&k.version, version))
+                .collect();
+            let found = kept
+                .iter()
+                .rposition(|k| k.org.as_deref() == org)
+                .map(|at| kept.remove(at));
+            (found, stale)
+        };
+        // Dropped outside the lock: freeing an instance takes microseconds.
+        drop(stale);
+        found
+    }
+
+    /// Keeps `instance` unless `most` are kept already.
+    fn put(&self, instance: Kept, most: usize) {
+        let refused = match self.0.lock() {
+            Ok(mut kept) if kept.len() < most => {
+                kept.push(instance);
+                None
+            }
+            _ => Some(instance),
+        };
+        drop(refused);
+    }
+
+    /// Drops the least recently used instance; false when none is kept.
+    pub(crate) fn evict(&self) -> bool {
+        let evicted = match self.0.lock() {
+            Ok(mut kept) if !kept.is_empty() => Some(kept.remove(0)),
+            _ => None,
+        };
+        evicted.is_some()
+    }
+
+    /// Drops every kept instance (a new version was deployed).
+    pub(crate) fn clear(&self) {
+        let cleared = match self.0.lock() {
+            Ok(mut kept) => std::mem::take(&mut *kept),
+            Err(_) => Vec::new(),
+        };
+        drop(cleared);
+    }
 }
 
 fn classify(error: &wasmtime::Error, store: &Store<State>) -> Failure {

@@ -23,9 +23,9 @@ use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::add_to_linker_async;
 
 use super::deployed::{DeployState, keep_version, read_state, read_version, write_state};
-use super::invoke::Call;
+use super::invoke::{Call, KeptInstances};
 use super::loader::{self, Loaded};
-use super::state::{State, StoreLimits};
+use super::state::{Bound, State, StoreLimits};
 use crate::bindings;
 use crate::bindings::handler::RequestContext;
 use crate::capabilities::Capabilities;
@@ -68,14 +68,49 @@ impl Sandbox {
         tenant: Option<Arc<str>>,
         services: Option<ServicesCtx>,
     ) -> Store<State> {
-        let limits = &self.policy.limits;
         let state = State {
             wasi: WasiCtx::builder().build(),
             table: Default::default(),
             limits: StoreLimits {
-                max_memory: limits.memory_mib as usize * 1024 * 1024,
+                max_memory: self.policy.limits.memory_mib as usize * 1024 * 1024,
                 memory_exceeded: false,
             },
+            request: self.bound(request_id, deadline, tenant, services),
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limits);
+        // Guest code hands its thread back to the executor at every epoch tick, and a long
+        // runner waits for a slot (see `fairness`), so even endless loops never hold the
+        // workers; the caller enforces the wall-clock deadline by dropping the call
+        // (`tokio::time::timeout_at`).
+        super::fairness::install(&mut store);
+        store
+    }
+
+    /// Readies the store of a kept instance for its next request: every capability's state
+    /// is new, and the request's slice of guest time starts now.
+    pub(crate) fn rebind(
+        &self,
+        store: &mut Store<State>,
+        request_id: &str,
+        deadline: Instant,
+        tenant: Option<Arc<str>>,
+        services: ServicesCtx,
+    ) {
+        store.data_mut().request = self.bound(request_id, deadline, tenant, Some(services));
+        super::fairness::install(store);
+    }
+
+    fn bound(
+        &self,
+        request_id: &str,
+        deadline: Instant,
+        tenant: Option<Arc<str>>,
+        services: Option<ServicesCtx>,
+    ) -> Bound {
+        let limits = &self.policy.limits;
+        let request_id: Arc<str> = request_id.into();
+        Bound {
             database: DatabaseCtx::new(
                 self.db.clone(),
                 self.dialect,
@@ -90,18 +125,10 @@ impl Sandbox {
             crypto: self.crypto.clone(),
             tokens: self.tokens.for_request(),
             config: ConfigCtx::new(self.config.clone()),
-            log: LogCtx::new(self.name.clone(), request_id.into()),
+            log: LogCtx::new(self.name.clone(), request_id.clone()),
             services: services.unwrap_or_else(|| self.no_services(deadline)),
-            email: EmailCtx::new(self.name.clone(), request_id.into()),
-        };
-        let mut store = Store::new(engine, state);
-        store.limiter(|state| &mut state.limits);
-        // Guest code hands its thread back to the executor at every epoch tick, and a long
-        // runner waits for a slot (see `fairness`), so even endless loops never hold the
-        // workers; the caller enforces the wall-clock deadline by dropping the call
-        // (`tokio::time::timeout_at`).
-        super::fairness::install(&mut store);
-        store
+            email: EmailCtx::new(self.name.clone(), request_id),
+        }
     }
 
     /// For the manifest's throwaway instance: it serves no request, so it may call nobody.
@@ -169,6 +196,8 @@ pub struct Slot {
     deploying: Mutex<()>,
     pin: ArcSwap<Pin>,
     pub(crate) permits: Arc<Semaphore>,
+    /// Instances kept for reuse, when the policy allows it.
+    pub(crate) kept: KeptInstances,
 }
 
 impl Slot {
@@ -187,6 +216,7 @@ impl Slot {
             failure: ArcSwapOption::new(failure.map(Arc::new)),
             deploying: Mutex::new(()),
             pin: ArcSwap::from_pointee(pin),
+            kept: KeptInstances::default(),
         }
     }
 
@@ -334,6 +364,12 @@ impl Runtime {
         self.slots.get(name)
     }
 
+    /// Drops one kept instance, of whichever component keeps some, to free its place in the
+    /// instance pool; false when no component keeps any.
+    pub(crate) fn evict_kept(&self) -> bool {
+        self.slots.values().any(|slot| slot.kept.evict())
+    }
+
     pub fn route(&self, path: &str) -> Option<&Arc<Slot>> {
         self.routes
             .find(path)
@@ -418,6 +454,7 @@ impl Runtime {
         )?;
         slot.current.store(Some(previous));
         slot.previous.store(current);
+        slot.kept.clear();
         slot.failure.store(None);
         slot.pin.rcu(|pin| Pin {
             pinned: true,
@@ -475,6 +512,7 @@ impl Runtime {
         };
         slot.previous.store(previous);
         slot.current.store(Some(Arc::new(loaded)));
+        slot.kept.clear();
         slot.failure.store(None);
         slot.pin.store(Arc::new(Pin {
             pinned,
@@ -676,41 +714,43 @@ fn linker_for(engine: &Engine, policy: &Policy) -> anyhow::Result<Linker<State>>
             Capability::Database => {
                 bindings::database::add_to_linker::<State, HasSelf<DatabaseCtx>>(
                     &mut linker,
-                    |s| &mut s.database,
+                    |s| &mut s.request.database,
                 )?
             }
             Capability::Cache => {
                 bindings::cache::add_to_linker::<State, HasSelf<CacheCtx>>(&mut linker, |s| {
-                    &mut s.cache
+                    &mut s.request.cache
                 })?
             }
             Capability::Crypto => {
                 bindings::crypto::add_to_linker::<State, HasSelf<CryptoCtx>>(&mut linker, |s| {
-                    &mut s.crypto
+                    &mut s.request.crypto
                 })?
             }
             Capability::Tokens => {
                 bindings::tokens::add_to_linker::<State, HasSelf<TokensCtx>>(&mut linker, |s| {
-                    &mut s.tokens
+                    &mut s.request.tokens
                 })?
             }
             Capability::Config => {
                 bindings::config::add_to_linker::<State, HasSelf<ConfigCtx>>(&mut linker, |s| {
-                    &mut s.config
+                    &mut s.request.config
                 })?
             }
             Capability::Log => {
-                bindings::log::add_to_linker::<State, HasSelf<LogCtx>>(&mut linker, |s| &mut s.log)?
+                bindings::log::add_to_linker::<State, HasSelf<LogCtx>>(&mut linker, |s| {
+                    &mut s.request.log
+                })?
             }
             Capability::Services => {
                 bindings::services::add_to_linker::<State, HasSelf<ServicesCtx>>(
                     &mut linker,
-                    |s| &mut s.services,
+                    |s| &mut s.request.services,
                 )?
             }
             Capability::Email => {
                 bindings::email::add_to_linker::<State, HasSelf<EmailCtx>>(&mut linker, |s| {
-                    &mut s.email
+                    &mut s.request.email
                 })?
             }
         }

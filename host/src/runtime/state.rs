@@ -1,5 +1,6 @@
-//! What a store holds for one request: WASI (no files, no network, no environment), the store's
-//! limits, and each granted capability's per-request state.
+//! What a store holds: WASI (no files, no network, no environment), the store's limits, and
+//! each granted capability's state for the request the instance serves now. An instance kept
+//! for reuse gets a new [`Bound`] for each request; the rest stays with the instance.
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -17,6 +18,13 @@ pub struct State {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
+    /// The capabilities' state for the request being served.
+    pub request: Bound,
+}
+
+/// Each granted capability's state for one request: who it serves, its transaction, its
+/// deadline, what it queued.
+pub struct Bound {
     pub database: DatabaseCtx,
     pub cache: CacheCtx,
     pub crypto: CryptoCtx,

@@ -1,10 +1,15 @@
 //! Test fixture: answers with its version, so hot-swap tests can tell versions apart.
 //! Built twice: plain (`v1`) and with `--features v2`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde_json::json;
 use truevalue_sdk::prelude::*;
 
 const VERSION: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
+
+/// Requests this instance has served: what a guest keeps in its memory between requests.
+static SERVED: AtomicU64 = AtomicU64::new(0);
 
 struct Greeter;
 
@@ -13,6 +18,23 @@ impl App for Greeter {
         Router::new()
             .get("/greeter", |_| {
                 Response::json(200, &json!({ "version": VERSION }))
+            })
+            .get("/greeter/served", |request| {
+                // This request included; `?fail` answers 500 after counting it.
+                let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+                let status = if request.query("fail").is_some() {
+                    500
+                } else {
+                    200
+                };
+                Response::json(
+                    status,
+                    &json!({
+                        "served": served,
+                        "version": VERSION,
+                        "org": request.context().org_id,
+                    }),
+                )
             })
             .get("/greeter/slow", |request| {
                 // An in-flight request: holds its instance for `ms` milliseconds of wall time.

@@ -1,0 +1,130 @@
+//! Instance reuse (`limits.instance_reuse`): by default every request gets a fresh instance;
+//! a policy may let an instance serve several requests, but only of one organization, and an
+//! instance that failed or belongs to a replaced version never serves again.
+
+use serde_json::{Value, json};
+
+use crate::auth::TRUSTS_VAULT;
+use crate::helpers::{Engine, Policy, Spawn, TestApp};
+
+fn greeter(reuse: u32) -> Policy {
+    Policy::new(
+        "greeter",
+        "greeter",
+        "greeter",
+        &format!("[limits]\ninstance_reuse = {reuse}"),
+    )
+}
+
+/// The vault fixture mints tokens for any organization.
+fn vault() -> Policy {
+    Policy::new(
+        "vault",
+        "vault",
+        "vault",
+        "capabilities = [\"cache\", \"crypto\", \"tokens\"]",
+    )
+}
+
+async fn start(reuse: u32) -> TestApp {
+    Spawn::new(Engine::Sqlite, vec![greeter(reuse), vault()])
+        .config(TRUSTS_VAULT)
+        .start()
+        .await
+}
+
+async fn token(app: &TestApp, org: &str) -> String {
+    let claims = json!({
+        "user_id": format!("user-of-{org}"), "email": "a@example.com", "org_id": org,
+        "org_slug": org, "org_name": org, "roles": ["member"], "permissions": [],
+        "plan": "free", "session_id": format!("s-{org}"),
+    });
+    let response = app.post_json("/vault/tokens", &claims).await;
+    assert_eq!(response.status(), 200);
+    response.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// How many requests the instance that answered has served, this one included.
+async fn served(app: &TestApp, token: Option<&str>, query: &str) -> (u16, u64) {
+    let mut request = app.client.get(app.url(&format!("/greeter/served{query}")));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    if status >= 500 {
+        return (status, 0);
+    }
+    let body: Value = response.json().await.unwrap();
+    (status, body["served"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn every_request_gets_a_fresh_instance_by_default() {
+    let app = start(1).await;
+    for _ in 0..3 {
+        assert_eq!(served(&app, None, "").await, (200, 1));
+    }
+}
+
+#[tokio::test]
+async fn a_kept_instance_serves_up_to_its_limit_and_only_its_organization() {
+    let app = start(3).await;
+    let (acme, globex) = (token(&app, "acme").await, token(&app, "globex").await);
+
+    // Anonymous requests share one instance, three requests at most.
+    let anonymous: Vec<u64> = in_order(&app, None, 4).await;
+    assert_eq!(anonymous, [1, 2, 3, 1]);
+
+    // Each organization has instances of its own: what one left in memory, no other sees.
+    assert_eq!(served(&app, Some(&acme), "").await, (200, 1));
+    assert_eq!(served(&app, Some(&acme), "").await, (200, 2));
+    assert_eq!(served(&app, Some(&globex), "").await, (200, 1));
+    assert_eq!(served(&app, None, "").await, (200, 2));
+    assert_eq!(served(&app, Some(&acme), "").await, (200, 3));
+    assert_eq!(served(&app, Some(&globex), "").await, (200, 2));
+}
+
+#[tokio::test]
+async fn an_instance_that_failed_or_was_replaced_is_not_used_again() {
+    let app = start(100).await;
+    assert_eq!(served(&app, None, "").await, (200, 1));
+    assert_eq!(served(&app, None, "").await, (200, 2));
+    // A 5xx answer rolls back, and its instance is discarded.
+    assert_eq!(served(&app, None, "?fail").await.0, 500);
+    assert_eq!(served(&app, None, "").await, (200, 1));
+    assert_eq!(served(&app, None, "").await, (200, 2));
+
+    // A deploy: the next request runs the new version on a fresh instance.
+    assert_eq!(app.deploy("greeter", "greeter_v2").await.status(), 200);
+    let body: Value = app.get("/greeter/served").await.json().await.unwrap();
+    assert_eq!(
+        (body["version"].as_str(), body["served"].as_u64()),
+        (Some("v2"), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn a_policy_with_instance_reuse_zero_is_refused() {
+    let refused = Spawn::new(Engine::Sqlite, vec![greeter(0)])
+        .start_refused()
+        .await;
+    assert!(
+        refused.contains("limits.instance_reuse must be between 1"),
+        "{refused}"
+    );
+}
+
+/// `n` anonymous requests, one after the other.
+async fn in_order(app: &TestApp, token: Option<&str>, n: usize) -> Vec<u64> {
+    let mut counts = Vec::new();
+    for _ in 0..n {
+        let (status, count) = served(app, token, "").await;
+        assert_eq!(status, 200);
+        counts.push(count);
+    }
+    counts
+}
