@@ -142,9 +142,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )
         }
     };
-    for component in routes.components() {
-        gateway::register_metrics(component);
-    }
+    let request_metrics = gateway::RequestMetrics::new(routes.components());
     let routes = Arc::new(routes);
 
     let limits = connection_limits(&config);
@@ -223,6 +221,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         routes: routes.clone(),
         backends,
         body,
+        metrics: request_metrics,
     });
     let app = match config.role {
         Role::Node => {

@@ -1,7 +1,8 @@
 //! Hands a request to the component whose route prefix matches, and turns its answer (or
 //! its failure) into an HTTP response.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -17,10 +18,53 @@ use super::{AppState, Upstream};
 use crate::bindings::handler::{Request as WasmRequest, RequestContext};
 use crate::runtime::{Failure, Outcome, Runtime};
 
-/// Registers a route's request metrics at zero, so a scrape shows them before its first
-/// request. `truevalue_requests_total` waits for one: its `status` label has no fixed set.
-pub fn register_metrics(component: &str) {
-    let _registered = metrics::histogram!("truevalue_request_duration_seconds", "component" => component.to_string());
+/// Each component's request metrics, looked up once: a lookup by labels costs allocations and
+/// a hash per request. Registered at zero, so a scrape shows them before the first request;
+/// `truevalue_requests_total` appears per status as statuses occur (its set is open).
+#[derive(Default)]
+pub struct RequestMetrics(BTreeMap<String, ComponentRequests>);
+
+struct ComponentRequests {
+    duration: metrics::Histogram,
+    by_status: RwLock<HashMap<u16, metrics::Counter>>,
+}
+
+impl RequestMetrics {
+    pub fn new<'a>(components: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(
+            components
+                .into_iter()
+                .map(|component| {
+                    let requests = ComponentRequests {
+                        duration: metrics::histogram!("truevalue_request_duration_seconds", "component" => component.to_string()),
+                        by_status: RwLock::default(),
+                    };
+                    (component.to_string(), requests)
+                })
+                .collect(),
+        )
+    }
+
+    fn record(&self, component: &str, status: StatusCode, elapsed: std::time::Duration) {
+        let Some(requests) = self.0.get(component) else {
+            return;
+        };
+        requests.duration.record(elapsed.as_secs_f64());
+        let code = status.as_u16();
+        let known = requests
+            .by_status
+            .read()
+            .ok()
+            .and_then(|counters| counters.get(&code).cloned());
+        let counter = known.unwrap_or_else(|| {
+            let counter = metrics::counter!("truevalue_requests_total", "component" => component.to_string(), "status" => status.as_str().to_string());
+            if let Ok(mut counters) = requests.by_status.write() {
+                counters.insert(code, counter.clone());
+            }
+            counter
+        });
+        counter.increment(1);
+    }
 }
 
 /// Headers a component never sees: credentials stay with the host, hop-by-hop headers with
@@ -75,11 +119,9 @@ pub async fn dispatch(
         Ok(response) => response.status(),
         Err(error) => error.status(),
     };
-    let component = policy.name.clone();
-    metrics::counter!("truevalue_requests_total", "component" => component.clone(), "status" => status.as_str().to_string())
-        .increment(1);
-    metrics::histogram!("truevalue_request_duration_seconds", "component" => component)
-        .record(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .record(&policy.name, status, started.elapsed());
     result
 }
 

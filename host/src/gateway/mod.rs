@@ -3,7 +3,7 @@
 
 pub mod auth;
 mod dispatch;
-pub use dispatch::{BodyRules, register_metrics};
+pub use dispatch::{BodyRules, RequestMetrics};
 pub mod forward;
 pub mod node;
 pub mod ops;
@@ -57,6 +57,7 @@ pub struct AppState {
     pub routes: Arc<RouteTable>,
     pub backends: Backends,
     pub body: dispatch::BodyRules,
+    pub metrics: RequestMetrics,
 }
 
 fn base(state: Arc<AppState>) -> Router {
