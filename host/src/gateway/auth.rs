@@ -6,10 +6,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
-use axum::response::Response;
 
 use super::problem::ApiError;
 use crate::capabilities::tokens::{Claims, Error as TokenError, Tokens};
@@ -43,7 +41,8 @@ fn bounded(text: &str) -> String {
     out
 }
 
-pub async fn identify(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
+/// Verifies the bearer token, if any, and records the caller in the request's extensions.
+pub async fn identify(auth: &Auth, request: &mut Request) {
     let bearer = request.headers().get(header::AUTHORIZATION).map(|value| {
         value
             .to_str()
@@ -68,7 +67,6 @@ pub async fn identify(State(auth): State<Arc<Auth>>, mut request: Request, next:
         },
     };
     request.extensions_mut().insert(caller);
-    next.run(request).await
 }
 
 /// Whether `path` is served without a token: a public route of its policy, or a path no
@@ -88,11 +86,9 @@ pub fn is_public(routes: &RouteTable, path: &str) -> bool {
         .is_none_or(|policy| policy.is_public(path))
 }
 
-pub async fn require(
-    State(auth): State<Arc<Auth>>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+/// Refuses a request its caller may not make: a path that is not plain, an internal route, a
+/// protected route without a valid token, a tenant route of another organization.
+pub fn require(auth: &Auth, request: &Request) -> Result<(), ApiError> {
     let path = request.uri().path();
     // Components route by non-empty segments: a path the gateway would read differently (an
     // empty, `.` or `..` segment) could slip past the checks below, so none is served.
@@ -133,7 +129,7 @@ pub async fn require(
             _ => {}
         }
     }
-    Ok(next.run(request).await)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,10 +14,10 @@ pub mod request_id;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -69,8 +69,8 @@ fn base(state: Arc<AppState>) -> Router {
 }
 
 /// The public gateway (`all` and `gateway` roles). Layers run outermost last: the request id
-/// exists before anything else runs or fails; the caller is identified before the rate limit
-/// counts it, and refused after.
+/// exists before anything else runs or fails; CORS answers preflights; then the gateway's
+/// checks ([`checks`]) run as one layer.
 pub fn router(
     state: Arc<AppState>,
     auth: Arc<auth::Auth>,
@@ -78,13 +78,50 @@ pub fn router(
     cors: CorsLayer,
 ) -> Router {
     base(state)
-        .layer(middleware::from_fn(log_errors))
-        .layer(middleware::from_fn_with_state(auth.clone(), auth::require))
-        .layer(middleware::from_fn_with_state(rate, rate_limit::layer))
-        .layer(middleware::from_fn_with_state(auth, auth::identify))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(
+            Arc::new(Checks { auth, rate }),
+            checks,
+        ))
         .layer(cors)
         .layer(middleware::from_fn(request_id::layer))
+}
+
+/// What the gateway's checks need.
+pub struct Checks {
+    auth: Arc<auth::Auth>,
+    rate: Arc<rate_limit::RateLimit>,
+}
+
+/// The gateway's checks, in order: the caller is identified before the rate limit counts it,
+/// and refused after (a refused token still spends its client's budget); then the route
+/// runs, and the detail of a 5xx goes to the log. One layer rather than one each: every
+/// layer costs each request a boxed future and a copy of the service inside it.
+pub async fn checks(
+    State(checks): State<Arc<Checks>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    auth::identify(&checks.auth, &mut request).await;
+    let remaining = match rate_limit::count(&checks.rate, &mut request).await {
+        rate_limit::Counted::Refused(response) => return response,
+        rate_limit::Counted::Allowed { remaining } => Some(remaining),
+        rate_limit::Counted::Exempt => None,
+    };
+    let mut response = match auth::require(&checks.auth, &request) {
+        Err(error) => error.into_response(),
+        Ok(()) => {
+            let (method, path) = (request.method().clone(), request.uri().path().to_string());
+            let response = next.run(request).await;
+            log_error(&response, &method, &path);
+            tracing::debug!(%method, %path, status = response.status().as_u16(), latency_us = started.elapsed().as_micros() as u64, "served");
+            response
+        }
+    };
+    if let Some(remaining) = remaining {
+        checks.rate.stamp(&mut response, remaining);
+    }
+    response
 }
 
 /// A node (`node` role): serves only requests a gateway signed; tokens, rate limits and CORS
@@ -102,11 +139,15 @@ pub fn node_router(state: Arc<AppState>, guard: Arc<node::NodeGuard>) -> Router 
 pub async fn log_errors(request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let response = next.run(request).await;
+    log_error(&response, &method, &path);
+    response
+}
+
+fn log_error(response: &Response, method: &Method, path: &str) {
     if let Some(problem::ErrorDetail(detail)) = response.extensions().get::<problem::ErrorDetail>()
     {
         tracing::error!(request_id = %request_id::current(), %method, %path, status = response.status().as_u16(), "{detail}");
     }
-    response
 }
 
 /// CORS for the configured origins: preflights are answered here, and responses expose the

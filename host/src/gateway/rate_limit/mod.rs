@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 pub use client::TrustedProxies;
@@ -77,15 +76,21 @@ pub struct RateLimit {
 /// Operations endpoints are for load balancers, not clients: not limited.
 const EXEMPT: [&str; 2] = ["/healthz", "/readyz"];
 
+/// What the rate limit decided for one request.
+pub enum Counted {
+    /// Not counted: an operations endpoint, or the limiter could not be reached.
+    Exempt,
+    /// Allowed, with this many more requests allowed right now.
+    Allowed { remaining: u64 },
+    /// Refused: the 429 problem to answer with.
+    Refused(Response),
+}
+
 /// Counts the request against its client's budget. Also records the client's address as the
 /// trusted proxies reveal it, for everything after the gateway (sessions, the signed hop).
-pub async fn layer(
-    State(rate): State<Arc<RateLimit>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn count(rate: &RateLimit, request: &mut Request) -> Counted {
     if EXEMPT.contains(&request.uri().path()) {
-        return next.run(request).await;
+        return Counted::Exempt;
     }
     let address = request
         .extensions()
@@ -102,17 +107,9 @@ pub async fn layer(
             .extensions_mut()
             .insert(ClientIp(address.to_string()));
     }
-    let decision = match rate.limiter.check(&client, rate.limit).await {
-        Ok(decision) => decision,
-        Err(error) => {
-            // The limit protects the service; an unreachable Redis should not take it down.
-            tracing::warn!("rate limit not checked, letting the request through: {error:#}");
-            return next.run(request).await;
-        }
-    };
-    let mut response = match decision {
-        Decision::Allowed { .. } => next.run(request).await,
-        Decision::Limited { retry_after } => {
+    match rate.limiter.check(&client, rate.limit).await {
+        Ok(Decision::Allowed { remaining }) => Counted::Allowed { remaining },
+        Ok(Decision::Limited { retry_after }) => {
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             let mut response = problem(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -122,21 +119,29 @@ pub async fn layer(
                     "at most {} requests per minute; retry in {seconds} s",
                     rate.limit
                 ),
-            );
+            )
+            .into_response();
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            response.into_response()
+            rate.stamp(&mut response, 0);
+            Counted::Refused(response)
         }
-    };
-    let remaining = match decision {
-        Decision::Allowed { remaining } => remaining,
-        Decision::Limited { .. } => 0,
-    };
-    let headers = response.headers_mut();
-    headers.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
-    headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
-    response
+        Err(error) => {
+            // The limit protects the service; an unreachable Redis should not take it down.
+            tracing::warn!("rate limit not checked, letting the request through: {error:#}");
+            Counted::Exempt
+        }
+    }
+}
+
+impl RateLimit {
+    /// The budget headers every counted response carries.
+    pub fn stamp(&self, response: &mut Response, remaining: u64) {
+        let headers = response.headers_mut();
+        headers.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+    }
 }
 
 #[cfg(test)]
