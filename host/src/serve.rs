@@ -27,6 +27,9 @@ use crate::security_state::{MemorySecurityState, RedisSecurityState, SecuritySta
 use crate::{admin, capabilities, listener, policy, secrets};
 use secrecy::SecretString;
 
+/// How often histogram samples are folded into their buckets between scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -45,6 +48,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    // Histogram samples wait in the recorder until upkeep folds them into their buckets; a
+    // scrape runs it, but a host nobody scrapes would hold every request's samples for ever.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
 
     secrets::private_data_dir(&config.data_dir)?;
     let policies = policy::load_dir(
