@@ -71,7 +71,7 @@ pub struct Limits {
     pub max_instances: u32,
     /// Most requests one instance serves. 1 (the default): a fresh instance for every
     /// request. Above 1, an instance that answered below 500 is kept for the next request of
-    /// the same organization (anonymous requests count as one), so a request skips
+    /// the same organization (a user in none, or anonymous requests, count as one), so a request skips
     /// instantiation — but what the guest keeps in its memory between requests is seen by the
     /// next ones of that organization. A trap, a timeout, an out-of-memory, a 5xx answer or a
     /// new version discards it.

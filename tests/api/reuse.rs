@@ -1,5 +1,6 @@
 //! Instance reuse (`limits.instance_reuse`): by default every request gets a fresh instance;
-//! a policy may let an instance serve several requests, but only of one organization, and an
+//! a policy may let an instance serve several requests, but only of one organization (or one
+//! user in none, or anonymous requests), and an
 //! instance that failed or belongs to a replaced version never serves again.
 
 use serde_json::{Value, json};
@@ -33,11 +34,13 @@ async fn start(reuse: u32) -> TestApp {
         .await
 }
 
-async fn token(app: &TestApp, org: &str) -> String {
+/// A token of a member of `org`, or of a user in no organization.
+async fn token(app: &TestApp, org: Option<&str>) -> String {
+    let name = org.unwrap_or("nobody");
     let claims = json!({
-        "user_id": format!("user-of-{org}"), "email": "a@example.com", "org_id": org,
+        "user_id": format!("user-of-{name}"), "email": "a@example.com", "org_id": org,
         "org_slug": org, "org_name": org, "roles": ["member"], "permissions": [],
-        "plan": "free", "session_id": format!("s-{org}"),
+        "plan": "free", "session_id": format!("s-{name}"),
     });
     let response = app.post_json("/vault/tokens", &claims).await;
     assert_eq!(response.status(), 200);
@@ -73,7 +76,11 @@ async fn every_request_gets_a_fresh_instance_by_default() {
 #[tokio::test]
 async fn a_kept_instance_serves_up_to_its_limit_and_only_its_organization() {
     let app = start(3).await;
-    let (acme, globex) = (token(&app, "acme").await, token(&app, "globex").await);
+    let (acme, globex) = (
+        token(&app, Some("acme")).await,
+        token(&app, Some("globex")).await,
+    );
+    let loner = token(&app, None).await;
 
     // Anonymous requests share one instance, three requests at most.
     let anonymous: Vec<u64> = in_order(&app, None, 4).await;
@@ -86,6 +93,10 @@ async fn a_kept_instance_serves_up_to_its_limit_and_only_its_organization() {
     assert_eq!(served(&app, None, "").await, (200, 2));
     assert_eq!(served(&app, Some(&acme), "").await, (200, 3));
     assert_eq!(served(&app, Some(&globex), "").await, (200, 2));
+
+    // A signed-in user in no organization is a group of their own, apart from anonymous ones.
+    assert_eq!(served(&app, Some(&loner), "").await, (200, 1));
+    assert_eq!(served(&app, None, "").await, (200, 3));
 }
 
 #[tokio::test]

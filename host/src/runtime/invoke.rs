@@ -156,7 +156,7 @@ impl Runtime {
         };
         let reuse = sandbox.policy.limits.instance_reuse;
         let kept = match reuse > 1 {
-            true => slot.kept.take(&version, request.context.org_id.as_deref()),
+            true => slot.kept.take(&version, &Audience::of(&request)),
             false => None,
         };
         let start = match kept {
@@ -252,7 +252,7 @@ impl Runtime {
             slot.kept.put(
                 Kept {
                     version: version.clone(),
-                    org: request.context.org_id.clone(),
+                    audience: Audience::of(&request),
                     store,
                     instance,
                     served: served + 1,
@@ -326,13 +326,33 @@ async fn call_handler(
 /// An instance kept for its component's next request (`limits.instance_reuse` above 1).
 pub(crate) struct Kept {
     version: Arc<Loaded>,
-    /// The organization it served (`None`: anonymous requests); it serves no other.
-    org: Option<String>,
+    /// Whom it served; it serves no one else.
+    audience: Audience,
     store: Store<State>,
     instance: Service,
     served: u32,
     /// Its place in the host's instance pool, held while it is kept.
     pool: OwnedSemaphorePermit,
+}
+
+/// Whom a kept instance may serve: the requests of one organization; a signed-in user without
+/// one is a group of their own, and anonymous requests are another.
+#[derive(PartialEq, Eq)]
+enum Audience {
+    Organization(String),
+    User(String),
+    Anonymous,
+}
+
+impl Audience {
+    fn of(request: &Request) -> Self {
+        let context = &request.context;
+        match (&context.org_id, &context.user_id) {
+            (Some(org), _) => Audience::Organization(org.clone()),
+            (None, Some(user)) => Audience::User(user.clone()),
+            (None, None) => Audience::Anonymous,
+        }
+    }
 }
 
 /// A component's kept instances, most recently used last.
@@ -342,7 +362,7 @@ pub(crate) struct KeptInstances(Mutex<Vec<Kept>>);
 impl KeptInstances {
     /// The most recently used instance of `version` that served `org`. Instances of other
     /// versions (a deploy swapped them out) are dropped on the way.
-    fn take(&self, version: &Arc<Loaded>, org: Option<&str>) -> Option<Kept> {
+    fn take(&self, version: &Arc<Loaded>, audience: &Audience) -> Option<Kept> {
         let (found, stale) = {
             let mut kept = self.0.lock().ok()?;
             let stale: Vec<Kept> = kept
@@ -350,7 +370,7 @@ impl KeptInstances {
                 .collect();
             let found = kept
                 .iter()
-                .rposition(|k| k.org.as_deref() == org)
+                .rposition(|k| k.audience == *audience)
                 .map(|at| kept.remove(at));
             (found, stale)
         };
