@@ -7,7 +7,7 @@ use hmac::Mac;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::helpers::{Engine, Policy, Spawn, TestApp, problem};
+use crate::helpers::{Engine, Policy, Spawn, TestApp, mint_token, problem};
 
 const SECRET: &str = "the deployment's host secret, at least 32 characters";
 
@@ -38,12 +38,7 @@ async fn mint(app: &TestApp, user: &str, session: &str) -> String {
         "org_name": "Acme", "roles": ["manager"], "permissions": ["contacts:read", "contacts:write"],
         "plan": "pro", "session_id": session,
     });
-    let response = app.post_json("/vault/tokens", &claims).await;
-    assert_eq!(response.status(), 200);
-    response.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    mint_token(app, &claims).await
 }
 
 async fn me(app: &TestApp, token: &str) -> reqwest::Response {

@@ -6,16 +6,7 @@ use hmac::Mac;
 use serde_json::{Value, json};
 
 use crate::auth::TRUSTS_VAULT;
-use crate::helpers::{Engine, Policy, Spawn, TestApp, problem};
-
-fn vault() -> Policy {
-    Policy::new(
-        "vault",
-        "vault",
-        "vault",
-        "capabilities = [\"cache\", \"crypto\", \"tokens\"]",
-    )
-}
+use crate::helpers::{Engine, Spawn, TestApp, problem, vault};
 
 async fn with_redis(prefix: &str) -> TestApp {
     Spawn::new(Engine::Sqlite, vec![vault()])

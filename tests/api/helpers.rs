@@ -85,6 +85,27 @@ impl Policy {
     }
 }
 
+/// The vault fixture at `/vault`: it mints whatever claims it is sent, so the host must trust
+/// it (`crate::auth::TRUSTS_VAULT`).
+pub fn vault() -> Policy {
+    Policy::new(
+        "vault",
+        "vault",
+        "vault",
+        "capabilities = [\"cache\", \"crypto\", \"tokens\"]",
+    )
+}
+
+/// An access token for `claims`, minted by the vault fixture.
+pub async fn mint_token(app: &TestApp, claims: &Value) -> String {
+    let response = app.post_json("/vault/tokens", claims).await;
+    assert_eq!(response.status(), 200);
+    response.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 pub struct TestApp {
     pub address: String,
     pub admin_address: String,

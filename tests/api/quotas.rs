@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::auth::TRUSTS_VAULT;
-use crate::helpers::{Engine, Policy, Spawn, TestApp, problem};
+use crate::helpers::{Engine, Policy, Spawn, TestApp, mint_token, problem};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
@@ -57,12 +57,7 @@ async fn redis() -> redis::aio::MultiplexedConnection {
 async fn mint(app: &TestApp, session: &str) -> String {
     let claims =
         json!({ "user_id": "user-1", "email": "user-1@example.com", "session_id": session });
-    let response = app.post_json("/vault/tokens", &claims).await;
-    assert_eq!(response.status(), 200);
-    response.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    mint_token(app, &claims).await
 }
 
 async fn me(app: &TestApp, token: &str) -> u16 {

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::auth::TRUSTS_VAULT;
-use crate::helpers::{Engine, Policy, Spawn, TestApp};
+use crate::helpers::{Engine, Policy, Spawn, TestApp, mint_token, vault};
 
 fn greeter(reuse: u32) -> Policy {
     Policy::new(
@@ -14,16 +14,6 @@ fn greeter(reuse: u32) -> Policy {
         "greeter",
         "greeter",
         &format!("[limits]\ninstance_reuse = {reuse}"),
-    )
-}
-
-/// The vault fixture mints tokens for any organization.
-fn vault() -> Policy {
-    Policy::new(
-        "vault",
-        "vault",
-        "vault",
-        "capabilities = [\"cache\", \"crypto\", \"tokens\"]",
     )
 }
 
@@ -42,12 +32,7 @@ async fn token(app: &TestApp, org: Option<&str>) -> String {
         "org_slug": org, "org_name": org, "roles": ["member"], "permissions": [],
         "plan": "free", "session_id": format!("s-{name}"),
     });
-    let response = app.post_json("/vault/tokens", &claims).await;
-    assert_eq!(response.status(), 200);
-    response.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    mint_token(app, &claims).await
 }
 
 /// How many requests the instance that answered has served, this one included.

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Engine, Policy, Spawn, TestApp};
+use crate::helpers::{Engine, Policy, Spawn, TestApp, mint_token};
 
 const NOTES: &str =
     "CREATE TABLE notes (id SERIAL PRIMARY KEY, org_id TEXT NOT NULL, text TEXT NOT NULL)";
@@ -37,12 +37,7 @@ async fn token(app: &TestApp, user: &str, org: Option<&str>) -> String {
         "org_slug": org, "org_name": org, "roles": [], "permissions": [], "plan": "free",
         "session_id": format!("session-{user}"),
     });
-    let response = app.post_json("/vault/tokens", &claims).await;
-    assert_eq!(response.status(), 200);
-    response.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    mint_token(app, &claims).await
 }
 
 /// Runs `statements` in one request to `route` with `token`; the status and one result per

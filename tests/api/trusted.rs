@@ -2,17 +2,7 @@
 //! in the host config (`trusted_components`) may hold it, whatever a policy says.
 
 use crate::auth::TRUSTS_VAULT;
-use crate::helpers::{Engine, Policy, Spawn, problem};
-
-/// The vault fixture imports `tokens` and mints whatever claims it is sent.
-fn vault() -> Policy {
-    Policy::new(
-        "vault",
-        "vault",
-        "vault",
-        "capabilities = [\"cache\", \"crypto\", \"tokens\"]",
-    )
-}
+use crate::helpers::{Engine, Policy, Spawn, problem, vault};
 
 #[tokio::test]
 async fn a_policy_granting_tokens_to_an_unapproved_component_stops_start_up() {
