@@ -14,7 +14,7 @@ fn relay_policy() -> Policy {
         "relay",
         "relay",
         "routes = [\"/relay\"]\npublic_routes = [\"/relay/call\", \"/relay/declared\"]\ninternal_routes = [\"/relay/internal\"]",
-        "capabilities = [\"services\"]\nservices = [\"relay\", \"nosuch\"]\npermissions = [\"contacts:read\", \"contacts:write\"]",
+        "capabilities = [\"services\", \"database\"]\nservices = [\"relay\", \"nosuch\"]\npermissions = [\"contacts:read\", \"contacts:write\"]",
     )
 }
 
@@ -155,7 +155,7 @@ async fn a_callee_that_loops_times_out_the_chain_within_its_deadline_and_the_hos
         "relay",
         "relay",
         "routes = [\"/relay\"]\npublic_routes = [\"/relay/call\"]\ninternal_routes = [\"/relay/internal\"]",
-        "capabilities = [\"services\"]\nservices = [\"relay\"]\n[limits]\ntimeout_ms = 1000",
+        "capabilities = [\"services\", \"database\"]\nservices = [\"relay\"]\n[limits]\ntimeout_ms = 1000",
     );
     let app = Spawn::new(Engine::Sqlite, vec![relay]).start().await;
     let spec = json!({ "component": "relay", "method": "GET", "path": "/relay/internal/spin" });
@@ -199,5 +199,46 @@ async fn policies_that_misuse_the_new_keys_are_refused_with_what_to_change() {
         "permission \"Contacts\" must be `resource:action`",
     ] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+}
+
+/// Requests that hold their transaction while they call back into their own component (org →
+/// permission → org does): more of them than the pool has connections must not leave every
+/// callee waiting for a connection until the deadline.
+#[tokio::test]
+async fn calls_back_into_a_busy_component_still_get_a_connection() {
+    const OUTER: usize = 24;
+    let relay = Policy::with_routes(
+        "relay",
+        "relay",
+        "routes = [\"/relay\"]\npublic_routes = [\"/relay/call\"]\ninternal_routes = [\"/relay/internal\"]",
+        // Instances enough for every level of every chain; the pool has 16 connections.
+        "capabilities = [\"services\", \"database\"]\nservices = [\"relay\"]\n[limits]\nmax_instances = 80\ntimeout_ms = 3000",
+    );
+    let app = Spawn::new(Engine::Postgres, vec![relay])
+        .config("rate_limit_per_minute = 100000")
+        .start()
+        .await;
+    // Each chain holds a transaction at the gateway's level and another one level down.
+    let spec = json!({
+        "component": "relay", "method": "POST", "path": "/relay/internal/call", "database": true,
+        "body": { "component": "relay", "method": "GET", "path": "/relay/internal/whoami", "database": true },
+    });
+    let chains: Vec<_> = (0..OUTER)
+        .map(|_| {
+            let (client, url, spec) = (app.client.clone(), app.url("/relay/call"), spec.clone());
+            tokio::spawn(async move {
+                let response = client.post(url).json(&spec).send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.json::<Value>().await.unwrap_or_default())
+            })
+        })
+        .collect();
+    for chain in chains {
+        let (status, answer) = chain.await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["status"], 200, "{answer}");
+        assert_eq!(answer["body"]["status"], 200, "{answer}");
+        assert_eq!(answer["body"]["body"]["caller"], "relay", "{answer}");
     }
 }

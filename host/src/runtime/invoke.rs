@@ -171,17 +171,30 @@ impl Runtime {
 
         let deadline = call.deadline.min(started + sandbox.deadline());
         let call = Call { deadline, ..call };
-        let tenant = call.tenant.clone();
+        let (tenant, depth) = (call.tenant.clone(), call.depth);
         let services = sandbox.services(self, &request.context, call);
         let request_id = &request.context.request_id;
         let (mut store, instance, served, pool) = match start {
             Start::Kept(mut kept) => {
-                sandbox.rebind(&mut kept.store, request_id, deadline, tenant, services);
+                sandbox.rebind(
+                    &mut kept.store,
+                    request_id,
+                    deadline,
+                    tenant,
+                    depth,
+                    services,
+                );
                 (kept.store, Some(kept.instance), kept.served, kept.pool)
             }
             Start::Fresh(pool) => {
-                let store =
-                    sandbox.store(&self.engine, request_id, deadline, tenant, Some(services));
+                let store = sandbox.store(
+                    &self.engine,
+                    request_id,
+                    deadline,
+                    tenant,
+                    depth,
+                    Some(services),
+                );
                 (store, None, 0, pool)
             }
         };

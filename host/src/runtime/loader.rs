@@ -163,7 +163,7 @@ pub async fn load(
     })?;
 
     let deadline = std::time::Instant::now() + slot.deadline();
-    let mut store = slot.store(engine, "deploy", deadline, None, None);
+    let mut store = slot.store(engine, "deploy", deadline, None, 0, None);
     let manifest = async {
         let instance = pre
             .instantiate_async(&mut store)

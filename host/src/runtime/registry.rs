@@ -66,6 +66,7 @@ impl Sandbox {
         request_id: &str,
         deadline: Instant,
         tenant: Option<Arc<str>>,
+        depth: u8,
         services: Option<ServicesCtx>,
     ) -> Store<State> {
         let state = State {
@@ -75,7 +76,7 @@ impl Sandbox {
                 max_memory: self.policy.limits.memory_mib as usize * 1024 * 1024,
                 memory_exceeded: false,
             },
-            request: self.bound(request_id, deadline, tenant, services),
+            request: self.bound(request_id, deadline, tenant, depth, services),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
@@ -95,9 +96,10 @@ impl Sandbox {
         request_id: &str,
         deadline: Instant,
         tenant: Option<Arc<str>>,
+        depth: u8,
         services: ServicesCtx,
     ) {
-        store.data_mut().request = self.bound(request_id, deadline, tenant, Some(services));
+        store.data_mut().request = self.bound(request_id, deadline, tenant, depth, Some(services));
         super::fairness::install(store);
     }
 
@@ -106,6 +108,7 @@ impl Sandbox {
         request_id: &str,
         deadline: Instant,
         tenant: Option<Arc<str>>,
+        depth: u8,
         services: Option<ServicesCtx>,
     ) -> Bound {
         let limits = &self.policy.limits;
@@ -118,6 +121,7 @@ impl Sandbox {
                     deadline: Some(deadline),
                     max_rows: limits.max_result_rows,
                     max_bytes: limits.result_bytes(),
+                    depth,
                 },
                 tenant,
             ),

@@ -99,6 +99,10 @@ pub struct Bounds {
     pub max_rows: u64,
     /// Most bytes one query may return, counted by [`Counter`].
     pub max_bytes: u64,
+    /// How deep in a chain of calls between components the request is (0: from the gateway).
+    /// A request holding its transaction may wait for a callee that needs a connection of the
+    /// same pool, so each depth gets connections of its own (see [`ConnectionShares`]).
+    pub depth: u8,
 }
 
 impl Bounds {
@@ -106,6 +110,7 @@ impl Bounds {
         deadline: None,
         max_rows: u64::MAX,
         max_bytes: u64::MAX,
+        depth: 0,
     };
 
     /// When the engine stops a statement on its own: a little after the deadline, so that the
@@ -114,6 +119,52 @@ impl Bounds {
     fn backstop(&self) -> Option<Instant> {
         self.deadline
             .map(|deadline| deadline + std::time::Duration::from_millis(500))
+    }
+}
+
+/// How a pool that transactions hold for a whole request is shared between the depths of a
+/// chain of calls. A request holds its connection while it calls another component, and that
+/// call may come back to the same component (org → permission → org) and need a connection
+/// of the same pool: were every connection held by outer requests, all of them would wait for
+/// their callees until their deadlines, and the component would serve no one. So requests from
+/// the gateway may hold half the pool, calls one level down half of the rest, and so on; a
+/// request only ever waits for deeper ones, which have connections of their own.
+pub struct ConnectionShares(Vec<Arc<tokio::sync::Semaphore>>);
+
+impl ConnectionShares {
+    /// `pool`: the pool's connections; `depths`: how many depths a chain of calls may have.
+    pub fn new(pool: u32, depths: u8) -> Self {
+        let mut left = pool as usize;
+        let shares = (0..depths)
+            .map(|depth| {
+                let share = match depth + 1 == depths {
+                    true => left,
+                    false => (left / 2).max(1),
+                };
+                left = left.saturating_sub(share);
+                Arc::new(tokio::sync::Semaphore::new(share.max(1)))
+            })
+            .collect();
+        Self(shares)
+    }
+
+    /// A place for one transaction at `depth`, waited for.
+    pub async fn acquire(&self, depth: u8) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        let share = self
+            .0
+            .get(usize::from(depth))
+            .or(self.0.last())
+            .ok_or_else(|| Error::Unavailable("the database has no connections".into()))?;
+        share
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unavailable("the database is closing".into()))
+    }
+
+    #[cfg(test)]
+    fn sizes(&self) -> Vec<usize> {
+        self.0.iter().map(|s| s.available_permits()).collect()
     }
 }
 
@@ -239,7 +290,15 @@ async fn collect_rows<R: sqlx::Row>(
 
 #[cfg(test)]
 mod tests {
-    use super::{Bounds, Counter, Value};
+    use super::{Bounds, ConnectionShares, Counter, Value};
+
+    #[test]
+    fn every_depth_of_a_call_chain_has_connections_of_its_own() {
+        assert_eq!(ConnectionShares::new(16, 5).sizes(), [8, 4, 2, 1, 1]);
+        assert_eq!(ConnectionShares::new(4, 5).sizes(), [2, 1, 1, 1, 1]);
+        // A pool smaller than the chain is shared at the last depths as well as it can be.
+        assert_eq!(ConnectionShares::new(1, 3).sizes(), [1, 1, 1]);
+    }
 
     #[test]
     fn a_result_is_refused_at_the_first_row_past_either_bound() {
@@ -247,6 +306,7 @@ mod tests {
             deadline: None,
             max_rows: 2,
             max_bytes: 200,
+            depth: 0,
         };
         let mut counter = Counter { rows: 0, bytes: 0 };
         let row = [Value::Integer(1), Value::Text("abc".into())];

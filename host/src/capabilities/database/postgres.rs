@@ -16,8 +16,8 @@ use sqlx::{Column, Connection, PgPool, Postgres, Row, TypeInfo, ValueRef};
 
 use super::postgres_setup;
 use super::{
-    Backend, Bounds, ComponentDb, Dialect, Error, MigrationTransaction, Rows, Transaction, Value,
-    migrate,
+    Backend, Bounds, ComponentDb, ConnectionShares, Dialect, Error, MigrationTransaction, Rows,
+    Transaction, Value, migrate,
 };
 
 pub struct PostgresBackend {
@@ -136,14 +136,19 @@ impl Backend for PostgresBackend {
         let role = self.role(component)?;
         let password = self.provision(component, &role).await?;
         let options = self.options.clone().username(&role).password(&password);
+        let connections = max_connections.clamp(1, 16);
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections.clamp(1, 16))
+            .max_connections(connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
             .with_context(|| format!("logging in to PostgreSQL as {role}"))?;
         Ok(Arc::new(PostgresDb {
             pool,
+            shares: ConnectionShares::new(
+                connections,
+                crate::capabilities::services::MAX_DEPTH + 1,
+            ),
             admin: self.admin.clone(),
             role,
             schema: component.to_string(),
@@ -160,6 +165,9 @@ impl Backend for PostgresBackend {
 
 struct PostgresDb {
     pool: PgPool,
+    /// A transaction holds its connection for the whole request: each depth of a call chain
+    /// has connections of its own.
+    shares: ConnectionShares,
     /// The host's own connection: for the migration records the component cannot reach, and
     /// to stop a component's statement when its own pool is busy.
     admin: PgPool,
@@ -186,6 +194,7 @@ impl ComponentDb for PostgresDb {
         bounds: Bounds,
         tenant: Option<&str>,
     ) -> Result<Box<dyn Transaction>, Error> {
+        let share = self.shares.acquire(bounds.depth).await?;
         let mut transaction = self.pool.begin().await.map_err(to_error)?;
         sqlx::query(&format!("SET LOCAL ROLE \"{}\"", self.role))
             .execute(&mut *transaction)
@@ -219,6 +228,7 @@ impl ComponentDb for PostgresDb {
                 started,
             }),
             running: false,
+            _share: share,
         }))
     }
 
@@ -360,6 +370,8 @@ struct PostgresTransaction {
     /// A statement was sent and its answer not yet read: if the transaction is dropped now,
     /// the request ended (deadline, client gone) and the server would go on running it.
     running: bool,
+    /// Its connection's place in the share of the pool for the request's depth.
+    _share: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl PostgresTransaction {
