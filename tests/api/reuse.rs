@@ -94,8 +94,13 @@ async fn an_instance_that_failed_or_was_replaced_is_not_used_again() {
     assert_eq!(served(&app, None, "").await, (200, 1));
     assert_eq!(served(&app, None, "").await, (200, 2));
 
+    // The idle instance is in the metrics until a deploy discards it.
+    let kept = r#"truevalue_instances_kept{component="greeter"} "#;
+    assert!(app.metrics().await.contains(&format!("{kept}1")));
+
     // A deploy: the next request runs the new version on a fresh instance.
     assert_eq!(app.deploy("greeter", "greeter_v2").await.status(), 200);
+    assert!(app.metrics().await.contains(&format!("{kept}0")));
     let body: Value = app.get("/greeter/served").await.json().await.unwrap();
     assert_eq!(
         (body["version"].as_str(), body["served"].as_u64()),

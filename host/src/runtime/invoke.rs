@@ -86,6 +86,8 @@ impl Failure {
 /// them before its first call.
 pub(crate) struct CallMetrics {
     live: metrics::Gauge,
+    /// Instances kept for reuse, idle.
+    kept: metrics::Gauge,
     seconds: metrics::Histogram,
     traps: [metrics::Counter; Failure::KINDS.len()],
 }
@@ -95,6 +97,9 @@ impl CallMetrics {
         let live =
             metrics::gauge!("truevalue_instances_live", "component" => component.to_string());
         live.set(0.0);
+        let kept =
+            metrics::gauge!("truevalue_instances_kept", "component" => component.to_string());
+        kept.set(0.0);
         let traps = Failure::KINDS.map(|kind| {
             let counter = metrics::counter!("truevalue_component_traps_total", "component" => component.to_string(), "kind" => kind);
             counter.increment(0);
@@ -102,6 +107,7 @@ impl CallMetrics {
         });
         Self {
             live,
+            kept,
             seconds: metrics::histogram!("truevalue_component_call_seconds", "component" => component.to_string()),
             traps,
         }
@@ -109,6 +115,22 @@ impl CallMetrics {
 
     fn trap(&self, failure: &Failure) -> &metrics::Counter {
         &self.traps[failure.index()]
+    }
+}
+
+/// Counts a kept instance in the metrics while it is kept.
+struct Counted(metrics::Gauge);
+
+impl Counted {
+    fn new(gauge: &metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 
@@ -270,6 +292,7 @@ impl Runtime {
                     instance,
                     served: served + 1,
                     pool,
+                    _counted: Counted::new(&sandbox.metrics.kept),
                 },
                 sandbox.policy.limits.max_instances as usize,
             );
@@ -346,6 +369,8 @@ pub(crate) struct Kept {
     served: u32,
     /// Its place in the host's instance pool, held while it is kept.
     pool: OwnedSemaphorePermit,
+    /// In `truevalue_instances_kept` while it is kept.
+    _counted: Counted,
 }
 
 /// Whom a kept instance may serve: the requests of one organization; a signed-in user without
