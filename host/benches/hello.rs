@@ -257,6 +257,23 @@ async fn through_the_network() {
         ratio("fresh / wasmtime serve:", &p, &a);
         ratio("kept / wasmtime serve:", &k, &a);
     }
+    let verdict = |holds: bool| if holds { "holds" } else { "NOT MET" };
+    for (label, rounds) in [("fresh", &p), ("kept", &k)] {
+        let (of_native, p99_of_native) = (rps(rounds) / rps(&n), p99(rounds) / p99(&n));
+        let of_anchor = match anchor.is_some() {
+            true => format!(
+                "{:.2}× wasmtime serve (target ≥ 4×: {})",
+                rps(rounds) / rps(&a),
+                verdict(rps(rounds) / rps(&a) >= 4.0)
+            ),
+            false => "no wasmtime serve anchor".to_string(),
+        };
+        println!(
+            "  {label}: {of_native:.2}× native (target ≥ 0.5×: {}), p99 {p99_of_native:.2}× native (target ≤ 2×: {}), {of_anchor}",
+            verdict(of_native >= 0.5),
+            verdict(p99_of_native <= 2.0),
+        );
+    }
 }
 
 /// A runtime serving the example in this process, each instance serving up to `reuse` requests.
