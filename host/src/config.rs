@@ -83,6 +83,8 @@ pub struct Config {
     pub max_instances: u32,
     /// Largest linear memory any policy may grant, in MiB.
     pub max_memory_mib: u32,
+    /// How long an instance kept for reuse (`instance_reuse`) may wait idle before it is freed.
+    pub kept_idle_ms: u64,
     /// How long a client has to send a request's headers (the TLS handshake included), from
     /// connecting or from the first byte of a later request on a kept-alive connection.
     pub header_read_timeout_ms: u64,
@@ -126,6 +128,7 @@ impl Default for Config {
             body_limit_bytes: 1024 * 1024,
             max_instances: 256,
             max_memory_mib: 256,
+            kept_idle_ms: 60_000,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 75_000,
             body_read_timeout_ms: 30_000,
@@ -372,6 +375,9 @@ impl Config {
         }
         if !(1..=4096).contains(&self.max_memory_mib) {
             bail!("max_memory_mib must be between 1 and 4096");
+        }
+        if !(100..=3_600_000).contains(&self.kept_idle_ms) {
+            bail!("kept_idle_ms must be between 100 and 3600000");
         }
         if !(100..=600_000).contains(&self.header_read_timeout_ms) {
             bail!("header_read_timeout_ms must be between 100 and 600000");

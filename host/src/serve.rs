@@ -137,6 +137,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 )
                 .await?,
             );
+            runtime.expire_kept(Duration::from_millis(config.kept_idle_ms));
             for component in runtime.components() {
                 match (&component.version, &component.digest) {
                     (Some(version), Some(digest)) => {

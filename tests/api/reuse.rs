@@ -129,3 +129,37 @@ async fn in_order(app: &TestApp, token: Option<&str>, n: usize) -> Vec<u64> {
     }
     counts
 }
+
+#[tokio::test]
+async fn a_kept_instance_left_idle_is_freed() {
+    let app = Spawn::new(Engine::Sqlite, vec![greeter(100)])
+        .config("kept_idle_ms = 300")
+        .start()
+        .await;
+    assert_eq!(served(&app, None, "").await, (200, 1));
+    let kept = r#"truevalue_instances_kept{component="greeter"} "#;
+    assert!(app.metrics().await.contains(&format!("{kept}1")));
+    // Freed once idle past `kept_idle_ms`: the next request starts on a fresh instance.
+    let mut freed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if app.metrics().await.contains(&format!("{kept}0")) {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "the idle instance was never freed");
+    assert_eq!(served(&app, None, "").await, (200, 1));
+}
+
+#[tokio::test]
+async fn a_config_with_kept_idle_ms_out_of_range_is_refused() {
+    let refused = Spawn::new(Engine::Sqlite, vec![greeter(2)])
+        .config("kept_idle_ms = 0")
+        .start_refused()
+        .await;
+    assert!(
+        refused.contains("kept_idle_ms must be between 100 and 3600000"),
+        "{refused}"
+    );
+}

@@ -293,6 +293,7 @@ impl Runtime {
                     served: served + 1,
                     pool,
                     _counted: Counted::new(&sandbox.metrics.kept),
+                    idle_since: Instant::now(),
                 },
                 sandbox.policy.limits.max_instances as usize,
             );
@@ -371,6 +372,8 @@ pub(crate) struct Kept {
     pool: OwnedSemaphorePermit,
     /// In `truevalue_instances_kept` while it is kept.
     _counted: Counted,
+    /// When it was put back after its last request.
+    idle_since: Instant,
 }
 
 /// Whom a kept instance may serve: the requests of one organization; a signed-in user without
@@ -436,6 +439,17 @@ impl KeptInstances {
             _ => None,
         };
         evicted.is_some()
+    }
+
+    /// Drops the instances idle for `idle` or longer.
+    pub(crate) fn expire(&self, idle: std::time::Duration) {
+        let expired: Vec<Kept> = match self.0.lock() {
+            Ok(mut kept) => kept
+                .extract_if(.., |k| k.idle_since.elapsed() >= idle)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        drop(expired);
     }
 
     /// Drops every kept instance (a new version was deployed).

@@ -368,6 +368,25 @@ impl Runtime {
         self.slots.get(name)
     }
 
+    /// Frees, every so often, the kept instances idle for `idle` or longer, for as long as the
+    /// runtime exists.
+    pub fn expire_kept(self: &Arc<Self>, idle: Duration) {
+        let runtime = Arc::downgrade(self);
+        let every = (idle / 4).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                let Some(runtime) = runtime.upgrade() else {
+                    return;
+                };
+                for slot in runtime.slots.values() {
+                    slot.kept.expire(idle);
+                }
+            }
+        });
+    }
+
     /// Drops one kept instance, of whichever component keeps some, to free its place in the
     /// instance pool; false when no component keeps any.
     pub(crate) fn evict_kept(&self) -> bool {
