@@ -13,10 +13,11 @@
 //!   However many endless loops are in flight, they share those slots and wait for them
 //!   without holding a thread, so the other cores stay free for the gateway and for ordinary
 //!   requests. After each slice a slot rests for one tick before it is handed on, so long
-//!   runners get at most half of the slots' cores: a quarter of the machine in all. Their deadlines still fire: a request waiting for a slot is dropped at its
-//!   deadline like any other. A slot is held only while guest code runs: it is handed back
-//!   when the guest calls the host (a database query may wait on a lock another long runner
-//!   holds, and that one must be able to get a slot to finish).
+//!   runners get at most half of the slots' cores: a quarter of the machine in all. Their
+//!   deadlines still fire: a request waiting for a slot is dropped at its deadline like any
+//!   other. A slot is held only while guest code runs: it is handed back when the guest calls
+//!   the host (a database query may wait on a lock another long runner holds, and that one
+//!   must be able to get a slot to finish).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -118,7 +118,7 @@ impl CallMetrics {
     }
 }
 
-/// Counts a kept instance in the metrics while it is kept.
+/// Counts an instance in a gauge while it exists (live, or kept idle).
 struct Counted(metrics::Gauge);
 
 impl Counted {
@@ -129,22 +129,6 @@ impl Counted {
 }
 
 impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
-
-/// Counts a live instance of a component in the metrics while it exists.
-struct Live<'a>(&'a metrics::Gauge);
-
-impl<'a> Live<'a> {
-    fn new(gauge: &'a metrics::Gauge) -> Self {
-        gauge.increment(1.0);
-        Self(gauge)
-    }
-}
-
-impl Drop for Live<'_> {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
@@ -177,10 +161,10 @@ impl Runtime {
             return Outcome::Busy;
         };
         let reuse = sandbox.policy.limits.instance_reuse;
-        let kept = match reuse > 1 {
-            true => slot.kept.take(&version, &Audience::of(&request)),
-            false => None,
-        };
+        let audience = (reuse > 1).then(|| Audience::of(&request));
+        let kept = audience
+            .as_ref()
+            .and_then(|audience| slot.kept.take(&version, audience));
         let start = match kept {
             Some(kept) => Start::Kept(kept),
             None => match self.pool_place() {
@@ -188,7 +172,7 @@ impl Runtime {
                 None => return Outcome::Busy,
             },
         };
-        let _live = Live::new(&sandbox.metrics.live);
+        let _live = Counted::new(&sandbox.metrics.live);
         let started = Instant::now();
 
         let deadline = call.deadline.min(started + sandbox.deadline());
@@ -228,33 +212,27 @@ impl Runtime {
         .await;
         let transaction = store.data_mut().request.database.take_transaction();
         let (outcome, instance) = match result {
-            Ok(Ok((response, instance))) if response.status < 500 => match transaction {
-                Some(transaction) => match transaction.commit().await {
+            Ok(Ok((response, instance))) => {
+                // A 5xx answer rolls back: the transaction is dropped uncommitted.
+                let answered = response.status < 500;
+                let committed = match transaction {
+                    Some(transaction) if answered => transaction
+                        .commit()
+                        .await
+                        .map_err(|e| Failure::Commit(describe(e))),
+                    _ => Ok(()),
+                };
+                match committed {
                     Ok(()) => (
                         Outcome::Response {
                             response,
                             version: version.version.clone(),
                         },
-                        Some(instance),
+                        answered.then_some(instance),
                     ),
-                    Err(e) => (Outcome::Failed(Failure::Commit(describe(e))), None),
-                },
-                None => (
-                    Outcome::Response {
-                        response,
-                        version: version.version.clone(),
-                    },
-                    Some(instance),
-                ),
-            },
-            // A 5xx answer rolls back: the transaction is dropped uncommitted.
-            Ok(Ok((response, _))) => (
-                Outcome::Response {
-                    response,
-                    version: version.version.clone(),
-                },
-                None,
-            ),
+                    Err(failure) => (Outcome::Failed(failure), None),
+                }
+            }
             Ok(Err(error)) => (Outcome::Failed(classify(&error, &store)), None),
             Err(_elapsed) => (Outcome::Failed(Failure::Timeout), None),
         };
@@ -281,13 +259,13 @@ impl Runtime {
         }
         // Only an instance that answered below 500 and committed is kept: after a trap or a
         // timeout its memory may be anywhere in between.
-        if let Some(instance) = instance
+        if let (Some(instance), Some(audience)) = (instance, audience)
             && served + 1 < reuse
         {
             slot.kept.put(
                 Kept {
                     version: version.clone(),
-                    audience: Audience::of(&request),
+                    audience,
                     store,
                     instance,
                     served: served + 1,
@@ -401,7 +379,7 @@ impl Audience {
 pub(crate) struct KeptInstances(Mutex<Vec<Kept>>);
 
 impl KeptInstances {
-    /// The most recently used instance of `version` that served `org`. Instances of other
+    /// The most recently used instance of `version` that served `audience`. Instances of other
     /// versions (a deploy swapped them out) are dropped on the way.
     fn take(&self, version: &Arc<Loaded>, audience: &Audience) -> Option<Kept> {
         let (found, stale) = {
@@ -443,22 +421,21 @@ impl KeptInstances {
 
     /// Drops the instances idle for `idle` or longer.
     pub(crate) fn expire(&self, idle: std::time::Duration) {
-        let expired: Vec<Kept> = match self.0.lock() {
-            Ok(mut kept) => kept
-                .extract_if(.., |k| k.idle_since.elapsed() >= idle)
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        drop(expired);
+        self.discard(|k| k.idle_since.elapsed() >= idle);
     }
 
     /// Drops every kept instance (a new version was deployed).
     pub(crate) fn clear(&self) {
-        let cleared = match self.0.lock() {
-            Ok(mut kept) => std::mem::take(&mut *kept),
+        self.discard(|_| true);
+    }
+
+    fn discard(&self, which: impl FnMut(&mut Kept) -> bool) {
+        let discarded: Vec<Kept> = match self.0.lock() {
+            Ok(mut kept) => kept.extract_if(.., which).collect(),
             Err(_) => Vec::new(),
         };
-        drop(cleared);
+        // Dropped outside the lock: freeing an instance takes microseconds.
+        drop(discarded);
     }
 }
 

@@ -371,6 +371,10 @@ impl Runtime {
     /// Frees, every so often, the kept instances idle for `idle` or longer, for as long as the
     /// runtime exists.
     pub fn expire_kept(self: &Arc<Self>, idle: Duration) {
+        let reuses = |slot: &Arc<Slot>| slot.sandbox.policy.limits.instance_reuse > 1;
+        if !self.slots.values().any(reuses) {
+            return;
+        }
         let runtime = Arc::downgrade(self);
         let every = (idle / 4).max(Duration::from_millis(100));
         tokio::spawn(async move {
