@@ -6,7 +6,7 @@ target := env("CARGO_TARGET_DIR", "target")
 
 # First-party components (components/) and the test fixtures (tests/components/).
 components := "hello auth org permission"
-fixtures := "greeter hostile data_thief attacker bad_migration vault hog sql_console db_hog relay mailer http_hello"
+fixtures := "greeter hostile data_thief attacker bad_migration vault hog sql_console db_hog relay mailer http_hello publisher"
 
 default:
     @just --list

@@ -321,6 +321,11 @@ async fn runtime_in_process(
             )
             .unwrap(),
         ),
+        events: truevalue::capabilities::events::Relay::new(Arc::new(
+            truevalue::capabilities::events::LocalBus::open(&host_dir)
+                .await
+                .unwrap(),
+        )),
     };
     let runtime = Arc::new(
         Runtime::start(

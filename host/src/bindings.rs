@@ -9,5 +9,5 @@ wasmtime::component::bindgen!({
 
 pub use self::exports::truevalue::platform::{handler, manifest};
 pub use self::truevalue::platform::{
-    cache, config, crypto, database, email, log, services, tokens,
+    cache, config, crypto, database, email, events, log, services, tokens,
 };

@@ -20,6 +20,7 @@ pub enum Capability {
     Log,
     Services,
     Email,
+    Events,
 }
 
 impl Capability {
@@ -34,6 +35,7 @@ impl Capability {
             Capability::Log => "log",
             Capability::Services => "services",
             Capability::Email => "email",
+            Capability::Events => "events",
         }
     }
 
@@ -53,6 +55,7 @@ impl Capability {
             Capability::Log,
             Capability::Services,
             Capability::Email,
+            Capability::Events,
         ]
         .into_iter()
         .find(|c| c.interface() == name)
@@ -149,6 +152,14 @@ pub struct Policy {
     /// The components whose internal routes this one may call (`services` capability).
     #[serde(default)]
     pub services: BTreeSet<String>,
+    /// The topics the component may publish events to (`events` capability).
+    #[serde(default)]
+    pub events: BTreeSet<String>,
+    /// The topics the component consumes, each with the internal route (under
+    /// `internal_routes`) the host delivers their events to, e.g.
+    /// `"org.member.events" = "/audit/internal/events"`.
+    #[serde(default)]
+    pub subscriptions: BTreeMap<String, String>,
     /// The permissions the component declares (`resource:action`), for the permission catalog.
     #[serde(default)]
     pub permissions: Vec<String>,
@@ -378,6 +389,38 @@ fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
         problems.push(format!(
             "{at}: `services` lists components to call, but `capabilities` does not grant \"services\""
         ));
+    }
+    if !policy.events.is_empty() && !policy.capabilities.contains(&Capability::Events) {
+        problems.push(format!(
+            "{at}: `events` lists topics to publish to, but `capabilities` does not grant \"events\""
+        ));
+    }
+    if policy.capabilities.contains(&Capability::Events)
+        && !policy.capabilities.contains(&Capability::Database)
+    {
+        problems.push(format!(
+            "{at}: the \"events\" capability needs \"database\" too: events are written to an outbox in the request's transaction"
+        ));
+    }
+    for topic in &policy.events {
+        if !crate::capabilities::events::valid_topic(topic) {
+            problems.push(format!(
+                "{at}: topic {topic:?} must be 1-200 characters of [a-z0-9._-], like \"org.member.events\", and not end in \".dlq\""
+            ));
+        }
+    }
+    for (topic, route) in &policy.subscriptions {
+        let base = topic.strip_suffix(".dlq").unwrap_or(topic);
+        if !crate::capabilities::events::valid_topic(base) {
+            problems.push(format!(
+                "{at}: subscription {topic:?} must name a topic of [a-z0-9._-], like \"org.member.events\" (or its \".dlq\")"
+            ));
+        }
+        if !policy.is_internal(route) {
+            problems.push(format!(
+                "{at}: subscription {topic:?} delivers to {route:?}, which must be under `internal_routes` so that only the host reaches it"
+            ));
+        }
     }
     for permission in &policy.permissions {
         let valid = permission

@@ -13,6 +13,7 @@ use crate::capabilities::Capabilities;
 use crate::capabilities::cache::{CacheStore, MemoryCache, RedisCache};
 use crate::capabilities::crypto::Crypto;
 use crate::capabilities::email::Mailer;
+use crate::capabilities::events::{Bus, KafkaBus, LocalBus, Relay};
 use crate::capabilities::tokens::{Key, Tokens};
 use crate::config::{Config, Role};
 use crate::gateway::Upstream;
@@ -22,7 +23,7 @@ use crate::gateway::node::NodeGuard;
 use crate::gateway::rate_limit::{Limiter, MemoryLimiter, RateLimit, RedisLimiter, TrustedProxies};
 use crate::gateway::{self, AppState};
 use crate::policy::RouteTable;
-use crate::runtime::{Runtime, new_engine};
+use crate::runtime::{Deliveries, Runtime, new_engine};
 use crate::security_state::{MemorySecurityState, RedisSecurityState, SecurityState};
 use crate::{admin, capabilities, listener, policy, secrets};
 use secrecy::SecretString;
@@ -106,6 +107,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             let database =
                 capabilities::database::connect(config.database_url.as_ref(), &config.data_dir)
                     .await?;
+            let bus: Arc<dyn Bus> = match &config.kafka_brokers {
+                Some(brokers) => Arc::new(KafkaBus::new(brokers)?),
+                None => Arc::new(LocalBus::open(&config.data_dir).await?),
+            };
+            let relay = Relay::new(bus.clone());
             let capabilities = Capabilities {
                 database,
                 cache,
@@ -115,6 +121,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     config.smtp_url.as_ref(),
                     &config.smtp_from,
                 )?),
+                events: relay.clone(),
             };
             match &config.smtp_url {
                 Some(_) => {
@@ -138,6 +145,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .await?,
             );
             runtime.expire_kept(Duration::from_millis(config.kept_idle_ms));
+            relay.start();
+            for policy in runtime.policies() {
+                if !policy.subscriptions.is_empty() {
+                    bus.clone().consume(
+                        policy.name.clone(),
+                        policy.subscriptions.clone(),
+                        Arc::new(Deliveries(Arc::downgrade(&runtime))),
+                    )?;
+                }
+            }
             for component in runtime.components() {
                 match (&component.version, &component.digest) {
                     (Some(version), Some(digest)) => {

@@ -80,6 +80,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod email;
+pub mod events;
 pub mod hex;
 pub mod http;
 pub mod id;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod crypto;
 pub mod database;
 pub mod email;
+pub mod events;
 pub mod log;
 pub mod services;
 pub mod tokens;
@@ -19,4 +20,6 @@ pub struct Capabilities {
     pub tokens: Arc<tokens::Tokens>,
     /// Sends what successful requests queued through the `email` capability.
     pub email: Arc<email::Mailer>,
+    /// Moves what successful requests published through the `events` capability to the bus.
+    pub events: Arc<events::Relay>,
 }

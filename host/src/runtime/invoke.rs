@@ -204,24 +204,38 @@ impl Runtime {
                 (store, None, 0, pool)
             }
         };
+        store.data_mut().request.events.serve(&request);
         // Boxed: the instantiation's future is large, and every layer above would move it.
         let result = tokio::time::timeout_at(
             deadline.into(),
             Box::pin(call_handler(&version.pre, &mut store, instance, &request)),
         )
         .await;
+        // Events join the request's transaction: they commit with its writes or not at all.
+        let events = store.data_mut().request.events.take();
+        let outboxed = match &result {
+            Ok(Ok((response, _))) if response.status < 500 && !events.is_empty() => {
+                let database = &mut store.data_mut().request.database;
+                database.outbox(&sandbox.name, &events).await
+            }
+            _ => Ok(()),
+        };
         let transaction = store.data_mut().request.database.take_transaction();
         let (outcome, instance) = match result {
             Ok(Ok((response, instance))) => {
                 // A 5xx answer rolls back: the transaction is dropped uncommitted.
                 let answered = response.status < 500;
-                let committed = match transaction {
-                    Some(transaction) if answered => transaction
+                let committed = match (outboxed, transaction) {
+                    (Err(e), _) => Err(Failure::Commit(describe(e))),
+                    (Ok(()), Some(transaction)) if answered => transaction
                         .commit()
                         .await
                         .map_err(|e| Failure::Commit(describe(e))),
                     _ => Ok(()),
                 };
+                if committed.is_ok() && answered && !events.is_empty() {
+                    self.capabilities.events.wake();
+                }
                 match committed {
                     Ok(()) => (
                         Outcome::Response {

@@ -1,6 +1,7 @@
 //! The component runtime: one engine, a registry of components behind atomic pointers,
 //! and a fresh, limited instance for every request.
 
+mod deliveries;
 mod deployed;
 mod engine;
 pub mod fairness;
@@ -9,6 +10,7 @@ mod loader;
 mod registry;
 mod state;
 
+pub use deliveries::Deliveries;
 pub use engine::new_engine;
 pub use invoke::{Call, Failure, Outcome, RequestMeta};
 pub use loader::Loaded;

@@ -34,6 +34,7 @@ use crate::capabilities::config::ConfigCtx;
 use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::{self, Backend, ComponentDb, DatabaseCtx, Dialect};
 use crate::capabilities::email::EmailCtx;
+use crate::capabilities::events::EventsCtx;
 use crate::capabilities::log::LogCtx;
 use crate::capabilities::services::ServicesCtx;
 use crate::capabilities::tokens::TokensCtx;
@@ -53,6 +54,8 @@ pub struct Sandbox {
     tokens: TokensCtx,
     /// The components this one may call (`services` in its policy; empty when not granted).
     services: Arc<BTreeSet<String>>,
+    /// The topics this one may publish to (`events` in its policy; empty when not granted).
+    topics: Arc<BTreeSet<String>>,
     pub(crate) metrics: super::invoke::CallMetrics,
 }
 
@@ -132,6 +135,7 @@ impl Sandbox {
             log: LogCtx::new(self.name.clone(), request_id.clone()),
             services: services.unwrap_or_else(|| self.no_services(deadline)),
             email: EmailCtx::new(self.name.clone(), request_id),
+            events: EventsCtx::new(self.name.clone(), self.topics.clone()),
         }
     }
 
@@ -564,6 +568,13 @@ async fn sandbox(
         ),
         false => None,
     };
+    let topics = match policy.grants(Capability::Events) {
+        true => policy.events.clone(),
+        false => BTreeSet::new(),
+    };
+    if let (Some(db), false) = (&db, topics.is_empty()) {
+        capabilities.events.watch(&policy.name, db.clone());
+    }
     Ok(Sandbox {
         name: policy.name.as_str().into(),
         metrics: super::invoke::CallMetrics::register(&policy.name),
@@ -587,6 +598,7 @@ async fn sandbox(
             true => policy.services.clone(),
             false => BTreeSet::new(),
         }),
+        topics: Arc::new(topics),
         crypto: match policy.grants(Capability::Crypto) {
             true => capabilities.crypto.for_component(&policy.name),
             false => capabilities.crypto.ungranted(),
@@ -778,6 +790,11 @@ fn linker_for(engine: &Engine, policy: &Policy) -> anyhow::Result<Linker<State>>
             Capability::Email => {
                 bindings::email::add_to_linker::<State, HasSelf<EmailCtx>>(&mut linker, |s| {
                     &mut s.request.email
+                })?
+            }
+            Capability::Events => {
+                bindings::events::add_to_linker::<State, HasSelf<EventsCtx>>(&mut linker, |s| {
+                    &mut s.request.events
                 })?
             }
         }

@@ -10,6 +10,7 @@ use crate::capabilities::config::ConfigCtx;
 use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::DatabaseCtx;
 use crate::capabilities::email::EmailCtx;
+use crate::capabilities::events::EventsCtx;
 use crate::capabilities::log::LogCtx;
 use crate::capabilities::services::ServicesCtx;
 use crate::capabilities::tokens::TokensCtx;
@@ -33,6 +34,7 @@ pub struct Bound {
     pub log: LogCtx,
     pub services: ServicesCtx,
     pub email: EmailCtx,
+    pub events: EventsCtx,
 }
 
 impl WasiView for State {

@@ -6,6 +6,7 @@ use tracing::instrument;
 
 use super::{Bounds, ComponentDb, Dialect, Error, Rows, Transaction, Value, guard};
 use crate::bindings::database::Host;
+use crate::capabilities::events::Event;
 
 /// Per-request state of the capability: the component's database, what the request's
 /// statements may cost, and, once the first statement runs, the request's transaction.
@@ -37,6 +38,15 @@ impl DatabaseCtx {
     /// Takes the request's transaction, if a statement began one, for commit or rollback.
     pub fn take_transaction(&mut self) -> Option<Box<dyn Transaction>> {
         self.transaction.take()
+    }
+
+    /// Writes `events` into the outbox within the request's transaction (begun now if no
+    /// statement began it), so that they commit with the request's writes.
+    pub async fn outbox(&mut self, component: &str, events: &[Event]) -> Result<(), Error> {
+        self.transaction()
+            .await?
+            .write_outbox(component, events)
+            .await
     }
 
     async fn transaction(&mut self) -> Result<&mut Box<dyn Transaction>, Error> {

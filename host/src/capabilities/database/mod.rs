@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+
+use crate::capabilities::events::Event;
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
 
@@ -76,6 +78,13 @@ pub trait ComponentDb: Send + Sync {
     /// Begins the one transaction in which a deploy's pending migrations run, each statement
     /// with exactly the rights of the component's requests, and the host records them.
     async fn begin_migrations(&self) -> anyhow::Result<Box<dyn MigrationTransaction>>;
+
+    /// The oldest events committed to the outbox and not yet relayed, at most `limit`, each
+    /// with its place in the outbox.
+    async fn outbox(&self, limit: u32) -> anyhow::Result<Vec<(i64, Event)>>;
+
+    /// Forgets relayed events, by their places in the outbox.
+    async fn outbox_sent(&self, places: &[i64]) -> anyhow::Result<()>;
 }
 
 /// A deploy's migrations and their records, committed together or not at all.
@@ -174,6 +183,8 @@ pub trait Transaction: Send {
     async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, Error>;
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error>;
     async fn commit(self: Box<Self>) -> Result<(), Error>;
+    /// Writes `component`'s events into the outbox, as the host, within this transaction.
+    async fn write_outbox(&mut self, component: &str, events: &[Event]) -> Result<(), Error>;
 }
 
 /// Opens the backend the configuration names: PostgreSQL for a URL, else SQLite files.

@@ -19,6 +19,7 @@ use super::{
     Backend, Bounds, ComponentDb, ConnectionShares, Dialect, Error, MigrationTransaction, Rows,
     Transaction, Value, migrate,
 };
+use crate::capabilities::events::Event;
 
 pub struct PostgresBackend {
     admin: PgPool,
@@ -228,6 +229,7 @@ impl ComponentDb for PostgresDb {
                 started,
             }),
             running: false,
+            binding_key: self.binding_key.clone(),
             _share: share,
         }))
     }
@@ -262,6 +264,33 @@ impl ComponentDb for PostgresDb {
         .await
         .context("reading the migration records")?;
         Ok(rows)
+    }
+
+    async fn outbox(&self, limit: u32) -> anyhow::Result<Vec<(i64, Event)>> {
+        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+            "SELECT seq, topic, key, attributes, data FROM truevalue_host.outbox \
+             WHERE component = $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(&self.schema)
+        .bind(i64::from(limit))
+        .fetch_all(&self.admin)
+        .await
+        .context("reading the outbox")?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, topic, key, attributes, data)| {
+                (seq, Event::from_parts(topic, key, &attributes, data))
+            })
+            .collect())
+    }
+
+    async fn outbox_sent(&self, places: &[i64]) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM truevalue_host.outbox WHERE seq = ANY($1)")
+            .bind(places)
+            .execute(&self.admin)
+            .await
+            .context("removing relayed events from the outbox")?;
+        Ok(())
     }
 
     /// The migrations run on the component's own connection, as its role; their records are
@@ -370,6 +399,8 @@ struct PostgresTransaction {
     /// A statement was sent and its answer not yet read: if the transaction is dropped now,
     /// the request ended (deadline, client gone) and the server would go on running it.
     running: bool,
+    /// What `truevalue_host.publish_event` asks for.
+    binding_key: Arc<str>,
     /// Its connection's place in the share of the pool for the request's depth.
     _share: tokio::sync::OwnedSemaphorePermit,
 }
@@ -448,6 +479,25 @@ impl Transaction for PostgresTransaction {
             Some(transaction) => transaction.commit().await.map_err(to_error),
             None => Err(Error::Unavailable("the transaction has ended".into())),
         }
+    }
+
+    /// Through `truevalue_host.publish_event`, with the key only the host knows: the
+    /// component's role cannot write the outbox on its own.
+    async fn write_outbox(&mut self, component: &str, events: &[Event]) -> Result<(), Error> {
+        let key = self.binding_key.clone();
+        for event in events {
+            sqlx::query("SELECT truevalue_host.publish_event($1, $2, $3, $4, $5, $6)")
+                .bind(&*key)
+                .bind(component)
+                .bind(&event.topic)
+                .bind(&event.key)
+                .bind(event.attributes_json())
+                .bind(&event.data)
+                .execute(self.connection()?)
+                .await
+                .map_err(to_error)?;
+        }
+        Ok(())
     }
 }
 

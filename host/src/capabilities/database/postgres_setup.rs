@@ -67,6 +67,24 @@ CREATE OR REPLACE FUNCTION truevalue_host.current_org()
 $$;
 REVOKE ALL ON FUNCTION truevalue_host.bind_org(TEXT, TEXT) FROM PUBLIC;
 REVOKE ALL ON FUNCTION truevalue_host.current_org() FROM PUBLIC;
+
+-- The outbox: events written in a request's own transaction (with `binding_key`, which only
+-- the host knows), relayed to the bus and removed once it acknowledged them.
+CREATE TABLE IF NOT EXISTS truevalue_host.outbox
+    (seq BIGSERIAL PRIMARY KEY, component TEXT NOT NULL, topic TEXT NOT NULL, key TEXT NOT NULL,
+     attributes TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_component ON truevalue_host.outbox (component, seq);
+CREATE OR REPLACE FUNCTION truevalue_host.publish_event
+    (p_key TEXT, p_component TEXT, p_topic TEXT, p_partition_key TEXT, p_attributes TEXT, p_data TEXT)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM truevalue_host.binding_key k WHERE k.key = p_key) THEN
+        RAISE EXCEPTION 'only the host writes the outbox' USING ERRCODE = '42501';
+    END IF;
+    INSERT INTO truevalue_host.outbox (component, topic, key, attributes, data)
+        VALUES (p_component, p_topic, p_partition_key, p_attributes, p_data);
+END $$;
+REVOKE ALL ON FUNCTION truevalue_host.publish_event(TEXT, TEXT, TEXT, TEXT, TEXT, TEXT) FROM PUBLIC;
 "#;
 
 /// The row policy on every table of a component with an `org_id` column: within a transaction
@@ -296,6 +314,9 @@ pub async fn provision(
         ),
         format!("GRANT EXECUTE ON FUNCTION truevalue_host.bind_org(TEXT, TEXT) TO \"{role}\""),
         format!("GRANT EXECUTE ON FUNCTION truevalue_host.current_org() TO \"{role}\""),
+        format!(
+            "GRANT EXECUTE ON FUNCTION truevalue_host.publish_event(TEXT, TEXT, TEXT, TEXT, TEXT, TEXT) TO \"{role}\""
+        ),
     ];
     for statement in &statements {
         sqlx::query(statement)

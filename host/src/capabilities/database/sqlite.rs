@@ -19,6 +19,7 @@ use super::{
     Backend, Bounds, ComponentDb, Dialect, Error, MigrationTransaction, Rows, Transaction, Value,
     migrate,
 };
+use crate::capabilities::events::Event;
 
 pub struct SqliteBackend {
     dir: PathBuf,
@@ -59,6 +60,13 @@ impl Backend for SqliteBackend {
             .connect_with(options)
             .await
             .with_context(|| format!("opening {}", path.display()))?;
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS {OUTBOX} (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+             topic TEXT NOT NULL, key TEXT NOT NULL, attributes TEXT NOT NULL, data TEXT NOT NULL)"
+        ))
+        .execute(&pool)
+        .await
+        .with_context(|| format!("creating the outbox in {}", path.display()))?;
         Ok(Arc::new(SqliteDb { pool }))
     }
 
@@ -78,6 +86,10 @@ struct SqliteDb {
 /// The host's record of applied migrations, in the component's own file so that a migration
 /// and its record commit together; the authorizer keeps component statements away from it.
 const RECORDS: &str = "truevalue_migrations";
+
+/// The events committed by the component's requests and not yet relayed, in the component's
+/// own file so that they commit with the request's writes; closed to component statements.
+const OUTBOX: &str = "truevalue_outbox";
 
 #[async_trait]
 impl ComponentDb for SqliteDb {
@@ -114,6 +126,34 @@ impl ComponentDb for SqliteDb {
                 .await
                 .context("reading the migration records")?;
         Ok(rows)
+    }
+
+    async fn outbox(&self, limit: u32) -> anyhow::Result<Vec<(i64, Event)>> {
+        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(&format!(
+            "SELECT seq, topic, key, attributes, data FROM {OUTBOX} ORDER BY seq LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("reading the outbox")?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, topic, key, attributes, data)| {
+                (seq, Event::from_parts(topic, key, &attributes, data))
+            })
+            .collect())
+    }
+
+    async fn outbox_sent(&self, places: &[i64]) -> anyhow::Result<()> {
+        let places = serde_json::to_string(places)?;
+        sqlx::query(&format!(
+            "DELETE FROM {OUTBOX} WHERE seq IN (SELECT value FROM json_each($1))"
+        ))
+        .bind(places)
+        .execute(&self.pool)
+        .await
+        .context("removing relayed events from the outbox")?;
+        Ok(())
     }
 
     async fn begin_migrations(&self) -> anyhow::Result<Box<dyn MigrationTransaction>> {
@@ -327,6 +367,28 @@ impl Transaction for SqliteTransaction {
             Some(transaction) => transaction.commit().await.map_err(to_error),
             None => Ok(()),
         }
+    }
+
+    /// In the request's write transaction (begun now if it only read so far), as the host:
+    /// between component statements the authorizer is in host mode.
+    async fn write_outbox(&mut self, _component: &str, events: &[Event]) -> Result<(), Error> {
+        let transaction = self
+            .for_statement("INSERT")
+            .await?
+            .ok_or_else(|| Error::Unavailable("no transaction".into()))?;
+        for event in events {
+            sqlx::query(&format!(
+                "INSERT INTO {OUTBOX} (topic, key, attributes, data) VALUES ($1, $2, $3, $4)"
+            ))
+            .bind(&event.topic)
+            .bind(&event.key)
+            .bind(event.attributes_json())
+            .bind(&event.data)
+            .execute(&mut **transaction)
+            .await
+            .map_err(to_error)?;
+        }
+        Ok(())
     }
 }
 

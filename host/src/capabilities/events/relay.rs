@@ -1,0 +1,126 @@
+//! The relay: moves committed events from the components' outboxes to the event bus, in the
+//! order they were committed, and removes them from an outbox only once the bus acknowledged
+//! them. A crash between the two publishes an event twice, never loses one; consumers tell
+//! duplicates apart by the event id.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use super::Event;
+use crate::capabilities::database::ComponentDb;
+
+/// Where committed events go.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// Publishes `events` in order; returns once the bus acknowledged every one of them.
+    async fn publish(&self, events: &[Event]) -> anyhow::Result<()>;
+    /// What the bus is, for the log.
+    fn describe(&self) -> String;
+
+    /// Starts delivering the events of `subscriptions`' topics to `component` (topic → route).
+    fn consume(
+        self: Arc<Self>,
+        component: String,
+        subscriptions: BTreeMap<String, String>,
+        deliver: Arc<dyn super::Deliver>,
+    ) -> anyhow::Result<()>;
+}
+
+/// Most events taken from one outbox at a time.
+const BATCH: u32 = 200;
+/// How often the outboxes are looked at without a wake-up: events committed by another host
+/// sharing the database, or left behind by a crash.
+const POLL: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts while the bus fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct Relay {
+    bus: Arc<dyn Bus>,
+    wake: Notify,
+    /// The outbox of each component granted `events`, by name.
+    outboxes: Mutex<BTreeMap<String, Arc<dyn ComponentDb>>>,
+}
+
+impl Relay {
+    pub fn new(bus: Arc<dyn Bus>) -> Arc<Self> {
+        Arc::new(Self {
+            bus,
+            wake: Notify::new(),
+            outboxes: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Relays `component`'s outbox from now on (again after a deploy: the same database).
+    pub fn watch(&self, component: &str, db: Arc<dyn ComponentDb>) {
+        if let Ok(mut outboxes) = self.outboxes.lock() {
+            outboxes.insert(component.to_string(), db);
+        }
+        self.wake.notify_one();
+    }
+
+    /// A request committed events: relay them now rather than at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs the relay until the process ends.
+    pub fn start(self: &Arc<Self>) {
+        tracing::info!(bus = %self.bus.describe(), "relaying committed events");
+        let relay = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = POLL;
+            loop {
+                match relay.drain().await {
+                    Ok(()) => {
+                        backoff = POLL;
+                        tokio::select! {
+                            () = relay.wake.notified() => {}
+                            () = tokio::time::sleep(POLL) => {}
+                        }
+                    }
+                    Err(error) => {
+                        metrics::counter!("truevalue_events_relay_failures_total").increment(1);
+                        tracing::warn!(error = %format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "could not publish committed events; they stay in the outbox");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Publishes every outbox's events until all are empty.
+    async fn drain(&self) -> anyhow::Result<()> {
+        let outboxes: Vec<(String, Arc<dyn ComponentDb>)> = match self.outboxes.lock() {
+            Ok(outboxes) => outboxes
+                .iter()
+                .map(|(name, db)| (name.clone(), db.clone()))
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        for (component, db) in outboxes {
+            loop {
+                let pending = db.outbox(BATCH).await?;
+                if pending.is_empty() {
+                    break;
+                }
+                let events: Vec<Event> = pending.iter().map(|(_, event)| event.clone()).collect();
+                self.bus.publish(&events).await?;
+                let sent: Vec<i64> = pending.iter().map(|(seq, _)| *seq).collect();
+                db.outbox_sent(&sent).await?;
+                for event in &events {
+                    metrics::counter!("truevalue_events_published_total", "component" => component.clone(), "topic" => event.topic.clone())
+                        .increment(1);
+                }
+                if pending.len() < BATCH as usize {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
