@@ -160,6 +160,10 @@ pub struct Policy {
     /// `"org.member.events" = "/audit/internal/events"`.
     #[serde(default)]
     pub subscriptions: BTreeMap<String, String>,
+    /// Tables of the component's database whose rows its statements may insert and read but
+    /// never update or delete (an audit log): enforced by the engine after every migration.
+    #[serde(default)]
+    pub append_only: Vec<String>,
     /// The permissions the component declares (`resource:action`), for the permission catalog.
     #[serde(default)]
     pub permissions: Vec<String>,
@@ -419,6 +423,24 @@ fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
         if !policy.is_internal(route) {
             problems.push(format!(
                 "{at}: subscription {topic:?} delivers to {route:?}, which must be under `internal_routes` so that only the host reaches it"
+            ));
+        }
+    }
+    for table in &policy.append_only {
+        let plain = table.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && table
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && table.len() <= 48
+            && !table.starts_with("truevalue_");
+        if !plain {
+            problems.push(format!(
+                "{at}: append-only table {table:?} must be a plain table name of [a-z0-9_]"
+            ));
+        }
+        if !policy.capabilities.contains(&Capability::Database) {
+            problems.push(format!(
+                "{at}: `append_only` names tables, but `capabilities` does not grant \"database\""
             ));
         }
     }

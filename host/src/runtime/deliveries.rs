@@ -1,7 +1,8 @@
 //! How the host hands a consumed event to a component: a CloudEvents HTTP request in the binary
 //! binding — `POST` to the subscription's internal route, `ce-*` headers, the JSON data as the
 //! body — run like any other request (its own instance, limits, deadline and transaction), with
-//! no user, no organization and no caller.
+//! no user, no organization and no caller. A 2xx answer accepts the event; 429 or 503 asks for
+//! it again later without counting an attempt; anything else is a failed attempt.
 
 use std::sync::Weak;
 
@@ -53,6 +54,10 @@ impl Deliver for Deliveries {
         };
         match runtime.handle(&slot, request, None).await {
             Outcome::Response { response, .. } if (200..300).contains(&response.status) => Ok(()),
+            // "Not now": the component asks to be tried again, the event is not at fault.
+            Outcome::Response { response, .. } if matches!(response.status, 429 | 503) => Err(
+                Refusal::Unavailable(format!("{component} answered {}", response.status)),
+            ),
             Outcome::Response { response, .. } => {
                 let body = &response.body[..response.body.len().min(MAX_ANSWER_BYTES)];
                 Err(Refusal::Failed(format!(

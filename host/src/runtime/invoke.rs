@@ -178,7 +178,7 @@ impl Runtime {
         let deadline = call.deadline.min(started + sandbox.deadline());
         let call = Call { deadline, ..call };
         let (tenant, depth) = (call.tenant.clone(), call.depth);
-        let services = sandbox.services(self, &request.context, call);
+        let services = sandbox.services(self, &request, call);
         let request_id = &request.context.request_id;
         let (mut store, instance, served, pool) = match start {
             Start::Kept(mut kept) => {

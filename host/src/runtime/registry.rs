@@ -168,7 +168,7 @@ impl Sandbox {
     pub(crate) fn services(
         &self,
         runtime: &Arc<Runtime>,
-        context: &RequestContext,
+        request: &bindings::handler::Request,
         call: Call,
     ) -> ServicesCtx {
         // Ungranted, the interface is not linked: the request's context need not be copied.
@@ -182,9 +182,16 @@ impl Sandbox {
             self.tokens.tokens().clone(),
             RequestContext {
                 caller: None,
-                ..context.clone()
+                ..request.context.clone()
             },
             call,
+        )
+        .with_user_agent(
+            request
+                .headers
+                .iter()
+                .find(|(name, _)| name == "user-agent")
+                .map(|(_, value)| value.clone()),
         )
     }
 
@@ -563,7 +570,11 @@ async fn sandbox(
         true => Some(
             capabilities
                 .database
-                .open(&policy.name, policy.limits.max_instances)
+                .open(
+                    &policy.name,
+                    policy.limits.max_instances,
+                    &policy.append_only,
+                )
                 .await?,
         ),
         false => None,

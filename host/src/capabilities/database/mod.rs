@@ -32,11 +32,13 @@ pub trait Backend: Send + Sync {
     fn dialect(&self) -> Dialect;
 
     /// Provisions the component's database (idempotent) and opens a pool on it that can only
-    /// reach that component's data.
+    /// reach that component's data. `append_only`: its tables whose rows, once written, its
+    /// statements may neither change nor delete.
     async fn open(
         &self,
         component: &str,
         max_connections: u32,
+        append_only: &[String],
     ) -> anyhow::Result<Arc<dyn ComponentDb>>;
 
     /// Checks that the engine answers, for `/readyz`.
@@ -66,7 +68,8 @@ pub trait ComponentDb: Send + Sync {
     }
 
     /// After the migrations (and at every start): puts the tables with an `org_id` column
-    /// under the engine's row-level isolation, if it has one.
+    /// under the engine's row-level isolation, if it has one, and makes the append-only tables
+    /// refuse updates and deletes.
     async fn isolate_tenants(&self) -> anyhow::Result<()> {
         Ok(())
     }

@@ -133,6 +133,7 @@ impl Backend for PostgresBackend {
         &self,
         component: &str,
         max_connections: u32,
+        append_only: &[String],
     ) -> anyhow::Result<Arc<dyn ComponentDb>> {
         let role = self.role(component)?;
         let password = self.provision(component, &role).await?;
@@ -155,6 +156,7 @@ impl Backend for PostgresBackend {
             schema: component.to_string(),
             binding_key: self.binding_key.clone(),
             isolates: self.isolates,
+            append_only: append_only.to_vec(),
         }))
     }
 
@@ -176,6 +178,7 @@ struct PostgresDb {
     schema: String,
     binding_key: Arc<str>,
     isolates: bool,
+    append_only: Vec<String>,
 }
 
 /// The first statement of every transaction: its search path and statement timeout, and the
@@ -251,6 +254,11 @@ impl ComponentDb for PostgresDb {
             if tables > 0 {
                 tracing::info!(component = %self.schema, tables, "tenant tables under row-level security");
             }
+            postgres_setup::append_only(&self.admin, &self.schema, &self.role, &self.append_only)
+                .await
+                .context("making the append-only tables refuse updates and deletes")?;
+        } else if !self.append_only.is_empty() {
+            tracing::warn!(component = %self.schema, "the host's database user is not a superuser: append-only tables cannot be enforced");
         }
         Ok(())
     }

@@ -175,6 +175,53 @@ pub async fn isolate_tenants(admin: &PgPool, schema: &str, role: &str) -> anyhow
     Ok(tables.len() as u32)
 }
 
+/// Takes the component's append-only tables from its role (an owner could grant itself
+/// anything) and leaves it reading and inserting rows only: no `UPDATE`, `DELETE`, `TRUNCATE`
+/// or `DROP`. Runs after [`isolate_tenants`], which grants more on tables with `org_id`.
+pub async fn append_only(
+    admin: &PgPool,
+    schema: &str,
+    role: &str,
+    tables: &[String],
+) -> anyhow::Result<()> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let mut transaction = admin.begin().await?;
+    for table in tables {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL",
+        )
+        .bind(schema)
+        .bind(table)
+        .fetch_one(&mut *transaction)
+        .await?;
+        if !exists {
+            tracing::warn!(component = %schema, %table, "an append-only table of the policy does not exist (yet)");
+            continue;
+        }
+        let table = format!("\"{schema}\".\"{table}\"");
+        for statement in [
+            format!("ALTER TABLE {table} OWNER TO CURRENT_USER"),
+            format!("REVOKE ALL ON {table} FROM \"{role}\""),
+            format!("GRANT SELECT, INSERT, REFERENCES ON {table} TO \"{role}\""),
+        ] {
+            sqlx::query(&statement)
+                .execute(&mut *transaction)
+                .await
+                .with_context(|| format!("append-only: {statement}"))?;
+        }
+    }
+    // Sequences of `serial` and identity columns moved with their tables.
+    sqlx::query(&format!(
+        "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA \"{schema}\" TO \"{role}\""
+    ))
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
 /// Closes the catalogs to every role without its own grant (components have none): every
 /// table and view of `pg_catalog` and `information_schema` except the three the driver reads
 /// to decode column types, and the functions that report on relations by OID. The host's

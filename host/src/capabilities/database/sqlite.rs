@@ -42,6 +42,7 @@ impl Backend for SqliteBackend {
         &self,
         component: &str,
         max_connections: u32,
+        append_only: &[String],
     ) -> anyhow::Result<Arc<dyn ComponentDb>> {
         let path = self.dir.join(format!("{component}.sqlite"));
         let options = SqliteConnectOptions::new()
@@ -67,7 +68,10 @@ impl Backend for SqliteBackend {
         .execute(&pool)
         .await
         .with_context(|| format!("creating the outbox in {}", path.display()))?;
-        Ok(Arc::new(SqliteDb { pool }))
+        Ok(Arc::new(SqliteDb {
+            pool,
+            append_only: append_only.to_vec(),
+        }))
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
@@ -81,6 +85,7 @@ impl Backend for SqliteBackend {
 
 struct SqliteDb {
     pool: SqlitePool,
+    append_only: Vec<String>,
 }
 
 /// The host's record of applied migrations, in the component's own file so that a migration
@@ -109,6 +114,34 @@ impl ComponentDb for SqliteDb {
                 dropped: AtomicBool::new(false),
             }),
         }))
+    }
+
+    /// Append-only tables get the host's triggers refusing updates and deletes; their names
+    /// start with the host's prefix, so no component statement can drop or replace them.
+    async fn isolate_tenants(&self) -> anyhow::Result<()> {
+        for table in &self.append_only {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = $1)",
+            )
+            .bind(table)
+            .fetch_one(&self.pool)
+            .await?;
+            if !exists {
+                tracing::warn!(%table, "an append-only table of the policy does not exist (yet)");
+                continue;
+            }
+            for verb in ["UPDATE", "DELETE"] {
+                sqlx::query(&format!(
+                    "CREATE TRIGGER IF NOT EXISTS truevalue_append_only_{table}_{verb} \
+                     BEFORE {verb} ON \"{table}\" \
+                     BEGIN SELECT RAISE(ABORT, 'table {table} is append-only: rows cannot be changed or deleted'); END"
+                ))
+                .execute(&self.pool)
+                .await
+                .with_context(|| format!("making {table} append-only"))?;
+            }
+        }
+        Ok(())
     }
 
     async fn applied_migrations(&self) -> anyhow::Result<Vec<(i64, String)>> {

@@ -33,6 +33,8 @@ pub struct ServicesCtx {
     call: Call,
     /// The users whose rights changed in this request, recorded again once it committed.
     rights_changed: BTreeSet<String>,
+    /// The client's `User-Agent`, passed on to callees (their events name it).
+    user_agent: Option<String>,
 }
 
 impl ServicesCtx {
@@ -52,7 +54,14 @@ impl ServicesCtx {
             context,
             call,
             rights_changed: BTreeSet::new(),
+            user_agent: None,
         }
+    }
+
+    /// Passes the client's `User-Agent` on to the components this request calls.
+    pub fn with_user_agent(mut self, user_agent: Option<String>) -> Self {
+        self.user_agent = user_agent;
+        self
     }
 
     /// Records this request's rights changes once more, now that its transaction committed: a
@@ -106,10 +115,13 @@ impl Host for ServicesCtx {
                 "the caller's deadline has passed".into(),
             )));
         }
-        let headers = match body.is_empty() {
+        let mut headers = match body.is_empty() {
             true => Vec::new(),
             false => vec![("content-type".into(), "application/json".into())],
         };
+        if let Some(user_agent) = &self.user_agent {
+            headers.push(("user-agent".into(), user_agent.clone()));
+        }
         let request = Request {
             method,
             path: path.to_string(),
