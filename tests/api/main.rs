@@ -6,6 +6,7 @@
 mod helpers;
 
 mod audit;
+mod audit_trail;
 mod auth;
 mod capabilities;
 mod cli;

@@ -15,7 +15,10 @@
 //!   at a time and no more than five wrong guesses ever get an answer other than 423.
 //! - With TOTP enabled, a login needs a code (or a recovery code); a step's code is accepted
 //!   once: the last step used is kept and only later steps pass.
+//! - Every account change and every sign-in, succeeded or failed, is published on
+//!   `auth.user.events` (see [`audit`]).
 
+mod audit;
 mod password;
 mod totp;
 
@@ -242,6 +245,12 @@ fn register(request: &Request) -> Result<Response, Problem> {
              organization or to accept an invitation.\n"
         ),
     )?;
+    audit::publish(
+        None,
+        "user.registered",
+        &id,
+        &json!({ "user_id": id, "email": email }),
+    )?;
     Response::json(
         201,
         &json!({ "id": id, "email": email, "name": name, "status": "active",
@@ -375,8 +384,8 @@ fn attempts_key(email: &str) -> String {
     hex::encode(&crypto::hmac_sha256(format!("login:{email}").as_bytes()))
 }
 
-/// Refuses at once, without checking a password, while a lock is in force.
-fn not_locked(key: &str) -> Result<(), Problem> {
+/// Whether a lock is in force on the address `key`.
+fn is_locked(key: &str) -> Result<bool, Problem> {
     let locked_until: Option<Option<i64>> = db::query(
         "SELECT locked_until FROM login_attempts WHERE email_key = $1",
         &[key.into()],
@@ -384,30 +393,27 @@ fn not_locked(key: &str) -> Result<(), Problem> {
     .first()
     .map(|row| row.get("locked_until"))
     .transpose()?;
-    match locked_until.flatten() {
-        Some(until) if until > now() => Err(locked()),
-        _ => Ok(()),
-    }
-}
-
-/// Checks `password` against `hash` as an attempt on the address `key`: refused at once while
-/// the address is locked, settled as a failure when wrong.
-fn check_password(key: &str, password: &str, hash: &str) -> Result<(), Problem> {
-    not_locked(key)?;
-    if !crypto::verify_password(password, hash) {
-        settle(key, Attempt::Failed)?;
-        return Err(invalid_credentials());
-    }
-    Ok(())
+    Ok(locked_until.flatten().is_some_and(|until| until > now()))
 }
 
 /// How a checked attempt ended.
 #[derive(Clone, Copy, PartialEq)]
-enum Attempt {
+enum Outcome {
     Failed,
     Passed,
     /// The password was right; a second factor is still to come.
     Pending,
+}
+
+/// What settling an attempt did to the address's lock.
+#[derive(Clone, Copy, PartialEq)]
+enum Settled {
+    /// Counted (a failure), cleared (a success) or left (pending).
+    Counted,
+    /// This failure was the last one allowed: the address is locked from now on.
+    LockedNow,
+    /// The address was locked already: the attempt is answered 423.
+    Locked,
 }
 
 /// Settles a checked attempt on the address `key` in one conditional update, so parallel
@@ -416,7 +422,7 @@ enum Attempt {
 /// every attempt is answered 423, whatever its outcome, so parallel guesses learn nothing past
 /// the fifth. The update comes after the password hash, never before: on SQLite a request holds
 /// the write lock from its first write on.
-fn settle(key: &str, attempt: Attempt) -> Result<(), Problem> {
+fn settle(key: &str, outcome: Outcome) -> Result<Settled, Problem> {
     db::execute(
         "INSERT INTO login_attempts (email_key, failed) VALUES ($1, 0)
          ON CONFLICT (email_key) DO NOTHING",
@@ -424,8 +430,8 @@ fn settle(key: &str, attempt: Attempt) -> Result<(), Problem> {
     )?;
     let now = now();
     let mut params: Vec<Value> = vec![key.into(), now.into(), MAX_FAILURES.into()];
-    let (failed, locked_until) = match attempt {
-        Attempt::Failed => {
+    let (failed, locked_until) = match outcome {
+        Outcome::Failed => {
             params.push((now + lockout()).into());
             (
                 "CASE WHEN locked_until <= $2 THEN 1 ELSE failed + 1 END",
@@ -433,19 +439,127 @@ fn settle(key: &str, attempt: Attempt) -> Result<(), Problem> {
                       WHEN failed + 1 >= $3 THEN $4 ELSE locked_until END",
             )
         }
-        Attempt::Passed => ("0", "NULL"),
-        Attempt::Pending => ("failed", "locked_until"),
+        Outcome::Passed => ("0", "NULL"),
+        Outcome::Pending => ("failed", "locked_until"),
     };
-    let settled = db::execute(
+    let settled = db::query(
         &format!(
             "UPDATE login_attempts SET failed = {failed}, locked_until = {locked_until}
-             WHERE email_key = $1 AND (failed < $3 OR locked_until <= $2)"
+             WHERE email_key = $1 AND (failed < $3 OR locked_until <= $2)
+             RETURNING failed"
         ),
         &params,
     )?;
-    match settled {
-        0 => Err(locked()),
-        _ => Ok(()),
+    let Some(row) = settled.first() else {
+        return Ok(Settled::Locked);
+    };
+    let failed: i64 = row.get("failed")?;
+    Ok(match outcome == Outcome::Failed && failed >= MAX_FAILURES {
+        true => Settled::LockedNow,
+        false => Settled::Counted,
+    })
+}
+
+/// One attempt to prove who one is, counted against the lock of the address `key`: a login,
+/// or a signed-in user's password (and code) before a sensitive change (`action`). Its
+/// failures are published — `user.login_failed` for a login, `user.reauth_failed` for the
+/// others — and so is the lock the last allowed failure sets (`user.locked`).
+struct Attempted<'a> {
+    key: &'a str,
+    /// None for an address no account has.
+    user: Option<&'a User>,
+    /// `login`, `password.change` or `mfa.disable`.
+    action: &'static str,
+}
+
+impl Attempted<'_> {
+    /// Checks `password` against `hash`: refused at once while the address is locked (423),
+    /// settled as a failure when wrong (401).
+    fn check_password(&self, password: &str, hash: &str) -> Result<(), Problem> {
+        if is_locked(self.key)? {
+            self.published_failure("locked");
+            return Err(locked());
+        }
+        if !crypto::verify_password(password, hash) {
+            let reason = match self.user {
+                Some(_) => "wrong_password",
+                None => "unknown_email",
+            };
+            return Err(self.fail(reason, invalid_credentials())?);
+        }
+        Ok(())
+    }
+
+    /// Counts a failure against the lock and publishes it; answers `problem`, or 423 when the
+    /// address was locked meanwhile.
+    fn fail(&self, reason: &str, problem: Problem) -> Result<Problem, Problem> {
+        Ok(match settle(self.key, Outcome::Failed)? {
+            Settled::Locked => {
+                self.published_failure("locked");
+                locked()
+            }
+            Settled::LockedNow => {
+                self.published_failure(reason);
+                self.published_lock();
+                problem
+            }
+            Settled::Counted => {
+                self.published_failure(reason);
+                problem
+            }
+        })
+    }
+
+    /// Settles a passed or pending attempt; 423 when the address was locked meanwhile.
+    fn settle(&self, outcome: Outcome) -> Result<(), Problem> {
+        match settle(self.key, outcome)? {
+            Settled::Locked => {
+                self.published_failure("locked");
+                Err(locked())
+            }
+            Settled::Counted | Settled::LockedNow => Ok(()),
+        }
+    }
+
+    /// A login refused after its credentials passed (a disabled account).
+    fn refused(&self, reason: &str) {
+        self.published_failure(reason);
+    }
+
+    fn subject(&self) -> &str {
+        self.user.map_or("", |user| user.id.as_str())
+    }
+
+    /// `user.login_failed` or `user.reauth_failed`: never the password or the code, and not
+    /// the address unless an account has it (only its keyed hash, which the lock uses too).
+    fn published_failure(&self, reason: &str) {
+        let mut data = json!({ "reason": reason, "email_key": self.key });
+        if let Some(user) = self.user {
+            data["user_id"] = json!(user.id);
+            data["email"] = json!(user.email);
+        }
+        let kind = match self.action {
+            "login" => "user.login_failed",
+            action => {
+                data["action"] = json!(action);
+                "user.reauth_failed"
+            }
+        };
+        audit::publish_refusal(kind, self.subject(), &data);
+    }
+
+    fn published_lock(&self) {
+        let mut data = json!({
+            "email_key": self.key,
+            "failed_attempts": MAX_FAILURES,
+            "locked_until": rfc3339(now() + lockout()),
+            "action": self.action,
+        });
+        if let Some(user) = self.user {
+            data["user_id"] = json!(user.id);
+            data["email"] = json!(user.email);
+        }
+        audit::publish_refusal("user.locked", self.subject(), &data);
     }
 }
 
@@ -470,9 +584,26 @@ fn mfa_invalid(status: u16) -> Problem {
     )
 }
 
+/// A second factor that was accepted, as the events name it.
+#[derive(Clone, Copy)]
+enum Factor {
+    Totp,
+    RecoveryCode,
+}
+
+impl Factor {
+    fn name(self) -> &'static str {
+        match self {
+            Factor::Totp => "totp",
+            Factor::RecoveryCode => "recovery_code",
+        }
+    }
+}
+
 /// Accepts a TOTP code of a step later than the last one used, or an unused recovery code,
-/// and marks it used. `sealed` is the user's stored secret.
-fn accept_second_factor(user: &User, sealed: &str, code: &str) -> Result<bool, Problem> {
+/// and marks it used; which one it was, or None when the code is neither. `sealed` is the
+/// user's stored secret.
+fn accept_second_factor(user: &User, sealed: &str, code: &str) -> Result<Option<Factor>, Problem> {
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     if let Some(step) = totp::matching_step(&unseal(sealed)?, &code, now_u64()) {
         let step = i64::try_from(step).map_err(|_| Problem::internal("step out of range"))?;
@@ -481,7 +612,7 @@ fn accept_second_factor(user: &User, sealed: &str, code: &str) -> Result<bool, P
              WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
             &[user.id.as_str().into(), step.into()],
         )?;
-        return Ok(taken == 1);
+        return Ok((taken == 1).then_some(Factor::Totp));
     }
     let used = db::execute(
         "UPDATE recovery_codes SET used_at = $3
@@ -492,7 +623,7 @@ fn accept_second_factor(user: &User, sealed: &str, code: &str) -> Result<bool, P
             now().into(),
         ],
     )?;
-    Ok(used == 1)
+    Ok((used == 1).then_some(Factor::RecoveryCode))
 }
 
 #[derive(Deserialize)]
@@ -511,6 +642,12 @@ fn totp_setup(request: &Request) -> Result<Response, Problem> {
     db::execute(
         "UPDATE users SET totp_pending = $2 WHERE id = $1",
         &[user.id.as_str().into(), seal(&secret).into()],
+    )?;
+    audit::publish(
+        None,
+        "mfa.setup_started",
+        &user.id,
+        &json!({ "user_id": user.id, "method": "totp" }),
     )?;
     let encoded = totp::base32(&secret);
     let uri = format!(
@@ -555,6 +692,12 @@ fn totp_enable(request: &Request) -> Result<Response, Problem> {
         )?;
         codes.push(code);
     }
+    audit::publish(
+        None,
+        "mfa.enabled",
+        &user.id,
+        &json!({ "user_id": user.id, "method": "totp", "recovery_codes": codes.len() }),
+    )?;
     Response::json(200, &json!({ "recovery_codes": codes }))
 }
 
@@ -573,12 +716,18 @@ fn mfa_disable(request: &Request) -> Result<Response, Problem> {
         ));
     };
     let key = attempts_key(&user.email);
-    check_password(&key, &body.password, &user.password_hash).map_err(forbidden_if_unauthorized)?;
-    if !accept_second_factor(&user, &secret, &body.code)? {
-        settle(&key, Attempt::Failed)?;
-        return Err(mfa_invalid(403));
-    }
-    settle(&key, Attempt::Passed)?;
+    let attempt = Attempted {
+        key: &key,
+        user: Some(&user),
+        action: "mfa.disable",
+    };
+    attempt
+        .check_password(&body.password, &user.password_hash)
+        .map_err(forbidden_if_unauthorized)?;
+    let Some(factor) = accept_second_factor(&user, &secret, &body.code)? else {
+        return Err(attempt.fail("mfa_invalid", mfa_invalid(403))?);
+    };
+    attempt.settle(Outcome::Passed)?;
     db::execute(
         "UPDATE users SET totp_secret = NULL, totp_pending = NULL, totp_last_step = NULL
          WHERE id = $1",
@@ -587,6 +736,12 @@ fn mfa_disable(request: &Request) -> Result<Response, Problem> {
     db::execute(
         "DELETE FROM recovery_codes WHERE user_id = $1",
         &[user.id.as_str().into()],
+    )?;
+    audit::publish(
+        None,
+        "mfa.disabled",
+        &user.id,
+        &json!({ "user_id": user.id, "method": "totp", "confirmed_with": factor.name() }),
     )?;
     Ok(Response::no_content())
 }
@@ -671,31 +826,45 @@ fn login(request: &Request) -> Result<Response, Problem> {
     let hash = user
         .as_ref()
         .map_or(DUMMY_HASH, |u| u.password_hash.as_str());
-    check_password(&key, &body.password, hash)?;
-    let Some(user) = user else {
-        settle(&key, Attempt::Failed)?;
-        return Err(invalid_credentials());
+    let attempt = Attempted {
+        key: &key,
+        user: user.as_ref(),
+        action: "login",
     };
+    attempt.check_password(&body.password, hash)?;
+    let Some(user) = user.as_ref() else {
+        return Err(attempt.fail("unknown_email", invalid_credentials())?);
+    };
+    let mut factor = None;
     if let Some(secret) = &user.totp_secret {
         let Some(code) = body.mfa_code.as_deref().filter(|c| !c.trim().is_empty()) else {
-            settle(&key, Attempt::Pending)?;
+            attempt.settle(Outcome::Pending)?;
             return Err(mfa_required());
         };
-        if !accept_second_factor(&user, secret, code)? {
-            settle(&key, Attempt::Failed)?;
-            return Err(mfa_invalid(401));
+        factor = accept_second_factor(user, secret, code)?;
+        if factor.is_none() {
+            return Err(attempt.fail("mfa_invalid", mfa_invalid(401))?);
         }
     }
-    settle(&key, Attempt::Passed)?;
+    attempt.settle(Outcome::Passed)?;
     if user.status != "active" {
+        attempt.refused("account_disabled");
         return Err(Problem::forbidden("this account is disabled"));
     }
     let membership = match &body.org_slug {
-        Some(slug) => Some(membership_by_slug(&user, slug)?),
+        Some(slug) => Some(membership_by_slug(user, slug)?),
         None => None,
     };
-    let session = open_session(request, &user, membership.as_ref())?;
-    token_pair(&user, &session, membership.as_ref(), 200)
+    let session = open_session(request, user, membership.as_ref())?;
+    let org_id = membership.as_ref().map(|m| m.org_id.as_str());
+    audit::publish(
+        org_id,
+        "user.logged_in",
+        &user.id,
+        &json!({ "user_id": user.id, "session_id": session, "org_id": org_id,
+                 "mfa": factor.map(Factor::name) }),
+    )?;
+    token_pair(user, &session, membership.as_ref(), 200)
 }
 
 /// An organization the user belongs to and their rights there, read when a token is minted:
@@ -984,7 +1153,9 @@ fn refused_refresh(hash: &str, now: i64) -> Result<Problem, Problem> {
         ));
     }
     let session_id: String = row.get("session_id")?;
-    end_session(&session_id, now)?;
+    if let Some(user_id) = end_session(&session_id, now)? {
+        session_revoked(&user_id, &session_id, "refresh_token_reused")?;
+    }
     log::warn(&format!(
         "a spent refresh token was presented again: session {session_id} revoked"
     ));
@@ -993,19 +1164,38 @@ fn refused_refresh(hash: &str, now: i64) -> Result<Problem, Problem> {
     ))
 }
 
-/// Revokes a session here and in the host, so its access tokens stop working at once.
-fn end_session(session_id: &str, now: i64) -> Result<(), Problem> {
-    db::execute(
-        "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+/// Revokes a session here and in the host, so its access tokens stop working at once; the
+/// session's user when this call ended it, None when it had ended already.
+fn end_session(session_id: &str, now: i64) -> Result<Option<String>, Problem> {
+    let ended = db::query(
+        "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL
+         RETURNING user_id",
         &[session_id.into(), now.into()],
     )?;
     tokens::revoke_session(session_id)
-        .map_err(|e| Problem::internal(format!("revoking session {session_id}: {e}")))
+        .map_err(|e| Problem::internal(format!("revoking session {session_id}: {e}")))?;
+    Ok(ended
+        .first()
+        .map(|row| row.get::<String>("user_id"))
+        .transpose()?)
+}
+
+/// `session.revoked`: `reason` is `logout`, `revoked` (by its owner, from the list) or
+/// `refresh_token_reused` (a spent refresh token came back).
+fn session_revoked(user_id: &str, session_id: &str, reason: &str) -> Result<(), Problem> {
+    audit::publish(
+        None,
+        "session.revoked",
+        user_id,
+        &json!({ "user_id": user_id, "session_id": session_id, "reason": reason }),
+    )
 }
 
 fn logout(request: &Request) -> Result<Response, Problem> {
     let (_, session) = caller(request)?;
-    end_session(&session, now())?;
+    if let Some(user_id) = end_session(&session, now())? {
+        session_revoked(&user_id, &session, "logout")?;
+    }
     Ok(Response::no_content())
 }
 
@@ -1031,6 +1221,12 @@ fn switch_org(request: &Request) -> Result<Response, Problem> {
     db::execute(
         "DELETE FROM refresh_tokens WHERE session_id = $1 AND spent_at IS NULL",
         &[session.as_str().into()],
+    )?;
+    audit::publish(
+        Some(&membership.org_id),
+        "session.org_switched",
+        &user.id,
+        &json!({ "user_id": user.id, "session_id": session, "org_id": membership.org_id }),
     )?;
     token_pair(&user, &session, Some(&membership), 200)
 }
@@ -1113,7 +1309,9 @@ fn revoke_session(request: &Request) -> Result<Response, Problem> {
     if owned.is_empty() {
         return Err(Problem::not_found("no such session"));
     }
-    end_session(id, now())?;
+    if end_session(id, now())?.is_some() {
+        session_revoked(&user_id, id, "revoked")?;
+    }
     Ok(Response::no_content())
 }
 
@@ -1128,11 +1326,17 @@ fn change_password(request: &Request) -> Result<Response, Problem> {
     let user = current_user(request)?;
     let (_, current) = caller(request)?;
     let key = attempts_key(&user.email);
-    check_password(&key, &body.current_password, &user.password_hash)
+    let attempt = Attempted {
+        key: &key,
+        user: Some(&user),
+        action: "password.change",
+    };
+    attempt
+        .check_password(&body.current_password, &user.password_hash)
         .map_err(forbidden_if_unauthorized)?;
     password::check(&body.new_password, &user.email)?;
     let hash = crypto::hash_password(&body.new_password);
-    settle(&key, Attempt::Passed)?;
+    attempt.settle(Outcome::Passed)?;
     db::execute(
         "UPDATE users SET password_hash = $2 WHERE id = $1",
         &[user.id.as_str().into(), hash.into()],
@@ -1142,9 +1346,20 @@ fn change_password(request: &Request) -> Result<Response, Problem> {
         &[user.id.as_str().into(), current.as_str().into()],
     )?;
     let now = now();
+    let mut ended = 0;
     for row in &others {
-        end_session(&row.get::<String>("id")?, now)?;
+        if end_session(&row.get::<String>("id")?, now)?.is_some() {
+            ended += 1;
+        }
     }
+    // One event for the change, however many sessions it ended (a request publishes at most
+    // 100 events).
+    audit::publish(
+        None,
+        "user.password_changed",
+        &user.id,
+        &json!({ "user_id": user.id, "sessions_revoked": ended }),
+    )?;
     Ok(Response::no_content())
 }
 

@@ -7,6 +7,7 @@ use truevalue_sdk::bindings::truevalue::platform::crypto;
 use truevalue_sdk::prelude::*;
 use truevalue_sdk::time::{now, rfc3339};
 
+use crate::audit::{self, MEMBERS};
 use crate::validate::{self, Errors};
 use crate::{Organization, is_member, remote, tenant_with};
 
@@ -136,6 +137,14 @@ pub fn create(request: &Request) -> Result<Response, Problem> {
         ],
     )?;
     send_invite_email(&email, &organization.name, &role_name, &token, expires_at)?;
+    audit::publish(
+        org_id,
+        MEMBERS,
+        "invite.created",
+        &id,
+        &json!({ "invite_id": id, "email": email, "role": role_name,
+                 "expires_at": rfc3339(expires_at) }),
+    )?;
     Response::json(
         201,
         &json!({ "id": id, "email": email, "role": role_name, "token": token,
@@ -213,12 +222,13 @@ pub fn list(request: &Request) -> Result<Response, Problem> {
 pub fn revoke(request: &Request) -> Result<Response, Problem> {
     let (_, organization) = tenant_with(request, "invites:write")?;
     let (org_id, id) = (organization.org_id.as_str(), request.param("id")?);
-    let revoked = db::execute(
+    let revoked = db::query(
         "UPDATE invites SET revoked_at = $3
-          WHERE org_id = $1 AND id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
+          WHERE org_id = $1 AND id = $2 AND accepted_at IS NULL AND revoked_at IS NULL
+          RETURNING email, role",
         &[org_id.into(), id.into(), now().into()],
     )?;
-    if revoked == 0 {
+    let Some(invite) = revoked.first() else {
         let accepted = !db::query(
             "SELECT id FROM invites WHERE org_id = $1 AND id = $2 AND accepted_at IS NOT NULL",
             &[org_id.into(), id.into()],
@@ -228,7 +238,15 @@ pub fn revoke(request: &Request) -> Result<Response, Problem> {
             true => Problem::conflict("this invite was accepted already"),
             false => Problem::not_found("no such pending invite"),
         });
-    }
+    };
+    let (email, role): (String, String) = (invite.get("email")?, invite.get("role")?);
+    audit::publish(
+        org_id,
+        MEMBERS,
+        "invite.revoked",
+        id,
+        &json!({ "invite_id": id, "email": email, "role": role }),
+    )?;
     Ok(Response::no_content())
 }
 
@@ -326,6 +344,23 @@ pub fn accept(request: &Request) -> Result<Response, Problem> {
     // Joined in parallel through another invite: roll the claim back with a 5xx.
     .map_err(|e| Problem::internal(format!("could not add the member: {e:?}")))?;
     remote::assign(org_id, &user.id, &invite.role)?;
+    // The caller's token acts for no organization yet (or another): both name the invite's.
+    audit::publish(
+        org_id,
+        MEMBERS,
+        "invite.accepted",
+        &invite.id,
+        &json!({ "invite_id": invite.id, "user_id": user.id, "email": invite.email,
+                 "role": invite.role }),
+    )?;
+    audit::publish(
+        org_id,
+        MEMBERS,
+        "member.added",
+        &user.id,
+        &json!({ "user_id": user.id, "role": invite.role, "via": "invite",
+                 "invite_id": invite.id }),
+    )?;
     log::info(&format!(
         "{} joined {org_id} as {} through invite {}",
         user.id, invite.role, invite.id

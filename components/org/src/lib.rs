@@ -18,7 +18,10 @@
 //!   account has the invited address, before it expires (`invite_ttl_seconds`, 7 days).
 //! - **Rights changes.** After a removal, a team change or an organization's deletion, the
 //!   affected users' tokens for the organization are invalidated (`services::rights_changed`).
+//! - **Events.** Every change, and every read of the member list, is published with its
+//!   organization's id (see [`audit`]).
 
+mod audit;
 mod internal;
 mod invites;
 mod members;

@@ -2,9 +2,11 @@
 //! and each member's profile (title, phone, time zone).
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use truevalue_sdk::prelude::*;
 use truevalue_sdk::time::rfc3339;
 
+use crate::audit::{self, MEMBERS};
 use crate::remote::{self, Forget};
 use crate::validate::{self, Errors};
 use crate::{is_member, split_key, tenant, tenant_with};
@@ -34,8 +36,20 @@ struct Member {
     key: String,
 }
 
+/// `members.listed`: who read the member list (the actor) and how many members it showed.
+fn listed(org_id: &str, count: usize) -> Result<(), Problem> {
+    audit::publish(
+        org_id,
+        MEMBERS,
+        "members.listed",
+        org_id,
+        &json!({ "org_id": org_id, "count": count }),
+    )
+}
+
 /// `GET /org/api/organizations/{slug}/members` (`members:read`): in the order they joined, a
 /// page at a time. One call to auth and one to permission per page, whatever its size.
+/// Every page read is published (`members.listed`): the list holds names and addresses.
 pub fn list(request: &Request) -> Result<Response, Problem> {
     let (_, organization) = tenant_with(request, "members:read")?;
     let org_id = organization.org_id.as_str();
@@ -56,6 +70,7 @@ pub fn list(request: &Request) -> Result<Response, Problem> {
         ],
     )?;
     if rows.is_empty() {
+        listed(org_id, 0)?;
         return page.respond(Vec::<Member>::new(), |member| member.key.clone());
     }
     // The extra row only tells that there is a next page: it needs no account or roles.
@@ -65,6 +80,7 @@ pub fn list(request: &Request) -> Result<Response, Problem> {
     let ids: Vec<String> = rows[..shown].iter().map(|r| r.user_id.clone()).collect();
     let mut accounts = remote::accounts(&ids)?;
     let mut roles = remote::roles_of(org_id, &ids)?;
+    listed(org_id, shown)?;
     let members = rows
         .drain(..)
         .map(|row| {
@@ -96,7 +112,7 @@ pub fn remove(request: &Request) -> Result<Response, Problem> {
         let held = remote::permissions_of(&organization.org_id, user_id)?;
         remote::within(&caller, &held, "this member holds")?;
     }
-    remove_member(&organization.org_id, user_id)?;
+    remove_member(&organization.org_id, user_id, "removed")?;
     log::info(&format!(
         "{user_id} removed from {} by {}",
         organization.org_id, caller.user_id
@@ -107,13 +123,14 @@ pub fn remove(request: &Request) -> Result<Response, Problem> {
 /// `POST /org/api/organizations/{slug}/leave`: the caller leaves the organization.
 pub fn leave(request: &Request) -> Result<Response, Problem> {
     let (caller, organization) = tenant(request)?;
-    remove_member(&organization.org_id, &caller.user_id)?;
+    remove_member(&organization.org_id, &caller.user_id, "left")?;
     Ok(Response::no_content())
 }
 
 /// Removes a member with their team memberships, has permission forget their roles there and
-/// ends their tokens for the organization. 404 for a non-member; 409 for the last admin.
-fn remove_member(org_id: &str, user_id: &str) -> Result<(), Problem> {
+/// ends their tokens for the organization; publishes `member.removed` with `reason` (`removed`
+/// or `left`). 404 for a non-member; 409 for the last admin.
+fn remove_member(org_id: &str, user_id: &str, reason: &str) -> Result<(), Problem> {
     if !is_member(org_id, user_id)? {
         return Err(Problem::not_found("no such member"));
     }
@@ -131,7 +148,14 @@ fn remove_member(org_id: &str, user_id: &str) -> Result<(), Problem> {
         )?;
     }
     remote::forget(org_id, Forget::User(user_id))?;
-    services::rights_changed(user_id)
+    services::rights_changed(user_id)?;
+    audit::publish(
+        org_id,
+        MEMBERS,
+        "member.removed",
+        user_id,
+        &json!({ "user_id": user_id, "reason": reason }),
+    )
 }
 
 #[derive(FromRow, Serialize)]
@@ -208,5 +232,22 @@ pub fn update_profile(request: &Request) -> Result<Response, Problem> {
     if changed == 0 {
         return Err(Problem::not_found("no such member"));
     }
-    Response::json(200, &load_profile(&organization.org_id, user_id)?)
+    let profile = load_profile(&organization.org_id, user_id)?;
+    // Which fields are set, not what they say.
+    let set: Vec<&str> = [
+        ("title", &profile.title),
+        ("phone", &profile.phone),
+        ("time_zone", &profile.time_zone),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.as_ref().map(|_| name))
+    .collect();
+    audit::publish(
+        &organization.org_id,
+        MEMBERS,
+        "member.profile_updated",
+        user_id,
+        &json!({ "user_id": user_id, "fields_set": set }),
+    )?;
+    Response::json(200, &profile)
 }

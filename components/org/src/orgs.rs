@@ -1,9 +1,11 @@
 //! Organizations: create (the creator becomes `admin`), list the caller's, show, rename, delete.
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use truevalue_sdk::prelude::*;
 use truevalue_sdk::time::{now, rfc3339};
 
+use crate::audit::{self, MEMBERS, ORGANIZATIONS};
 use crate::remote::{self, Forget};
 use crate::validate::{self, Errors};
 use crate::{Organization, split_key, tenant_with};
@@ -63,6 +65,22 @@ pub fn create(request: &Request) -> Result<Response, Problem> {
         ],
     )?;
     remote::assign(org_id, &user.id, "admin")?;
+    // The caller's token acts for no organization yet (or another): both name this one.
+    audit::publish(
+        org_id,
+        ORGANIZATIONS,
+        "org.created",
+        org_id,
+        &json!({ "org_id": org_id, "slug": slug, "name": organization.name,
+                 "created_by": user.id }),
+    )?;
+    audit::publish(
+        org_id,
+        MEMBERS,
+        "member.added",
+        &user.id,
+        &json!({ "user_id": user.id, "role": "admin", "via": "created" }),
+    )?;
     log::info(&format!("organization {org_id} created by {}", user.id));
     Response::json(201, &organization.json())
 }
@@ -139,7 +157,10 @@ pub fn rename(request: &Request) -> Result<Response, Problem> {
     let (_, mut organization) = tenant_with(request, "org:write")?;
     let changes: Changes = request.json()?;
     if let Some(name) = changes.name {
-        organization.name = validate::name(&name).map_err(|m| Problem::field("name", m))?;
+        let previous = std::mem::replace(
+            &mut organization.name,
+            validate::name(&name).map_err(|m| Problem::field("name", m))?,
+        );
         db::execute(
             "UPDATE organizations SET name = $2 WHERE org_id = $1",
             &[
@@ -147,6 +168,16 @@ pub fn rename(request: &Request) -> Result<Response, Problem> {
                 organization.name.as_str().into(),
             ],
         )?;
+        if organization.name != previous {
+            audit::publish(
+                &organization.org_id,
+                ORGANIZATIONS,
+                "org.updated",
+                &organization.org_id,
+                &json!({ "org_id": organization.org_id, "slug": organization.slug,
+                         "name": organization.name, "previous_name": previous }),
+            )?;
+        }
     }
     Response::json(200, &organization.json())
 }
@@ -179,6 +210,14 @@ pub fn delete(request: &Request) -> Result<Response, Problem> {
     for user_id in &members {
         services::rights_changed(user_id)?;
     }
+    audit::publish(
+        org_id,
+        ORGANIZATIONS,
+        "org.deleted",
+        org_id,
+        &json!({ "org_id": org_id, "slug": organization.slug, "name": organization.name,
+                 "members": members.len() }),
+    )?;
     log::info(&format!(
         "organization {org_id} deleted by {}",
         caller.user_id

@@ -2,9 +2,11 @@
 //! so every change of a team's members is a change of those members' rights.
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use truevalue_sdk::prelude::*;
 use truevalue_sdk::time::{now, rfc3339};
 
+use crate::audit::{self, MEMBERS, ORGANIZATIONS};
 use crate::remote::{self, Forget};
 use crate::validate;
 use crate::{is_member, tenant_with};
@@ -68,6 +70,13 @@ pub fn create(request: &Request) -> Result<Response, Problem> {
         ],
     )
     .on_conflict(|| Problem::conflict(format!("a team named `{}` exists", body.name.trim())))?;
+    audit::publish(
+        &organization.org_id,
+        ORGANIZATIONS,
+        "team.created",
+        &row.id,
+        &json!({ "team_id": row.id, "name": row.name }),
+    )?;
     Response::json(201, &Team::from(row))
 }
 
@@ -107,6 +116,13 @@ pub fn delete(request: &Request) -> Result<Response, Problem> {
     for user_id in &members {
         services::rights_changed(user_id)?;
     }
+    audit::publish(
+        org_id,
+        ORGANIZATIONS,
+        "team.deleted",
+        &team.id,
+        &json!({ "team_id": team.id, "name": team.name, "members": members.len() }),
+    )?;
     Ok(Response::no_content())
 }
 
@@ -194,6 +210,13 @@ pub fn add_member(request: &Request) -> Result<Response, Problem> {
     )
     .on_conflict(|| Problem::conflict("this member is in the team already"))?;
     services::rights_changed(user_id)?;
+    audit::publish(
+        org_id,
+        MEMBERS,
+        "team.member_added",
+        user_id,
+        &json!({ "team_id": team.id, "user_id": user_id }),
+    )?;
     Response::json(
         201,
         &TeamMember {
@@ -218,5 +241,12 @@ pub fn remove_member(request: &Request) -> Result<Response, Problem> {
         return Err(Problem::not_found("no such member in this team"));
     }
     services::rights_changed(user_id)?;
+    audit::publish(
+        org_id,
+        MEMBERS,
+        "team.member_removed",
+        user_id,
+        &json!({ "team_id": team.id, "user_id": user_id }),
+    )?;
     Ok(Response::no_content())
 }

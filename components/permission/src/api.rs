@@ -6,7 +6,7 @@ use truevalue_sdk::prelude::*;
 
 use crate::roles::{self, Check, Role};
 use crate::store::{self, Holder};
-use crate::{catalog, held, org, rights_changed, with_team_members};
+use crate::{audit, catalog, held, org, rights_changed, with_team_members};
 
 /// `GET /permission/api/permissions`: every permission known, the platform's and the loaded
 /// components' declared ones, as `{permission, component}` sorted by permission.
@@ -66,6 +66,12 @@ pub fn create_role(req: &Request) -> Result<Response, Problem> {
         )));
     }
     store::insert_role(&caller.org_id, name, &permissions)?;
+    audit::publish(
+        &caller.org_id,
+        "role.created",
+        name,
+        &json!({ "role": name, "permissions": permissions }),
+    )?;
     let role = Role {
         name: name.into(),
         permissions,
@@ -88,6 +94,14 @@ pub fn update_role(req: &Request) -> Result<Response, Problem> {
     store::update_role(&caller.org_id, name, &permissions)?;
     // Everybody holding the role, themselves or through a team, gets tokens with the change.
     let (users, teams) = store::holders(&caller.org_id, name)?;
+    audit::publish(
+        &caller.org_id,
+        "role.updated",
+        name,
+        &json!({ "role": name, "permissions": permissions,
+                 "previous_permissions": current.permissions,
+                 "users": users.len(), "teams": teams.len() }),
+    )?;
     rights_changed(&with_team_members(&caller.org_id, users, &teams)?)?;
     Response::json(
         200,
@@ -111,6 +125,12 @@ pub fn delete_role(req: &Request) -> Result<Response, Problem> {
         )));
     }
     store::delete_role(&caller.org_id, name)?;
+    audit::publish(
+        &caller.org_id,
+        "role.deleted",
+        name,
+        &json!({ "role": name, "permissions": current.permissions }),
+    )?;
     Ok(Response::no_content())
 }
 
@@ -165,6 +185,16 @@ pub fn create_assignment(req: &Request) -> Result<Response, Problem> {
         .ok_or_else(|| {
             Problem::conflict(format!("the role `{}` is assigned already", role.name))
         })?;
+    let (subject, holder_field) = match holder {
+        Holder::User(user) => (user, "user_id"),
+        Holder::Team(team) => (team, "team_id"),
+    };
+    let mut data = json!({ "assignment_id": assignment.id, "role": role.name });
+    data[holder_field] = json!(subject);
+    if let Holder::Team(_) = holder {
+        data["members"] = json!(affected.len());
+    }
+    audit::publish(&caller.org_id, "role.assigned", subject, &data)?;
     rights_changed(&affected)?;
     Response::json(201, &assignment.view())
 }
@@ -199,6 +229,12 @@ pub fn delete_assignment(req: &Request) -> Result<Response, Problem> {
     if !store::unassign(&caller.org_id, Holder::User(user), &role.name)? {
         return Err(no_assignment());
     }
+    audit::publish(
+        &caller.org_id,
+        "role.unassigned",
+        user,
+        &json!({ "user_id": user, "role": role.name }),
+    )?;
     rights_changed(&[user.to_string()])?;
     Ok(Response::no_content())
 }
@@ -211,6 +247,12 @@ pub fn delete_team_role(req: &Request) -> Result<Response, Problem> {
     if !store::unassign(&caller.org_id, Holder::Team(team), &role.name)? {
         return Err(no_assignment());
     }
+    audit::publish(
+        &caller.org_id,
+        "role.unassigned",
+        team,
+        &json!({ "team_id": team, "role": role.name }),
+    )?;
     rights_changed(&org::team_members(&caller.org_id, team)?)?;
     Ok(Response::no_content())
 }
@@ -254,7 +296,14 @@ struct Policy {
 pub fn put_policy(req: &Request) -> Result<Response, Problem> {
     let caller = req.require("org:write")?;
     let body: Policy = req.json()?;
+    let previous = store::require_mfa(&caller.org_id)?;
     store::set_require_mfa(&caller.org_id, body.require_mfa, &caller.user_id)?;
+    audit::publish(
+        &caller.org_id,
+        "policy.updated",
+        &caller.org_id,
+        &json!({ "require_mfa": body.require_mfa, "previous_require_mfa": previous }),
+    )?;
     Response::json(200, &json!({ "require_mfa": body.require_mfa }))
 }
 

@@ -7,7 +7,7 @@ use serde_json::json;
 use truevalue_sdk::prelude::*;
 
 use crate::store::{self, Holder};
-use crate::{catalog, held, org, rights_changed, roles};
+use crate::{audit, catalog, held, org, rights_changed, roles};
 
 /// At most this many users in one `roles-of` call (a page of members is at most 200).
 const MAX_USERS: usize = 1000;
@@ -80,7 +80,16 @@ pub fn assign(req: &Request) -> Result<Response, Problem> {
     let role = store::role_to_assign(&body.org_id, &body.role, &records)?.ok_or_else(|| {
         Problem::not_found(format!("no role `{}` in this organization", body.role))
     })?;
-    store::assign(&body.org_id, Holder::User(&body.user_id), &role.name, None)?;
+    let assigned = store::assign(&body.org_id, Holder::User(&body.user_id), &role.name, None)?;
+    if let Some(assignment) = assigned {
+        audit::publish(
+            &body.org_id,
+            "role.assigned",
+            &body.user_id,
+            &json!({ "assignment_id": assignment.id, "user_id": body.user_id,
+                     "role": role.name }),
+        )?;
+    }
     if acts_for(req, &body.org_id) {
         rights_changed(std::slice::from_ref(&body.user_id))?;
     }
@@ -152,7 +161,24 @@ pub fn forget(req: &Request) -> Result<Response, Problem> {
             return Err(Problem::field("team_id", "cannot come with `user_id`"));
         }
     };
-    let (users, teams) = store::forget(&body.org_id, holder)?;
+    let forgotten = store::forget(&body.org_id, holder)?;
+    // One event however many assignments went (a request publishes at most 100 events).
+    let (subject, mut data) = match holder {
+        Some(Holder::User(user)) => (user, json!({ "user_id": user, "reason": "member_removed" })),
+        Some(Holder::Team(team)) => (team, json!({ "team_id": team, "reason": "team_deleted" })),
+        None => (
+            body.org_id.as_str(),
+            json!({ "reason": "organization_deleted" }),
+        ),
+    };
+    if forgotten.assignments > 0 || holder.is_none() {
+        data["assignments"] = json!(forgotten.assignments);
+        if holder.is_some() {
+            data["roles"] = json!(forgotten.roles);
+        }
+        audit::publish(&body.org_id, "roles.forgotten", subject, &data)?;
+    }
+    let (users, teams) = (forgotten.users, forgotten.teams);
     if acts_for(req, &body.org_id) {
         let mut affected = users;
         affected.extend(body.user_id.clone());

@@ -44,8 +44,11 @@
 //! - Every change to who holds what calls `services::rights_changed` for each affected user:
 //!   their older tokens for the organization stop working at once, a refresh carries the new
 //!   permissions.
+//! - Every change to roles, to who holds them and to the sign-in policy is published on
+//!   `permission.role.events` with its organization's id (see [`audit`]).
 
 mod api;
+mod audit;
 mod catalog;
 mod internal;
 mod org;

@@ -400,9 +400,19 @@ pub fn list_assignments(
     Ok(db::query_as(&sql, &params)?)
 }
 
-/// Drops the assignments of a user, of a team, or every row of the organization; returns the
-/// users and teams whose assignments were dropped.
-pub fn forget(org_id: &str, holder: Option<Holder>) -> Result<(Vec<String>, Vec<String>), Problem> {
+/// What [`forget`] dropped.
+pub struct Forgotten {
+    /// The users and the teams whose assignments were dropped.
+    pub users: Vec<String>,
+    pub teams: Vec<String>,
+    /// The roles those assignments gave, sorted, once each.
+    pub roles: Vec<String>,
+    /// How many assignments were dropped.
+    pub assignments: usize,
+}
+
+/// Drops the assignments of a user, of a team, or every row of the organization.
+pub fn forget(org_id: &str, holder: Option<Holder>) -> Result<Forgotten, Problem> {
     let (filter, params): (String, Vec<Value>) = match holder {
         Some(holder) => (
             format!(" AND {} = $2", holder.column()),
@@ -428,7 +438,17 @@ pub fn forget(org_id: &str, holder: Option<Holder>) -> Result<(Vec<String>, Vec<
             &[org_id.into()],
         )?;
     }
-    Ok(split_holders(rows))
+    let assignments = rows.len();
+    let mut roles: Vec<String> = rows.iter().map(|row| row.role.clone()).collect();
+    roles.sort();
+    roles.dedup();
+    let (users, teams) = split_holders(rows);
+    Ok(Forgotten {
+        users,
+        teams,
+        roles,
+        assignments,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
