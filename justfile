@@ -5,7 +5,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 target := env("CARGO_TARGET_DIR", "target")
 
 # First-party components (components/) and the test fixtures (tests/components/).
-components := "hello auth org permission audit"
+components := "hello auth org permission audit analytics"
 fixtures := "greeter hostile data_thief attacker bad_migration vault hog sql_console db_hog relay mailer http_hello publisher"
 
 default:
@@ -38,18 +38,18 @@ run: build
 
 # Every test: unit tests, and black-box tests of the real binary (SQLite and PostgreSQL).
 test: components
-    cargo test --release -p truevalue -p truevalue-sdk -p auth -p org -p permission -p audit
+    cargo test --release -p truevalue -p truevalue-sdk -p auth -p org -p permission -p audit -p analytics
 
 # Gateway + Wasm against a native handler, instantiate + call, logins against raw Argon2id, and
 # the members list (org + auth + permission) against the same SQL run natively.
 bench: components
-    cargo bench -p truevalue --bench hello --bench auth --bench members --bench fairness
+    cargo bench -p truevalue --bench hello --bench auth --bench members --bench fairness --bench events
 
 # Formatting and lints, as CI expects them.
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
-    cargo clippy --target wasm32-wasip2 -p truevalue-sdk -p hello -p auth -p org -p permission -p audit -- -D warnings
+    cargo clippy --target wasm32-wasip2 -p truevalue-sdk -p hello -p auth -p org -p permission -p audit -p analytics -- -D warnings
 
 # Start Postgres 16, Redis 7, Kafka and the host in containers.
 up:

@@ -265,3 +265,106 @@ async fn requests_succeed_while_the_broker_is_down_and_their_events_follow() {
         );
     }
 }
+
+fn audited(topic: &str) -> Policy {
+    Policy::with_routes(
+        "audit",
+        "audit",
+        "routes = [\"/audit\"]\norg_routes = [\"/audit/api\"]\ninternal_routes = [\"/audit/internal\"]",
+        &format!(
+            "capabilities = [\"database\", \"events\"]\nevents = [\"audit.access.events\"]\n\
+             append_only = [\"entries\"]\n[subscriptions]\n\"{topic}\" = \"/audit/internal/events\""
+        ),
+    )
+}
+
+/// The ids in the audit log, read from its SQLite file.
+async fn audit_ids(app: &TestApp) -> Vec<String> {
+    let path = app.data_dir.join("db/audit.sqlite");
+    let Ok(pool) = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display())).await
+    else {
+        return Vec::new();
+    };
+    let ids = sqlx::query_scalar("SELECT id FROM entries")
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+    pool.close().await;
+    ids
+}
+
+/// SIGKILL while requests that publish are in flight: after the restart every event of every
+/// request answered 201 is on the topic (perhaps twice) and in the audit log exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loses_no_committed_event_on_the_way_to_kafka_and_the_audit_log() {
+    let topic = fresh_topic();
+    let mut app = Spawn::new(Engine::Sqlite, vec![publisher(&topic), audited(&topic)])
+        .env("TRUEVALUE_KAFKA_BROKERS", &brokers())
+        .start()
+        .await;
+    let (client, url) = (app.client.clone(), app.url("/publisher/things"));
+    let sender = tokio::spawn({
+        let topic = topic.clone();
+        async move {
+            let mut committed = Vec::new();
+            for n in 0..5_000 {
+                let body = json!({ "name": format!("t{n}"), "count": 2, "topic": topic, "org_id": "org-c" });
+                match client.post(&url).json(&body).send().await {
+                    Ok(response) if response.status() == 201 => {
+                        let ids: Value = response.json().await.unwrap_or_default();
+                        committed.extend(
+                            ids["ids"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|id| id.as_str().map(str::to_string)),
+                        );
+                    }
+                    _ => break,
+                }
+            }
+            committed
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    app.crash_and_restart().await;
+    let committed = sender.await.unwrap();
+    assert!(committed.len() >= 2, "requests committed before the crash");
+
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let audited = loop {
+        let ids = audit_ids(&app).await;
+        if committed.iter().all(|id| ids.contains(id)) || std::time::Instant::now() > until {
+            break ids;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let missing = committed.iter().filter(|id| !audited.contains(id)).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} committed events never reached the audit log",
+        committed.len()
+    );
+    let unique: std::collections::BTreeSet<&String> = audited.iter().collect();
+    assert_eq!(
+        unique.len(),
+        audited.len(),
+        "no event twice in the audit log"
+    );
+
+    // Duplicates are allowed on the wire: read until the topic goes quiet.
+    let on_topic: std::collections::BTreeSet<String> = read_topic(&topic, usize::MAX)
+        .iter()
+        .map(|r| {
+            r["headers"]["ce_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        committed.iter().all(|id| on_topic.contains(id)),
+        "every committed event is on the topic"
+    );
+}

@@ -14,7 +14,7 @@ const PASSWORD: &str = "correct horse battery staple";
 
 /// `policies/<name>.toml` as shipped, with the wasm path pointing at the built component and
 /// `edit` applied to each line.
-fn shipped(name: &str, edit: impl Fn(&str) -> String) -> Policy {
+pub fn shipped(name: &str, edit: impl Fn(&str) -> String) -> Policy {
     let path = repo().join(format!("policies/{name}.toml"));
     let shipped = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{} is missing: {e}", path.display()));

@@ -3,7 +3,8 @@ operator following TrueValue's events would, and prints each record as one JSON 
 {"partition", "offset", "key", "headers": {name: value}, "value"}.
 
 usage: read_topic.py BROKERS TOPIC COUNT [TIMEOUT_SECONDS]
-Stops after COUNT records, or when TIMEOUT_SECONDS (default 20) pass without reaching them.
+Stops after COUNT records, when TIMEOUT_SECONDS (default 20) pass without reaching them, or
+when no record came for 3 seconds after the first.
 """
 
 import json
@@ -30,10 +31,14 @@ def main():
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     seen = 0
     until = time.monotonic() + timeout
+    last = None
     while seen < count and time.monotonic() < until:
+        if last is not None and time.monotonic() - last > 3:
+            break
         message = consumer.poll(0.5)
         if message is None or message.error():
             continue
+        last = time.monotonic()
         headers = {k: (v.decode() if v is not None else None) for k, v in (message.headers() or [])}
         key = message.key()
         print(

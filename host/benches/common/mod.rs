@@ -84,6 +84,11 @@ pub fn start_announced(mut command: Command, announces: Announces) -> Result<Ser
 /// The release host on the embedded default, serving `policies` (file stem, TOML), with the
 /// rate limit in the path, as in production, and a budget the load cannot spend.
 pub fn platform(dir: &Path, policies: &[(&str, String)]) -> Server {
+    platform_with(dir, policies, &[])
+}
+
+/// [`platform`] with environment variables set for the host (`TRUEVALUE_KAFKA_BROKERS`, …).
+pub fn platform_with(dir: &Path, policies: &[(&str, String)], env: &[(&str, &str)]) -> Server {
     let policy_dir = dir.join("policies");
     std::fs::create_dir_all(&policy_dir).unwrap();
     for (name, toml) in policies {
@@ -106,7 +111,8 @@ pub fn platform(dir: &Path, policies: &[(&str, String)]) -> Server {
         .arg(&policy_dir)
         .arg("--config")
         .arg(&config)
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied());
     start(command)
 }
 

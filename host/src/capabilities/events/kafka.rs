@@ -236,6 +236,9 @@ impl Bus for KafkaBus {
             .set("group.id", format!("truevalue.{component}"))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            // A broker holds an empty fetch this long before answering: the wait between an
+            // event reaching the broker and its delivery when the consumer is idle.
+            .set("fetch.wait.max.ms", "10")
             .create()
             .context("creating a Kafka consumer")?;
         tokio::spawn(async move {
