@@ -4,9 +4,11 @@ WORKDIR /src
 RUN rustup target add wasm32-wasip2
 COPY . .
 RUN cargo build --release -p truevalue \
- && cargo build --profile component --target wasm32-wasip2 -p hello -p auth \
+ && cargo build --profile component --target wasm32-wasip2 \
+      -p hello -p auth -p org -p permission -p audit -p analytics \
  && mkdir -p dist/components \
- && cp target/wasm32-wasip2/component/hello.wasm target/wasm32-wasip2/component/auth.wasm dist/components/
+ && for name in hello auth org permission audit analytics; do \
+      cp "target/wasm32-wasip2/component/$name.wasm" dist/components/; done
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \

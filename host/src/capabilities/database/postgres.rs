@@ -19,7 +19,7 @@ use super::{
     Backend, Bounds, ComponentDb, ConnectionShares, Dialect, Error, MigrationTransaction, Rows,
     Transaction, Value, migrate,
 };
-use crate::capabilities::events::Event;
+use crate::capabilities::events::{Event, StoredRow};
 
 pub struct PostgresBackend {
     admin: PgPool,
@@ -275,7 +275,7 @@ impl ComponentDb for PostgresDb {
     }
 
     async fn outbox(&self, limit: u32) -> anyhow::Result<Vec<(i64, Event)>> {
-        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+        let rows: Vec<StoredRow> = sqlx::query_as(
             "SELECT seq, topic, key, attributes, data FROM truevalue_host.outbox \
              WHERE component = $1 ORDER BY seq LIMIT $2",
         )
@@ -284,12 +284,7 @@ impl ComponentDb for PostgresDb {
         .fetch_all(&self.admin)
         .await
         .context("reading the outbox")?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, topic, key, attributes, data)| {
-                (seq, Event::from_parts(topic, key, &attributes, data))
-            })
-            .collect())
+        Ok(Event::from_rows(rows))
     }
 
     async fn outbox_sent(&self, places: &[i64]) -> anyhow::Result<()> {

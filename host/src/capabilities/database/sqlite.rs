@@ -19,7 +19,7 @@ use super::{
     Backend, Bounds, ComponentDb, Dialect, Error, MigrationTransaction, Rows, Transaction, Value,
     migrate,
 };
-use crate::capabilities::events::Event;
+use crate::capabilities::events::{Event, StoredRow};
 
 pub struct SqliteBackend {
     dir: PathBuf,
@@ -162,19 +162,14 @@ impl ComponentDb for SqliteDb {
     }
 
     async fn outbox(&self, limit: u32) -> anyhow::Result<Vec<(i64, Event)>> {
-        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(&format!(
+        let rows: Vec<StoredRow> = sqlx::query_as(&format!(
             "SELECT seq, topic, key, attributes, data FROM {OUTBOX} ORDER BY seq LIMIT $1"
         ))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .context("reading the outbox")?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, topic, key, attributes, data)| {
-                (seq, Event::from_parts(topic, key, &attributes, data))
-            })
-            .collect())
+        Ok(Event::from_rows(rows))
     }
 
     async fn outbox_sent(&self, places: &[i64]) -> anyhow::Result<()> {

@@ -14,7 +14,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::consume::deliver_or_park;
-use super::{Bus, Deliver, Event};
+use super::{Bus, Deliver, Event, StoredRow};
 
 pub struct LocalBus {
     pool: SqlitePool,
@@ -130,13 +130,7 @@ impl LocalBus {
                 continue;
             }
             for (seq, event) in batch {
-                while let Err(error) =
-                    deliver_or_park(deliver.as_ref(), self.as_ref(), &component, &route, &event)
-                        .await
-                {
-                    tracing::warn!(%component, %topic, error = %format!("{error:#}"), "cannot park an event");
-                    tokio::time::sleep(POLL).await;
-                }
+                deliver_or_park(deliver.as_ref(), self.as_ref(), &component, &route, &event).await;
                 while let Err(error) = self.advance(&component, &topic, seq).await {
                     tracing::warn!(%component, %topic, error = %format!("{error:#}"), "cannot record a consumer's position");
                     tokio::time::sleep(POLL).await;
@@ -153,7 +147,7 @@ impl LocalBus {
         after: i64,
         limit: u32,
     ) -> anyhow::Result<Vec<(i64, Event)>> {
-        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+        let rows: Vec<StoredRow> = sqlx::query_as(
             "SELECT seq, topic, key, attributes, data FROM events \
              WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
@@ -163,12 +157,7 @@ impl LocalBus {
         .fetch_all(&self.pool)
         .await
         .context("reading the event log")?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, topic, key, attributes, data)| {
-                (seq, Event::from_parts(topic, key, &attributes, data))
-            })
-            .collect())
+        Ok(Event::from_rows(rows))
     }
 }
 

@@ -41,19 +41,19 @@ pub trait Deliver: Send + Sync {
 }
 
 /// Delivers `event` until the component accepts it, or parks it on the dead-letter topic after
-/// the last retry. Fails only when the dead-letter topic cannot be written (the bus is down):
-/// the caller then keeps its position and tries again.
+/// the last retry; while the dead-letter topic cannot be written (the bus is down), tries that
+/// again every second. Only then may the caller move past the event.
 pub async fn deliver_or_park(
     deliver: &dyn Deliver,
     bus: &dyn Bus,
     component: &str,
     route: &str,
     event: &Event,
-) -> anyhow::Result<()> {
+) {
     let mut attempts = 0;
     let error = loop {
         match deliver.deliver(component, route, event).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return,
             Err(Refusal::Unavailable(why)) => {
                 tracing::debug!(%component, topic = %event.topic, %why, "waiting to deliver an event");
                 tokio::time::sleep(UNAVAILABLE_WAIT).await;
@@ -69,11 +69,13 @@ pub async fn deliver_or_park(
         }
     };
     tracing::warn!(%component, topic = %event.topic, id = %event.id(), %error, "an event kept failing; parked on the dead-letter topic");
-    bus.publish(&[dead_letter(event, component, &error)])
-        .await?;
+    let parked = dead_letter(event, component, &error);
+    while let Err(error) = bus.publish(std::slice::from_ref(&parked)).await {
+        tracing::warn!(%component, topic = %parked.topic, error = %format!("{error:#}"), "cannot park an event; trying again");
+        tokio::time::sleep(UNAVAILABLE_WAIT * 2).await;
+    }
     metrics::counter!("truevalue_events_dead_lettered_total", "component" => component.to_string(), "topic" => event.topic.clone())
         .increment(1);
-    Ok(())
 }
 
 /// `event` for `<topic>.dlq`, with the consumer that gave up on it and its last error.

@@ -270,13 +270,7 @@ impl Bus for KafkaBus {
                 let Some(route) = subscriptions.get(&event.topic) else {
                     continue;
                 };
-                while let Err(error) =
-                    deliver_or_park(deliver.as_ref(), self.as_ref(), &component, route, &event)
-                        .await
-                {
-                    tracing::warn!(%component, topic = %event.topic, error = %format!("{error:#}"), "cannot park an event");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                deliver_or_park(deliver.as_ref(), self.as_ref(), &component, route, &event).await;
                 // Asynchronous: a commit lost in a crash only means the event is delivered again.
                 if let Err(error) = consumer.commit_message(&message, CommitMode::Async) {
                     tracing::warn!(%component, topic = %event.topic, %error, "cannot commit a consumer offset; the event may be delivered again");

@@ -71,7 +71,7 @@ impl Event {
     }
 
     /// An event read back from the outbox.
-    pub fn from_parts(topic: String, key: String, attributes: &str, data: String) -> Self {
+    fn from_parts(topic: String, key: String, attributes: &str, data: String) -> Self {
         Self {
             topic,
             key,
@@ -79,7 +79,20 @@ impl Event {
             data,
         }
     }
+
+    /// Events read back as `(place, topic, key, attributes, data)` rows, with their places.
+    pub fn from_rows(rows: Vec<StoredRow>) -> Vec<(i64, Event)> {
+        rows.into_iter()
+            .map(|(place, topic, key, attributes, data)| {
+                (place, Event::from_parts(topic, key, &attributes, data))
+            })
+            .collect()
+    }
 }
+
+/// An event as the outbox and the in-process log store it: its place, topic, key, attributes
+/// (JSON) and data.
+pub type StoredRow = (i64, String, String, String, String);
 
 /// The verified request an event comes from.
 #[derive(Debug, Clone, Default)]
