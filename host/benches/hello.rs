@@ -321,6 +321,7 @@ async fn runtime_in_process(
             )
             .unwrap(),
         ),
+        signatures: Arc::new(truevalue::signatures::Signatures::none()),
         events: truevalue::capabilities::events::Relay::new(Arc::new(
             truevalue::capabilities::events::LocalBus::open(&host_dir)
                 .await

@@ -1,5 +1,5 @@
-//! The `truevalue` command line: `serve`, and `component list|deploy|rollback|reset` for
-//! operators.
+//! The `truevalue` command line: `serve`, `component list|deploy|rollback|reset` for operators,
+//! and `component keygen|sign` for publishers.
 
 use std::path::PathBuf;
 
@@ -74,6 +74,28 @@ pub enum ComponentCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Make a publisher's ed25519 key pair: the private key goes to a file (keep it secret), the
+    /// public key is printed, for the hosts' `trusted_publishers`.
+    Keygen {
+        /// Where to write the private key (created with mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a component for the hosts that load it with this policy: writes `<wasm>.sig`, which
+    /// hosts read beside the `.wasm` at start-up and `component deploy` sends along.
+    Sign {
+        /// The component file.
+        wasm: PathBuf,
+        /// The component's policy file (its name is the component's name).
+        #[arg(long)]
+        policy: PathBuf,
+        /// The private key file written by `component keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The publisher's name, as the hosts' `trusted_publishers` list it.
+        #[arg(long)]
+        publisher: String,
+    },
 }
 
 #[derive(Args)]
@@ -87,6 +109,60 @@ pub struct AdminArgs {
     /// The data directory of the host, to find its generated admin token.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+}
+
+fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (private, public) = crate::signatures::generate();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| {
+            format!(
+                "creating {} (an existing key is never overwritten)",
+                out.display()
+            )
+        })?;
+    writeln!(file, "{private}")?;
+    println!("{public}");
+    Ok(())
+}
+
+fn sign(
+    wasm: &std::path::Path,
+    policy: &std::path::Path,
+    key: &std::path::Path,
+    publisher: &str,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    let policy_text =
+        std::fs::read(policy).with_context(|| format!("reading {}", policy.display()))?;
+    let component = policy
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .context("the policy file has no name")?;
+    let private =
+        std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let digest = |data: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
+    let line = crate::signatures::sign(
+        &private,
+        publisher,
+        component,
+        &digest(&bytes),
+        &digest(&policy_text),
+    )?;
+    let mut out = wasm.to_path_buf().into_os_string();
+    out.push(".sig");
+    std::fs::write(&out, format!("{line}\n"))
+        .with_context(|| format!("writing {}", PathBuf::from(&out).display()))?;
+    println!(
+        "signed {component} as {publisher}: {}",
+        PathBuf::from(&out).display()
+    );
+    Ok(())
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -109,6 +185,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn component(command: ComponentCommand) -> anyhow::Result<()> {
     let (admin, request) = match command {
+        ComponentCommand::Keygen { out } => return keygen(&out),
+        ComponentCommand::Sign {
+            wasm,
+            policy,
+            key,
+            publisher,
+        } => return sign(&wasm, &policy, &key, &publisher),
         ComponentCommand::List(admin) => {
             let url = format!("{}/admin/components", admin.admin_url);
             (admin, reqwest::Client::new().get(url))
@@ -117,7 +200,13 @@ async fn component(command: ComponentCommand) -> anyhow::Result<()> {
             let wasm =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let url = format!("{}/admin/components/{name}", admin.admin_url);
-            (admin, reqwest::Client::new().put(url).body(wasm))
+            let mut request = reqwest::Client::new().put(url).body(wasm);
+            let mut sig = file.clone().into_os_string();
+            sig.push(".sig");
+            if let Ok(signature) = std::fs::read_to_string(&sig) {
+                request = request.header(crate::admin::SIGNATURE_HEADER, signature.trim());
+            }
+            (admin, request)
         }
         ComponentCommand::Rollback { name, admin } => {
             let url = format!("{}/admin/components/{name}/rollback", admin.admin_url);

@@ -66,8 +66,15 @@ pub struct Config {
     /// The sender of every email, e.g. `TrueValue <no-reply@example.com>`; components cannot
     /// choose another.
     pub smtp_from: String,
-    /// `host:port[,host:port…]`, checked by `/readyz`; no events are published yet.
+    /// `host:port[,host:port…]`: committed events are produced there (and `/readyz` checks
+    /// them). Absent: the in-process bus.
     pub kafka_brokers: Option<String>,
+    /// Publishers whose ed25519 signatures on components the host trusts, `[{ name,
+    /// public_key }]` (see `signatures`).
+    pub trusted_publishers: Vec<crate::signatures::TrustedPublisher>,
+    /// Load only components signed by a trusted publisher: unsigned or mis-signed ones are
+    /// refused at start-up (left out, like any component that fails to load) and deploys get 422.
+    pub require_signatures: bool,
     /// The host's own secret, from which it derives each component's HMAC key; at least 32
     /// characters, shared by every host of a deployment. Absent: generated into the data dir.
     pub secret_key: Option<SecretString>,
@@ -120,6 +127,8 @@ impl Default for Config {
             trusted_components: vec!["auth".into()],
             cors_origins: Vec::new(),
             kafka_brokers: None,
+            trusted_publishers: Vec::new(),
+            require_signatures: false,
             smtp_url: None,
             smtp_from: DEFAULT_SMTP_FROM.into(),
             secret_key: None,

@@ -14,4 +14,5 @@ pub mod runtime;
 pub mod secrets;
 pub mod security_state;
 pub mod serve;
+pub mod signatures;
 pub mod signing;

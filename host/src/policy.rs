@@ -127,6 +127,10 @@ pub struct Policy {
     /// Where the policy was read from, for messages.
     #[serde(skip)]
     pub source: PathBuf,
+    /// The sha256 of the policy file, in hex: what a component's signature covers besides its
+    /// bytes.
+    #[serde(skip)]
+    pub digest: String,
     /// The `.wasm` file to load at start-up, relative to the policy file.
     pub wasm: PathBuf,
     /// Path prefixes routed to the component, e.g. `/hello`.
@@ -307,6 +311,7 @@ fn load_file(path: &Path) -> anyhow::Result<Policy> {
         .unwrap_or_default()
         .to_string();
     policy.source = path.to_path_buf();
+    policy.digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
     let base = path.parent().unwrap_or(Path::new("."));
     policy.wasm = base.join(&policy.wasm);
     Ok(policy)

@@ -25,6 +25,7 @@ use crate::gateway::{self, AppState};
 use crate::policy::RouteTable;
 use crate::runtime::{Deliveries, Runtime, new_engine};
 use crate::security_state::{MemorySecurityState, RedisSecurityState, SecurityState};
+use crate::signatures::Signatures;
 use crate::{admin, capabilities, listener, policy, secrets};
 use secrecy::SecretString;
 
@@ -122,6 +123,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     &config.smtp_from,
                 )?),
                 events: relay.clone(),
+                signatures: Arc::new(Signatures::new(
+                    &config.trusted_publishers,
+                    config.require_signatures,
+                )?),
             };
             match &config.smtp_url {
                 Some(_) => {

@@ -59,6 +59,7 @@ pub async fn fresh_postgres_database() -> String {
 }
 
 /// A policy for a test: which component file, which grants and limits.
+#[derive(Clone)]
 pub struct Policy {
     pub name: String,
     pub toml: String,

@@ -33,6 +33,7 @@ mod rate_limit;
 mod reuse;
 mod sandbox;
 mod services;
+mod signatures;
 mod split;
 mod sql_guard;
 mod tenancy_rls;

@@ -100,11 +100,24 @@ async fn list(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "items": state.runtime.components() }))
 }
 
+/// The header carrying a deploy's signature (`<publisher>:<hex>`, as in a `.wasm.sig` file).
+pub const SIGNATURE_HEADER: &str = "x-component-signature";
+
 async fn deploy(
     State(state): State<Arc<AdminState>>,
     UrlPath(name): UrlPath<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Json<ComponentInfo>, ApiError> {
+    let signature = match headers.get(SIGNATURE_HEADER).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(signature)) => Some(signature),
+        Some(Err(_)) => {
+            return Err(ApiError::Unprocessable(format!(
+                "{SIGNATURE_HEADER} must be `<publisher>:<hex>`"
+            )));
+        }
+    };
     if body.is_empty() {
         return Err(ApiError::Unprocessable(
             "the body must be the component's .wasm file".into(),
@@ -113,7 +126,7 @@ async fn deploy(
     Ok(Json(
         state
             .runtime
-            .deploy(&name, body.to_vec())
+            .deploy(&name, body.to_vec(), signature)
             .await
             .map_err(from_deploy)?,
     ))

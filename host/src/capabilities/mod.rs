@@ -22,4 +22,6 @@ pub struct Capabilities {
     pub email: Arc<email::Mailer>,
     /// Moves what successful requests published through the `events` capability to the bus.
     pub events: Arc<events::Relay>,
+    /// The publishers whose signed components load, and whether a signature is required.
+    pub signatures: Arc<crate::signatures::Signatures>,
 }

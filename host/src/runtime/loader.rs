@@ -21,6 +21,8 @@ use crate::policy::Capability;
 pub struct Loaded {
     pub version: String,
     pub digest: String,
+    /// The trusted publisher who signed it; none when unsigned.
+    pub signer: Option<String>,
     pub loaded_at: OffsetDateTime,
     pub(crate) pre: ServicePre<super::State>,
     pub(crate) migrations: Vec<Migration>,
@@ -142,8 +144,14 @@ pub async fn load(
     cache_dir: &Path,
     slot: &Sandbox,
     bytes: Arc<Vec<u8>>,
+    signature: Option<&str>,
 ) -> anyhow::Result<Loaded> {
     let digest = digest(&bytes);
+    // Checked first: an untrusted component is not even compiled.
+    let signer = slot
+        .signatures
+        .check(&slot.name, &digest, &slot.policy.digest, signature)
+        .map_err(anyhow::Error::msg)?;
     let component = {
         let (engine, cache_dir, digest) = (engine.clone(), cache_dir.to_path_buf(), digest.clone());
         tokio::task::spawn_blocking(move || compile(&engine, &cache_dir, &bytes, &digest))
@@ -202,6 +210,7 @@ pub async fn load(
     Ok(Loaded {
         version,
         digest,
+        signer,
         loaded_at: OffsetDateTime::now_utc(),
         pre,
         migrations,

@@ -56,6 +56,8 @@ pub struct Sandbox {
     services: Arc<BTreeSet<String>>,
     /// The topics this one may publish to (`events` in its policy; empty when not granted).
     topics: Arc<BTreeSet<String>>,
+    /// Whose signatures its versions may carry, and whether one is required.
+    pub(crate) signatures: Arc<crate::signatures::Signatures>,
     pub(crate) metrics: super::invoke::CallMetrics,
 }
 
@@ -261,6 +263,9 @@ pub struct ComponentInfo {
     pub error: Option<String>,
     pub version: Option<String>,
     pub digest: Option<String>,
+    /// The trusted publisher who signed the running version; none when it is unsigned.
+    #[serde(default)]
+    pub signer: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub loaded_at: Option<OffsetDateTime>,
     pub routes: Vec<String>,
@@ -440,10 +445,16 @@ impl Runtime {
 
     /// Deploys `bytes` as the new version of `name` and pins it: a restart loads it again.
     /// Any failure leaves the running version as it was.
-    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<ComponentInfo, DeployError> {
+    /// `signature`: the publisher's signature line (see `signatures`), if the version is signed.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        signature: Option<&str>,
+    ) -> Result<ComponentInfo, DeployError> {
         let slot = self.known(name)?;
         let _deploying = slot.deploying.lock().await;
-        self.swap_in(slot, bytes, true).await?;
+        self.swap_in(slot, bytes, signature, true).await?;
         let info = info(slot);
         tracing::info!(
             component = name,
@@ -461,7 +472,9 @@ impl Runtime {
         let slot = self.known(name)?;
         let _deploying = slot.deploying.lock().await;
         let bytes = read_policy_wasm(&slot.sandbox.policy).map_err(DeployError::Refused)?;
-        self.swap_in(slot, bytes, false).await?;
+        let signature = read_signature(&policy_signature_path(&slot.sandbox.policy));
+        self.swap_in(slot, bytes, signature.as_deref(), false)
+            .await?;
         let info = info(slot);
         tracing::info!(
             component = name,
@@ -517,16 +530,29 @@ impl Runtime {
     /// The deploy path, under the slot's `deploying` lock: compile, check, keep, migrate,
     /// record, swap. `pinned`: whether a restart loads this version rather than the policy's
     /// file.
-    async fn swap_in(&self, slot: &Slot, bytes: Vec<u8>, pinned: bool) -> Result<(), DeployError> {
+    async fn swap_in(
+        &self,
+        slot: &Slot,
+        bytes: Vec<u8>,
+        signature: Option<&str>,
+        pinned: bool,
+    ) -> Result<(), DeployError> {
         let bytes = Arc::new(bytes);
-        let loaded = loader::load(&self.engine, &self.cache_dir, &slot.sandbox, bytes.clone())
-            .await
-            .map_err(DeployError::Refused)?;
+        let loaded = loader::load(
+            &self.engine,
+            &self.cache_dir,
+            &slot.sandbox,
+            bytes.clone(),
+            signature,
+        )
+        .await
+        .map_err(DeployError::Refused)?;
         // Everything that can refuse the version has run (compiling, checking the imports,
         // linking, instantiating and reading the manifest), and its bytes are kept, before the
         // migrations touch the database; they commit all together or not at all.
         let dir = self.store_dir.join(&*slot.sandbox.name);
         keep_version(&dir, &loaded.digest, &bytes)?;
+        keep_signature(&dir, &loaded.digest, signature)?;
         migrate(&slot.sandbox, &loaded)
             .await
             .map_err(DeployError::Refused)?;
@@ -610,6 +636,7 @@ async fn sandbox(
             false => BTreeSet::new(),
         }),
         topics: Arc::new(topics),
+        signatures: capabilities.signatures.clone(),
         crypto: match policy.grants(Capability::Crypto) {
             true => capabilities.crypto.for_component(&policy.name),
             false => capabilities.crypto.ungranted(),
@@ -630,7 +657,8 @@ async fn load_versions(
     let policy = &sandbox.policy;
     let state = read_state(dir)?;
     let from_policy = read_policy_wasm(policy);
-    let (current_bytes, pin) = match state.as_ref().filter(|state| state.pinned) {
+    let (current_bytes, current_signature, pin) = match state.as_ref().filter(|state| state.pinned)
+    {
         Some(state) => {
             let policy_digest = match &from_policy {
                 Ok(bytes) => Some(loader::digest(bytes)),
@@ -646,7 +674,8 @@ async fn load_versions(
                 pinned: true,
                 policy_digest,
             };
-            (read_version(dir, &state.current)?, pin)
+            let signature = read_signature(&signature_path(dir, &state.current));
+            (read_version(dir, &state.current)?, signature, pin)
         }
         None => {
             let bytes = from_policy?;
@@ -654,19 +683,35 @@ async fn load_versions(
                 pinned: false,
                 policy_digest: Some(loader::digest(&bytes)),
             };
-            (bytes, pin)
+            (bytes, read_signature(&policy_signature_path(policy)), pin)
         }
     };
-    let current = loader::load(engine, cache_dir, sandbox, Arc::new(current_bytes.clone())).await?;
+    let current = loader::load(
+        engine,
+        cache_dir,
+        sandbox,
+        Arc::new(current_bytes.clone()),
+        current_signature.as_deref(),
+    )
+    .await?;
     migrate(sandbox, &current).await?;
     // Every version that ever served is kept by digest, so a later deploy can roll back to
     // it even after a restart.
     keep_version(dir, &current.digest, &current_bytes)?;
+    keep_signature(dir, &current.digest, current_signature.as_deref())?;
     let previous = match state.and_then(|state| state.previous) {
         Some(digest) => {
             let loaded = async {
                 let bytes = read_version(dir, &digest)?;
-                loader::load(engine, cache_dir, sandbox, Arc::new(bytes)).await
+                let signature = read_signature(&signature_path(dir, &digest));
+                loader::load(
+                    engine,
+                    cache_dir,
+                    sandbox,
+                    Arc::new(bytes),
+                    signature.as_deref(),
+                )
+                .await
             };
             match loaded.await {
                 Ok(previous) => Some(previous),
@@ -679,6 +724,36 @@ async fn load_versions(
         None => None,
     };
     Ok((current, previous, pin))
+}
+
+/// Where a kept version's signature is kept: beside it, `<digest>.sig`.
+fn signature_path(dir: &Path, digest: &str) -> PathBuf {
+    dir.join(format!("{digest}.sig"))
+}
+
+/// The signature beside the policy's `wasm` file: `<file>.wasm.sig`.
+fn policy_signature_path(policy: &Policy) -> PathBuf {
+    let mut path = policy.wasm.clone().into_os_string();
+    path.push(".sig");
+    PathBuf::from(path)
+}
+
+/// The signature line in `path`; none when there is no such file.
+fn read_signature(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|text| text.trim().to_string())
+        .filter(|text| !text.is_empty())
+}
+
+/// Keeps a version's signature beside it, so that a restart can check it again.
+fn keep_signature(dir: &Path, digest: &str, signature: Option<&str>) -> anyhow::Result<()> {
+    if let Some(signature) = signature {
+        let path = signature_path(dir, digest);
+        std::fs::write(&path, signature)
+            .with_context(|| format!("keeping the signature {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Most characters of a load failure kept for `/readyz` and the admin API; the log has it all.
@@ -711,6 +786,7 @@ fn info(slot: &Slot) -> ComponentInfo {
         },
         version: current.map(|c| c.version.clone()),
         digest: current.map(|c| c.digest.clone()),
+        signer: current.and_then(|c| c.signer.clone()),
         loaded_at: current.map(|c| c.loaded_at),
         routes: slot.sandbox.policy.routes.clone(),
         previous: slot.previous.load().as_ref().map(|p| PreviousVersion {
