@@ -334,7 +334,7 @@ async fn runtime_in_process(
             capabilities,
             policies,
             &host_dir,
-            host_dir.join("cache"),
+            (host_dir.join("cache"), u64::MAX),
             64,
         )
         .await

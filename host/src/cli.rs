@@ -62,8 +62,17 @@ pub enum ComponentCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Go back to the version that ran before the last deploy.
+    /// Go back to the version that ran before the last deploy, or with --to to any kept version.
     Rollback {
+        name: String,
+        /// The digest of a kept version (`component versions` lists them).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List every kept version of a component, newest first.
+    Versions {
         name: String,
         #[command(flatten)]
         admin: AdminArgs,
@@ -208,9 +217,18 @@ async fn component(command: ComponentCommand) -> anyhow::Result<()> {
             }
             (admin, request)
         }
-        ComponentCommand::Rollback { name, admin } => {
+        ComponentCommand::Rollback { name, to, admin } => {
             let url = format!("{}/admin/components/{name}/rollback", admin.admin_url);
-            (admin, reqwest::Client::new().post(url))
+            let request = reqwest::Client::new().post(url);
+            let request = match to {
+                Some(digest) => request.json(&serde_json::json!({ "digest": digest })),
+                None => request,
+            };
+            (admin, request)
+        }
+        ComponentCommand::Versions { name, admin } => {
+            let url = format!("{}/admin/components/{name}/versions", admin.admin_url);
+            (admin, reqwest::Client::new().get(url))
         }
         ComponentCommand::Reset { name, admin } => {
             let url = format!("{}/admin/components/{name}/reset", admin.admin_url);

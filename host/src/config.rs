@@ -39,6 +39,9 @@ pub struct Config {
     pub policies_dir: PathBuf,
     /// Compiled components, by digest; absent: `<data_dir>/cache`.
     pub cache_dir: Option<PathBuf>,
+    /// The compile cache's bound in MiB: past it, the oldest artefacts of versions no longer
+    /// current or previous are deleted (after each deploy and at start-up).
+    pub compile_cache_max_mib: u32,
     /// `postgres://…`; absent: one SQLite file per component in the data directory.
     pub database_url: Option<SecretString>,
     /// `redis://…`; absent: in-memory.
@@ -118,6 +121,7 @@ impl Default for Config {
             data_dir: "data".into(),
             policies_dir: "policies".into(),
             cache_dir: None,
+            compile_cache_max_mib: 1024,
             database_url: None,
             redis_url: None,
             redis_prefix: "truevalue".into(),

@@ -144,7 +144,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     capabilities,
                     policies,
                     &config.data_dir,
-                    config.cache_dir(),
+                    (
+                        config.cache_dir(),
+                        u64::from(config.compile_cache_max_mib) * 1024 * 1024,
+                    ),
                     config.max_instances,
                 )
                 .await?,

@@ -38,3 +38,4 @@ mod split;
 mod sql_guard;
 mod tenancy_rls;
 mod trusted;
+mod versions;

@@ -47,6 +47,7 @@ pub fn router(runtime: Arc<Runtime>, token: &SecretString, metrics: PrometheusHa
         .route("/admin/components", get(list))
         .route("/admin/components/{name}", put(deploy))
         .route("/admin/components/{name}/rollback", post(rollback))
+        .route("/admin/components/{name}/versions", get(versions))
         .route("/admin/components/{name}/reset", post(reset))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -132,13 +133,39 @@ async fn deploy(
     ))
 }
 
+/// Without a body: back to the previous version. With `{"digest": "…"}`: back to that kept
+/// version (see `versions`).
 async fn rollback(
     State(state): State<Arc<AdminState>>,
     UrlPath(name): UrlPath<String>,
+    body: Bytes,
 ) -> Result<Json<ComponentInfo>, ApiError> {
-    Ok(Json(
-        state.runtime.rollback(&name).await.map_err(from_deploy)?,
-    ))
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct To {
+        digest: String,
+    }
+    let rolled = match body.is_empty() {
+        true => state.runtime.rollback(&name).await,
+        false => {
+            let to: To = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::Unprocessable(format!(
+                    "the body must be empty or {{\"digest\": \"<sha256 of a kept version>\"}}: {e}"
+                ))
+            })?;
+            state.runtime.rollback_to(&name, &to.digest).await
+        }
+    };
+    Ok(Json(rolled.map_err(from_deploy)?))
+}
+
+/// Every kept version of a component, newest first.
+async fn versions(
+    State(state): State<Arc<AdminState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let versions = state.runtime.versions(&name).map_err(from_deploy)?;
+    Ok(Json(serde_json::json!({ "items": versions })))
 }
 
 /// Deploys the policy's `wasm` file again and unpins: see [`Runtime::reset`].
@@ -154,6 +181,7 @@ fn from_deploy(error: DeployError) -> ApiError {
         DeployError::UnknownComponent(_) => ApiError::NotFound(error.to_string()),
         DeployError::Refused(_) => ApiError::Unprocessable(error.to_string()),
         DeployError::NoPrevious(_) => ApiError::Conflict(error.to_string()),
+        DeployError::UnknownVersion(..) => ApiError::NotFound(error.to_string()),
         DeployError::Unexpected(e) => ApiError::Unexpected(e),
     }
 }

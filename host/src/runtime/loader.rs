@@ -71,6 +71,50 @@ pub fn compile(
     Ok(component)
 }
 
+/// Deletes the oldest artefacts of `cache_dir` until it holds at most `max_bytes`, keeping
+/// those of the digests `in_use`; and leftovers of interrupted writes. Returns how many went.
+pub fn collect_cache(
+    cache_dir: &Path,
+    in_use: &std::collections::BTreeSet<String>,
+    max_bytes: u64,
+) -> usize {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    let mut artefacts = Vec::new();
+    for entry in entries.filter_map(|e| e.ok()) {
+        let (Some(name), Ok(metadata)) = (
+            entry.file_name().to_str().map(str::to_string),
+            entry.metadata(),
+        ) else {
+            continue;
+        };
+        let modified = metadata.modified().unwrap_or(std::time::UNIX_EPOCH);
+        let stale = modified
+            .elapsed()
+            .is_ok_and(|age| age > std::time::Duration::from_secs(3600));
+        if name.contains(".tmp") && stale {
+            removed += usize::from(std::fs::remove_file(entry.path()).is_ok());
+        } else if let Some(stem) = name.strip_suffix(".cwasm") {
+            let digest = stem.split('-').next().unwrap_or_default().to_string();
+            artefacts.push((modified, metadata.len(), digest, entry.path()));
+        }
+    }
+    let mut total: u64 = artefacts.iter().map(|(_, size, _, _)| size).sum();
+    artefacts.sort_by_key(|(modified, ..)| *modified);
+    for (_, size, digest, path) in artefacts {
+        if total <= max_bytes {
+            break;
+        }
+        if !in_use.contains(&digest) && std::fs::remove_file(&path).is_ok() {
+            total -= size;
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// A core module starts with version 1 in its preamble; a component with layer 1.
 fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
@@ -220,4 +264,34 @@ pub async fn load(
 /// Wraps a wasmtime error with what the host was doing.
 fn failed(doing: &'static str) -> impl FnOnce(wasmtime::Error) -> anyhow::Error {
     move |error| anyhow::anyhow!("{doing}: {error:#}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::collect_cache;
+
+    #[test]
+    fn the_cache_sheds_its_oldest_artefacts_but_never_one_in_use() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        // Oldest first: a (in use), b, c, d, each 100 bytes.
+        for name in ["a", "b", "c", "d"] {
+            std::fs::write(dir.path().join(format!("{name}-00ff.cwasm")), [0u8; 100])?;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let in_use = BTreeSet::from(["a".to_string()]);
+        assert_eq!(collect_cache(dir.path(), &in_use, 250), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a-00ff.cwasm", "d-00ff.cwasm"]);
+        assert_eq!(
+            collect_cache(dir.path(), &in_use, 250),
+            0,
+            "within the bound now"
+        );
+        Ok(())
+    }
 }

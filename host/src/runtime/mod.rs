@@ -14,5 +14,5 @@ pub use deliveries::Deliveries;
 pub use engine::new_engine;
 pub use invoke::{Call, Failure, Outcome, RequestMeta};
 pub use loader::Loaded;
-pub use registry::{ComponentInfo, DeployError, Runtime, Sandbox, Slot, Status};
+pub use registry::{ComponentInfo, DeployError, KeptVersion, Runtime, Sandbox, Slot, Status};
 pub use state::State;

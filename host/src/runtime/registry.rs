@@ -303,6 +303,8 @@ pub enum DeployError {
     Refused(anyhow::Error),
     #[error("`{0}` has no previous version to roll back to")]
     NoPrevious(String),
+    #[error("`{0}` has no kept version {1}; `GET /admin/components/{0}/versions` lists them")]
+    UnknownVersion(String, String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -311,6 +313,7 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) capabilities: Capabilities,
     cache_dir: PathBuf,
+    cache_max_bytes: u64,
     store_dir: PathBuf,
     slots: BTreeMap<String, Arc<Slot>>,
     routes: RouteTable,
@@ -322,12 +325,13 @@ impl Runtime {
     /// component whose version cannot be loaded or migrated is logged and left without a
     /// current version; only what no single component causes (its database cannot be opened,
     /// its linker cannot be built) stops start-up.
+    /// `cache_max_bytes`: the compile cache's bound (see [`Runtime::collect_cache`]).
     pub async fn start(
         engine: Engine,
         capabilities: Capabilities,
         policies: Vec<Policy>,
         data_dir: &Path,
-        cache_dir: PathBuf,
+        (cache_dir, cache_max_bytes): (PathBuf, u64),
         max_instances: u32,
     ) -> anyhow::Result<Self> {
         let store_dir = data_dir.join("components");
@@ -367,15 +371,18 @@ impl Runtime {
             .map(|slot| slot.sandbox.policy.clone())
             .collect();
         let routes = RouteTable::new(&policies);
-        Ok(Self {
+        let runtime = Self {
             engine,
             capabilities,
             cache_dir,
+            cache_max_bytes,
             store_dir,
             slots,
             routes,
             pool: Arc::new(Semaphore::new(max_instances as usize)),
-        })
+        };
+        runtime.collect_cache();
+        Ok(runtime)
     }
 
     /// The component whose route prefix matches `path` (longest prefix first).
@@ -454,7 +461,10 @@ impl Runtime {
     ) -> Result<ComponentInfo, DeployError> {
         let slot = self.known(name)?;
         let _deploying = slot.deploying.lock().await;
-        self.swap_in(slot, bytes, signature, true).await?;
+        let swapped = self.swap_in(slot, bytes, signature, true).await;
+        // A refused version's artefact is garbage now; a replaced one may be soon.
+        self.collect_cache();
+        swapped?;
         let info = info(slot);
         tracing::info!(
             component = name,
@@ -519,6 +529,86 @@ impl Runtime {
             "rolled back"
         );
         Ok(info)
+    }
+
+    /// Goes back to the kept version `digest` (any version that ever served, see
+    /// [`Runtime::versions`]) and pins it; its signature, if any, is checked again.
+    pub async fn rollback_to(
+        &self,
+        name: &str,
+        digest: &str,
+    ) -> Result<ComponentInfo, DeployError> {
+        let slot = self.known(name)?;
+        let _deploying = slot.deploying.lock().await;
+        let dir = self.store_dir.join(name);
+        let kept = digest.len() == 64
+            && digest
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            && dir.join(format!("{digest}.wasm")).is_file();
+        if !kept {
+            return Err(DeployError::UnknownVersion(name.into(), digest.into()));
+        }
+        let bytes = read_version(&dir, digest).map_err(DeployError::Refused)?;
+        let signature = read_signature(&signature_path(&dir, digest));
+        let swapped = self.swap_in(slot, bytes, signature.as_deref(), true).await;
+        self.collect_cache();
+        swapped?;
+        let info = info(slot);
+        tracing::info!(component = name, %digest, "rolled back to a named version");
+        Ok(info)
+    }
+
+    /// Every version of `name` that ever served, kept by digest, newest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<KeptVersion>, DeployError> {
+        let slot = self.known(name)?;
+        let dir = self.store_dir.join(name);
+        let current = slot.current.load().as_ref().map(|c| c.digest.clone());
+        let previous = slot.previous.load().as_ref().map(|p| p.digest.clone());
+        let mut versions: Vec<KeptVersion> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .filter_map(|entry| entry.ok())
+                .filter_map(|entry| {
+                    let name = entry.file_name().to_str()?.to_string();
+                    let digest = name.strip_suffix(".wasm")?.to_string();
+                    let metadata = entry.metadata().ok()?;
+                    Some(KeptVersion {
+                        current: current.as_deref() == Some(digest.as_str()),
+                        previous: previous.as_deref() == Some(digest.as_str()),
+                        signed: signature_path(&dir, &digest).is_file(),
+                        size: metadata.len(),
+                        kept_at: metadata.modified().ok().map(OffsetDateTime::from),
+                        digest,
+                    })
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        versions.sort_by(|a, b| b.kept_at.cmp(&a.kept_at).then(a.digest.cmp(&b.digest)));
+        Ok(versions)
+    }
+
+    /// Keeps the compile cache within its bound: the oldest artefacts go first, never one of
+    /// a version that is current or previous somewhere; leftovers of interrupted writes too.
+    pub(crate) fn collect_cache(&self) {
+        let in_use: BTreeSet<String> = self
+            .slots
+            .values()
+            .flat_map(|slot| {
+                [
+                    slot.current.load().as_ref().map(|c| c.digest.clone()),
+                    slot.previous.load().as_ref().map(|p| p.digest.clone()),
+                ]
+            })
+            .flatten()
+            .collect();
+        let (dir, most) = (self.cache_dir.clone(), self.cache_max_bytes);
+        tokio::task::spawn_blocking(move || {
+            let removed = loader::collect_cache(&dir, &in_use, most);
+            if removed > 0 {
+                tracing::info!(removed, "compile cache collected");
+            }
+        });
     }
 
     fn known(&self, name: &str) -> Result<&Arc<Slot>, DeployError> {
@@ -724,6 +814,20 @@ async fn load_versions(
         None => None,
     };
     Ok((current, previous, pin))
+}
+
+/// A version kept in the data directory, as `GET /admin/components/{name}/versions` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptVersion {
+    pub digest: String,
+    /// When it was first kept (deployed, or loaded from the policy's file).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub kept_at: Option<OffsetDateTime>,
+    pub size: u64,
+    pub current: bool,
+    pub previous: bool,
+    /// A signature is kept with it (checked whenever it loads).
+    pub signed: bool,
 }
 
 /// Where a kept version's signature is kept: beside it, `<digest>.sig`.
