@@ -164,6 +164,10 @@ pub struct Policy {
     /// `"org.member.events" = "/audit/internal/events"`.
     #[serde(default)]
     pub subscriptions: BTreeMap<String, String>,
+    /// A plugin: served to an organization only once that organization's admin enabled it
+    /// (`/org/api/organizations/{slug}/plugins`); every other request gets 404.
+    #[serde(default)]
+    pub per_organization: bool,
     /// Tables of the component's database whose rows its statements may insert and read but
     /// never update or delete (an audit log): enforced by the engine after every migration.
     #[serde(default)]

@@ -28,6 +28,7 @@ mod listener;
 mod operations;
 mod org;
 mod permission;
+mod plugins;
 mod quotas;
 mod rate_limit;
 mod reuse;

@@ -26,6 +26,7 @@ mod internal;
 mod invites;
 mod members;
 mod orgs;
+mod plugins;
 mod remote;
 mod teams;
 mod validate;
@@ -80,6 +81,16 @@ impl App for Org {
                 "/org/api/organizations/{slug}/teams/{id}/members/{user_id}",
                 teams::remove_member,
             )
+            .get("/org/api/organizations/{slug}/plugins", plugins::list)
+            .put(
+                "/org/api/organizations/{slug}/plugins/{name}",
+                plugins::enable,
+            )
+            .delete(
+                "/org/api/organizations/{slug}/plugins/{name}",
+                plugins::disable,
+            )
+            .get("/org/internal/plugins", plugins::enabled)
             .get("/org/internal/membership", internal::membership)
             .get("/org/internal/teams", internal::teams_of)
             .get("/org/internal/teams/{team_id}", internal::team)
@@ -90,11 +101,20 @@ impl App for Org {
     }
 
     fn migrations(_dialect: Dialect) -> Vec<Migration> {
-        vec![Migration {
-            id: 1,
-            name: "organizations, members with profiles, invites, teams",
-            sql: SCHEMA,
-        }]
+        vec![
+            Migration {
+                id: 1,
+                name: "organizations, members with profiles, invites, teams",
+                sql: SCHEMA,
+            },
+            Migration {
+                id: 2,
+                name: "plugins enabled per organization",
+                sql: "CREATE TABLE plugins (org_id TEXT NOT NULL, plugin TEXT NOT NULL, \
+                      enabled_by TEXT NOT NULL, enabled_at BIGINT NOT NULL, \
+                      PRIMARY KEY (org_id, plugin))",
+            },
+        ]
     }
 }
 

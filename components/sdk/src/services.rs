@@ -107,6 +107,11 @@ pub fn declared_permissions() -> Vec<(String, Vec<String>)> {
     raw::declared_permissions()
 }
 
+/// The components installed as per-organization plugins, which an organization must enable.
+pub fn plugins() -> Vec<String> {
+    raw::plugins()
+}
+
 /// Tells the gateways that `user_id`'s rights in the caller's organization changed: their
 /// access tokens minted before now stop working (401 `rights-changed`) and a refresh mints new
 /// claims. Call it after a role change or a removal, when the change is written.

@@ -170,6 +170,20 @@ async fn local(
     let slot = runtime
         .slot(component)
         .ok_or_else(|| ApiError::NoRoute(parts.uri.path().into()))?;
+    // A plugin exists only for the organizations that enabled it.
+    if slot.sandbox.policy.per_organization {
+        let org_id = match parts.extensions.get::<Caller>() {
+            Some(Caller::User(claims)) => claims.org_id.clone(),
+            _ => None,
+        };
+        let enabled = match org_id {
+            Some(org_id) => runtime.enabled_for(&org_id, component).await,
+            None => false,
+        };
+        if !enabled {
+            return Err(ApiError::NoRoute(parts.uri.path().into()));
+        }
+    }
     let headers = parts
         .headers
         .iter()

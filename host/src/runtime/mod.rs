@@ -7,6 +7,7 @@ mod engine;
 pub mod fairness;
 mod invoke;
 mod loader;
+mod plugins;
 mod registry;
 mod state;
 

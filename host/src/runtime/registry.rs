@@ -318,6 +318,8 @@ pub struct Runtime {
     slots: BTreeMap<String, Arc<Slot>>,
     routes: RouteTable,
     pub(crate) pool: Arc<Semaphore>,
+    /// Which plugins each organization enabled, as `org` last said.
+    pub(crate) enablements: super::plugins::Enablements,
 }
 
 impl Runtime {
@@ -380,6 +382,7 @@ impl Runtime {
             slots,
             routes,
             pool: Arc::new(Semaphore::new(max_instances as usize)),
+            enablements: Default::default(),
         };
         runtime.collect_cache();
         Ok(runtime)

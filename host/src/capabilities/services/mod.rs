@@ -174,6 +174,18 @@ impl Host for ServicesCtx {
             .collect())
     }
 
+    async fn plugins(&mut self) -> wasmtime::Result<Vec<String>> {
+        let Some(runtime) = self.runtime.upgrade() else {
+            return Ok(Vec::new());
+        };
+        Ok(runtime
+            .policies()
+            .iter()
+            .filter(|policy| policy.per_organization)
+            .map(|policy| policy.name.clone())
+            .collect())
+    }
+
     async fn rights_changed(&mut self, user_id: String) -> wasmtime::Result<Result<(), String>> {
         let Some(org_id) = &self.context.org_id else {
             return Ok(Err(

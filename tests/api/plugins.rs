@@ -1,0 +1,179 @@
+//! Per-organization plugins: installed by the operator (`per_organization = true`), enabled by
+//! an organization's admin; requests from any other organization, or from none, get 404.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Engine, Policy, Spawn, TestApp, problem};
+use crate::on_both_engines;
+use crate::org::tenancy_policies;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn plugin() -> Policy {
+    Policy::new("greeter", "greeter", "greeter", "per_organization = true")
+}
+
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = app.client.request(method, app.url(path));
+    if !token.is_empty() {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+/// A new user with an organization of their own: (token for the organization, slug).
+async fn admin_of_new_org(app: &TestApp, name: &str) -> (String, String) {
+    let email = format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple());
+    let post = reqwest::Method::POST;
+    let registered = send(
+        app,
+        post.clone(),
+        "/auth/register",
+        "",
+        Some(json!({ "email": email, "password": PASSWORD, "name": name })),
+    )
+    .await;
+    assert_eq!(registered.status(), 201);
+    let pair: Value = send(
+        app,
+        post.clone(),
+        "/auth/login",
+        "",
+        Some(json!({ "email": email, "password": PASSWORD })),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let token = pair["access_token"].as_str().unwrap().to_string();
+    let slug = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let created = send(
+        app,
+        post.clone(),
+        "/org/api/organizations",
+        &token,
+        Some(json!({ "name": name, "slug": slug })),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let pair: Value = send(
+        app,
+        post,
+        "/auth/login",
+        "",
+        Some(json!({ "email": email, "password": PASSWORD, "org_slug": slug })),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    (pair["access_token"].as_str().unwrap().to_string(), slug)
+}
+
+/// The status of `GET /greeter` with `token`, once it is `expected` (enablement is seen within
+/// a couple of seconds) or after 10 s.
+async fn greeter_status(app: &TestApp, token: &str, expected: u16) -> u16 {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = send(app, reqwest::Method::GET, "/greeter", token, None)
+            .await
+            .status()
+            .as_u16();
+        if status == expected || Instant::now() > until {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn an_organizations_admin_enables_a_plugin_for_that_organization_only(engine: Engine) {
+    let mut policies = tenancy_policies();
+    policies.push(plugin());
+    let app = Spawn::new(engine, policies).start().await;
+    let (acme, acme_slug) = admin_of_new_org(&app, "acme").await;
+    let (globex, _) = admin_of_new_org(&app, "globex").await;
+
+    assert_eq!(
+        send(&app, reqwest::Method::GET, "/greeter", "", None)
+            .await
+            .status(),
+        404,
+        "no organization"
+    );
+    assert_eq!(
+        send(&app, reqwest::Method::GET, "/greeter", &acme, None)
+            .await
+            .status(),
+        404,
+        "not enabled yet"
+    );
+
+    let plugins = format!("/org/api/organizations/{acme_slug}/plugins");
+    let listed: Value = send(&app, reqwest::Method::GET, &plugins, &acme, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["items"],
+        json!([{ "name": "greeter", "enabled": false }])
+    );
+
+    let enabled = send(
+        &app,
+        reqwest::Method::PUT,
+        &format!("{plugins}/greeter"),
+        &acme,
+        None,
+    )
+    .await;
+    assert_eq!(enabled.status(), 200);
+    assert_eq!(greeter_status(&app, &acme, 200).await, 200);
+    assert_eq!(
+        send(&app, reqwest::Method::GET, "/greeter", &globex, None)
+            .await
+            .status(),
+        404,
+        "another organization"
+    );
+    let listed: Value = send(&app, reqwest::Method::GET, &plugins, &acme, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0]["enabled"], true, "{listed}");
+    assert!(listed["items"][0]["enabled_by"].is_string());
+
+    let unknown = send(
+        &app,
+        reqwest::Method::PUT,
+        &format!("{plugins}/nothing"),
+        &acme,
+        None,
+    )
+    .await;
+    problem(unknown, 404).await;
+
+    let disabled = send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("{plugins}/greeter"),
+        &acme,
+        None,
+    )
+    .await;
+    assert_eq!(disabled.status(), 204);
+    assert_eq!(greeter_status(&app, &acme, 404).await, 404);
+}
+on_both_engines!(an_organizations_admin_enables_a_plugin_for_that_organization_only);
