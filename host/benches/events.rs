@@ -106,7 +106,7 @@ async fn measure(brokers: Option<&str>) -> Figures {
         move |count: usize| {
             let (client, url, topic) = (client.clone(), url.clone(), topic.clone());
             async move {
-                let body = json!({ "name": "bench", "count": count, "topic": topic, "org_id": "org-bench" });
+                let body = json!({ "name": "bench", "count": count, "topic": topic });
                 let response = client.post(&url).json(&body).send().await.unwrap();
                 assert_eq!(response.status(), 201);
                 let answered = Instant::now();

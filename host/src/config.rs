@@ -128,7 +128,9 @@ impl Default for Config {
             rate_limit_per_minute: 100,
             trusted_proxies: Vec::new(),
             // The first-party auth component, which signs users in.
-            trusted_components: vec!["auth".into()],
+            // The first-party components: auth signs users in (`tokens`); org and permission
+            // publish events for organizations a request does not act for yet.
+            trusted_components: vec!["auth".into(), "org".into(), "permission".into()],
             cors_origins: Vec::new(),
             kafka_brokers: None,
             trusted_publishers: Vec::new(),

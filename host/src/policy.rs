@@ -422,6 +422,11 @@ fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
             ));
         }
     }
+    if policy.per_organization && !policy.subscriptions.is_empty() {
+        problems.push(format!(
+            "{at}: a per-organization plugin cannot have `subscriptions` yet: events of organizations that did not enable it would reach it"
+        ));
+    }
     for (topic, route) in &policy.subscriptions {
         let base = topic.strip_suffix(".dlq").unwrap_or(topic);
         if !crate::capabilities::events::valid_topic(base) {

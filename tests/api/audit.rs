@@ -240,7 +240,7 @@ async fn append_only_tables_take_inserts_and_refuse_updates_and_deletes(engine: 
         "sql_console",
         "ledger",
         "capabilities = [\"database\", \"config\"]\nappend_only = [\"lines\"]\n[config]\n\
-         migration_1 = \"CREATE TABLE lines (n INTEGER NOT NULL, org_id TEXT NOT NULL)\"",
+         migration_1 = \"CREATE TABLE lines (n INTEGER PRIMARY KEY, org_id TEXT NOT NULL)\"",
     );
     let app = Spawn::new(engine, vec![console]).start().await;
     let run = |statement: &'static str| {
@@ -274,6 +274,11 @@ async fn append_only_tables_take_inserts_and_refuse_updates_and_deletes(engine: 
         assert_eq!(
             result["ok"], false,
             "the host's triggers are out of reach: {result}"
+        );
+        let result = run("INSERT OR REPLACE INTO lines (n, org_id) VALUES (1, 'org-b')").await;
+        assert_eq!(
+            result["ok"], false,
+            "a replace deletes, so it is refused: {result}"
         );
     }
 }

@@ -10,6 +10,10 @@ use serde_json::{Value, json};
 use crate::helpers::{Engine, Policy, Spawn, TestApp, problem};
 use crate::on_both_engines;
 
+/// The publisher fixture names organizations its anonymous requests do not act for, which only
+/// an operator-approved component may.
+pub const TRUSTS_PUBLISHER: &str = "trusted_components = [\"publisher\"]";
+
 pub fn publisher() -> Policy {
     Policy::new(
         "publisher",
@@ -79,7 +83,10 @@ async fn things(app: &TestApp) -> i64 {
 }
 
 async fn committed_events_are_published_and_rolled_back_ones_are_not(engine: Engine) {
-    let app = Spawn::new(engine, vec![publisher()]).start().await;
+    let app = Spawn::new(engine, vec![publisher()])
+        .config(TRUSTS_PUBLISHER)
+        .start()
+        .await;
 
     let failed = create(&app, json!({ "name": "lost", "count": 2, "fail": true })).await;
     assert_eq!(failed.status(), 500);
@@ -142,7 +149,10 @@ async fn committed_events_are_published_and_rolled_back_ones_are_not(engine: Eng
 on_both_engines!(committed_events_are_published_and_rolled_back_ones_are_not);
 
 async fn a_topic_or_event_the_policy_does_not_allow_is_refused(engine: Engine) {
-    let app = Spawn::new(engine, vec![publisher()]).start().await;
+    let app = Spawn::new(engine, vec![publisher()])
+        .config(TRUSTS_PUBLISHER)
+        .start()
+        .await;
     let refused = create(&app, json!({ "topic": "auth.user.events" })).await;
     let body = problem(refused, 422).await;
     assert!(
@@ -215,7 +225,10 @@ async fn topics_need_the_events_capability_and_events_need_a_database() {
 /// SIGKILL while requests that publish are in flight: after the restart, every event of every
 /// request that was answered 201 is on the bus, each once.
 async fn no_committed_event_is_lost_in_a_crash(engine: Engine) {
-    let mut app = Spawn::new(engine, vec![publisher()]).start().await;
+    let mut app = Spawn::new(engine, vec![publisher()])
+        .config(TRUSTS_PUBLISHER)
+        .start()
+        .await;
     let client = app.client.clone();
     let url = app.url("/publisher/things");
     let sender = tokio::spawn(async move {
@@ -299,7 +312,10 @@ async fn wait_for_received(app: &TestApp, n: usize) -> Value {
 }
 
 async fn a_subscriber_gets_each_event_in_order_with_its_origin(engine: Engine) {
-    let app = Spawn::new(engine, vec![subscriber()]).start().await;
+    let app = Spawn::new(engine, vec![subscriber()])
+        .config(TRUSTS_PUBLISHER)
+        .start()
+        .await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let response = create(&app, json!({ "name": format!("t{n}"), "org_id": "org-1" })).await;
@@ -330,7 +346,10 @@ on_both_engines!(a_subscriber_gets_each_event_in_order_with_its_origin);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_event_is_retried_then_parked_on_the_dead_letter_topic_and_the_rest_go_on() {
-    let app = Spawn::new(Engine::Sqlite, vec![subscriber()]).start().await;
+    let app = Spawn::new(Engine::Sqlite, vec![subscriber()])
+        .config(TRUSTS_PUBLISHER)
+        .start()
+        .await;
     let flaky = create(
         &app,
         json!({ "name": "flaky", "data": { "fail_times": 2 } }),
@@ -385,7 +404,10 @@ async fn a_refused_event_is_retried_then_parked_on_the_dead_letter_topic_and_the
 /// delivered again (the subscriber records each once anyway) and new ones arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_resumes_where_it_stood_after_a_crash() {
-    let mut app = Spawn::new(Engine::Sqlite, vec![subscriber()]).start().await;
+    let mut app = Spawn::new(Engine::Sqlite, vec![subscriber()])
+        .config(TRUSTS_PUBLISHER)
+        .start()
+        .await;
     for n in 0..3 {
         assert_eq!(
             create(&app, json!({ "name": format!("before-{n}") }))
@@ -413,4 +435,26 @@ async fn a_consumer_resumes_where_it_stood_after_a_crash() {
         attempts.values().all(|n| n == 1),
         "no event handled before the crash was delivered again: {body}"
     );
+}
+
+/// A component the operator did not approve cannot write events into another organization's
+/// trail (its audit chain, its analytics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_approved_component_publishes_for_another_organization() {
+    let app = Spawn::new(Engine::Sqlite, vec![publisher()]).start().await;
+    let refused = create(&app, json!({ "name": "x", "org_id": "victim-org" })).await;
+    let body = problem(refused, 422).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("trusted_components"),
+        "{body}"
+    );
+    assert_eq!(
+        create(&app, json!({ "name": "marker" })).await.status(),
+        201
+    );
+    let events = wait_for_events(&app, 1).await;
+    assert!(events.iter().all(|e| e.key != "victim-org"), "{events:#?}");
 }

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::events::TRUSTS_PUBLISHER;
 use crate::helpers::{Engine, Policy, Spawn, TestApp, repo};
 
 fn brokers() -> String {
@@ -50,6 +51,7 @@ fn read_topic(topic: &str, count: usize) -> Vec<Value> {
 
 async fn kafka_app(engine: Engine, topic: &str) -> TestApp {
     Spawn::new(engine, vec![publisher(topic)])
+        .config(TRUSTS_PUBLISHER)
         .env("TRUEVALUE_KAFKA_BROKERS", &brokers())
         .start()
         .await
@@ -152,6 +154,7 @@ async fn received(app: &TestApp, n: usize) -> Value {
 async fn a_subscriber_consumes_from_kafka_and_resumes_after_a_crash() {
     let topic = fresh_topic();
     let mut app = Spawn::new(Engine::Sqlite, vec![subscriber(&topic)])
+        .config(TRUSTS_PUBLISHER)
         .env("TRUEVALUE_KAFKA_BROKERS", &brokers())
         .start()
         .await;
@@ -202,6 +205,7 @@ async fn requests_succeed_while_the_broker_is_down_and_their_events_follow() {
     let address = format!("127.0.0.1:{port}");
     let topic = fresh_topic();
     let app = Spawn::new(Engine::Postgres, vec![publisher(&topic)])
+        .config(TRUSTS_PUBLISHER)
         .env("TRUEVALUE_KAFKA_BROKERS", &address)
         .start()
         .await;
@@ -299,6 +303,7 @@ async fn audit_ids(app: &TestApp) -> Vec<String> {
 async fn a_crash_loses_no_committed_event_on_the_way_to_kafka_and_the_audit_log() {
     let topic = fresh_topic();
     let mut app = Spawn::new(Engine::Sqlite, vec![publisher(&topic), audited(&topic)])
+        .config(TRUSTS_PUBLISHER)
         .env("TRUEVALUE_KAFKA_BROKERS", &brokers())
         .start()
         .await;

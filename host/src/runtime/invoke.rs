@@ -212,21 +212,28 @@ impl Runtime {
         )
         .await;
         // Events join the request's transaction: they commit with its writes or not at all.
-        let events = store.data_mut().request.events.take();
+        let (events, overflow) = match store.data_mut().request.events.take() {
+            Ok(events) => (events, None),
+            Err(overflow) => (Vec::new(), Some(overflow)),
+        };
         let outboxed = match &result {
             Ok(Ok((response, _))) if response.status < 500 && !events.is_empty() => {
                 let database = &mut store.data_mut().request.database;
-                database.outbox(&sandbox.name, &events).await
+                database
+                    .outbox(&sandbox.name, &events)
+                    .await
+                    .map_err(describe)
             }
             _ => Ok(()),
-        };
+        }
+        .and(overflow.map_or(Ok(()), Err));
         let transaction = store.data_mut().request.database.take_transaction();
         let (outcome, instance) = match result {
             Ok(Ok((response, instance))) => {
                 // A 5xx answer rolls back: the transaction is dropped uncommitted.
                 let answered = response.status < 500;
                 let committed = match (outboxed, transaction) {
-                    (Err(e), _) => Err(Failure::Commit(describe(e))),
+                    (Err(e), _) => Err(Failure::Commit(e)),
                     (Ok(()), Some(transaction)) if answered => transaction
                         .commit()
                         .await

@@ -137,7 +137,7 @@ impl Sandbox {
             log: LogCtx::new(self.name.clone(), request_id.clone()),
             services: services.unwrap_or_else(|| self.no_services(deadline)),
             email: EmailCtx::new(self.name.clone(), request_id),
-            events: EventsCtx::new(self.name.clone(), self.topics.clone()),
+            events: EventsCtx::new(self.name.clone(), self.topics.clone(), self.policy.approved),
         }
     }
 

@@ -54,6 +54,12 @@ impl Backend for SqliteBackend {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        // `INSERT OR REPLACE` deletes the row it replaces without firing DELETE triggers
+        // unless triggers are recursive: an append-only table's rows must not go that way.
+        let options = match append_only.is_empty() {
+            true => options,
+            false => options.pragma("recursive_triggers", "ON"),
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.clamp(1, 8))
             .after_connect(|conn, _| Box::pin(authorizer::harden(conn)))

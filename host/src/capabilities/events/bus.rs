@@ -170,7 +170,11 @@ impl Bus for LocalBus {
                 "INSERT INTO events (id, topic, key, attributes, data) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (topic, id) DO NOTHING",
             )
-            .bind(event.id())
+            // A parked copy keeps the event's id; each consumer's is kept.
+            .bind(match event.attributes.get("dlqconsumer") {
+                Some(consumer) => format!("{}:{consumer}", event.id()),
+                None => event.id().to_string(),
+            })
             .bind(&event.topic)
             .bind(&event.key)
             .bind(event.attributes_json())

@@ -108,6 +108,9 @@ struct Origin {
 pub struct EventsCtx {
     component: Arc<str>,
     topics: Arc<BTreeSet<String>>,
+    /// The operator approved the component (`trusted_components`): it may publish for an
+    /// organization other than the request's (the one it just created, an invite's).
+    any_org: bool,
     origin: Origin,
     queued: Vec<Event>,
     /// The request queued more than [`MAX_PER_REQUEST`]: nothing it queued is published.
@@ -115,10 +118,11 @@ pub struct EventsCtx {
 }
 
 impl EventsCtx {
-    pub fn new(component: Arc<str>, topics: Arc<BTreeSet<String>>) -> Self {
+    pub fn new(component: Arc<str>, topics: Arc<BTreeSet<String>>, any_org: bool) -> Self {
         Self {
             component,
             topics,
+            any_org,
             origin: Origin::default(),
             queued: Vec::new(),
             overflowed: false,
@@ -145,9 +149,16 @@ impl EventsCtx {
         };
     }
 
-    /// Takes what the request queued, for the outbox.
-    pub fn take(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.queued)
+    /// Takes what the request queued, for the outbox; refused when the request went past
+    /// [`MAX_PER_REQUEST`], so that its writes roll back rather than commit without their
+    /// events.
+    pub fn take(&mut self) -> Result<Vec<Event>, String> {
+        match self.overflowed {
+            true => Err(format!(
+                "the request published more than {MAX_PER_REQUEST} events"
+            )),
+            false => Ok(std::mem::take(&mut self.queued)),
+        }
     }
 
     fn queue(&mut self, published: Published) -> Result<String, String> {
@@ -193,10 +204,16 @@ impl EventsCtx {
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&published.data) {
             return Err(format!("data must be a JSON document: {e}"));
         }
-        let org_id = published
-            .org_id
-            .filter(|org| !org.is_empty())
-            .or_else(|| self.origin.org_id.clone());
+        let named = published.org_id.filter(|org| !org.is_empty());
+        if let Some(named) = &named
+            && self.origin.org_id.as_ref() != Some(named)
+            && !self.any_org
+        {
+            return Err(format!(
+                "only components the operator lists in `trusted_components` may publish for an organization other than the request's ({named:?})"
+            ));
+        }
+        let org_id = named.or_else(|| self.origin.org_id.clone());
         if org_id
             .as_deref()
             .is_some_and(|org| org.len() > 100 || org.chars().any(char::is_control))

@@ -32,6 +32,9 @@ pub trait Bus: Send + Sync {
 
 /// Most events taken from one outbox at a time.
 const BATCH: u32 = 200;
+/// Most batches of one outbox per pass over all of them, so a busy component cannot hold back
+/// the others' events.
+const MAX_BATCHES_PER_PASS: usize = 10;
 /// How often the outboxes are looked at without a wake-up: events committed by another host
 /// sharing the database, or left behind by a crash.
 const POLL: Duration = Duration::from_secs(1);
@@ -75,7 +78,8 @@ impl Relay {
             let mut backoff = POLL;
             loop {
                 match relay.drain().await {
-                    Ok(()) => {
+                    Ok(true) => backoff = POLL,
+                    Ok(false) => {
                         backoff = POLL;
                         tokio::select! {
                             () = relay.wake.notified() => {}
@@ -93,34 +97,48 @@ impl Relay {
         });
     }
 
-    /// Publishes every outbox's events until all are empty.
-    async fn drain(&self) -> anyhow::Result<()> {
+    /// Publishes up to [`MAX_BATCHES_PER_PASS`] batches of every outbox; whether some outbox
+    /// may hold more.
+    async fn drain(&self) -> anyhow::Result<bool> {
         let outboxes: Vec<(String, Arc<dyn ComponentDb>)> = match self.outboxes.lock() {
             Ok(outboxes) => outboxes
                 .iter()
                 .map(|(name, db)| (name.clone(), db.clone()))
                 .collect(),
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(false),
         };
+        // One outbox failing does not hold the others back; each pass takes a bounded share
+        // of each.
+        let (mut failed, mut more) = (None, false);
         for (component, db) in outboxes {
-            loop {
-                let pending = db.outbox(BATCH).await?;
-                if pending.is_empty() {
-                    break;
-                }
-                let events: Vec<Event> = pending.iter().map(|(_, event)| event.clone()).collect();
-                self.bus.publish(&events).await?;
-                let sent: Vec<i64> = pending.iter().map(|(seq, _)| *seq).collect();
-                db.outbox_sent(&sent).await?;
-                for event in &events {
-                    metrics::counter!("truevalue_events_published_total", "component" => component.clone(), "topic" => event.topic.clone())
-                        .increment(1);
-                }
-                if pending.len() < BATCH as usize {
-                    break;
+            for batch in 0..MAX_BATCHES_PER_PASS {
+                match self.relay_batch(&component, db.as_ref()).await {
+                    Ok(true) => more |= batch + 1 == MAX_BATCHES_PER_PASS,
+                    Ok(false) => break,
+                    Err(error) => {
+                        failed = Some(error.context(format!("relaying {component}'s events")));
+                        break;
+                    }
                 }
             }
         }
-        Ok(())
+        failed.map_or(Ok(more), Err)
+    }
+
+    /// Relays one batch of `component`'s outbox; whether it was full (more may wait).
+    async fn relay_batch(&self, component: &str, db: &dyn ComponentDb) -> anyhow::Result<bool> {
+        let pending = db.outbox(BATCH).await?;
+        if pending.is_empty() {
+            return Ok(false);
+        }
+        let events: Vec<Event> = pending.iter().map(|(_, event)| event.clone()).collect();
+        self.bus.publish(&events).await?;
+        let sent: Vec<i64> = pending.iter().map(|(seq, _)| *seq).collect();
+        db.outbox_sent(&sent).await?;
+        for event in &events {
+            metrics::counter!("truevalue_events_published_total", "component" => component.to_string(), "topic" => event.topic.clone())
+                .increment(1);
+        }
+        Ok(pending.len() == BATCH as usize)
     }
 }

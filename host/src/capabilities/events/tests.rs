@@ -5,6 +5,7 @@ fn ctx() -> EventsCtx {
     let mut ctx = EventsCtx::new(
         "org".into(),
         Arc::new(BTreeSet::from(["org.member.events".to_string()])),
+        true,
     );
     ctx.serve(&Request {
         method: "POST".into(),
@@ -55,7 +56,7 @@ fn an_event_carries_who_caused_it_from_the_verified_request() {
             r#"{"role":"member"}"#,
         ))
         .unwrap_or_default();
-    let queued = ctx.take();
+    let queued = ctx.take().unwrap_or_default();
     assert_eq!(queued.len(), 1);
     let event = &queued[0];
     assert_eq!(event.id(), id);
@@ -70,7 +71,7 @@ fn an_event_carries_who_caused_it_from_the_verified_request() {
     assert_eq!(attribute("requestid"), Some("req-1"));
     assert_eq!(attribute("clientip"), Some("203.0.113.9"));
     assert_eq!(attribute("useragent"), Some("curl/8.5"));
-    assert!(ctx.take().is_empty(), "taken once");
+    assert!(ctx.take().unwrap_or_default().is_empty(), "taken once");
 }
 
 #[test]
@@ -79,7 +80,7 @@ fn a_component_may_name_the_organization_it_just_created() {
     let mut created = event("org.member.events", "org.created", "{}");
     created.org_id = Some("org-new".into());
     assert!(ctx.queue(created).is_ok());
-    let queued = ctx.take();
+    let queued = ctx.take().unwrap_or_default();
     assert_eq!(queued[0].key, "org-new");
     assert_eq!(
         queued[0].attributes.get("orgid").map(String::as_str),
@@ -104,7 +105,10 @@ fn unlisted_topics_malformed_types_and_data_that_is_not_json_are_refused() {
         let error = ctx.queue(published).err().unwrap_or_default();
         assert!(!error.is_empty());
     }
-    assert!(ctx.take().is_empty(), "nothing refused is queued");
+    assert!(
+        ctx.take().unwrap_or_default().is_empty(),
+        "nothing refused is queued"
+    );
 }
 
 #[test]
@@ -121,5 +125,21 @@ fn a_request_past_the_limit_publishes_none_of_its_events() {
         .err()
         .unwrap_or_default();
     assert!(error.contains("at most 100"), "{error}");
-    assert!(ctx.take().is_empty());
+    assert!(
+        ctx.take().is_err(),
+        "the request fails rather than commit without its events"
+    );
+}
+
+#[test]
+fn only_an_approved_component_publishes_for_another_organization() {
+    let mut ctx = ctx();
+    ctx.any_org = false;
+    let mut own = event("org.member.events", "member.added", "{}");
+    own.org_id = Some("org-1".into());
+    assert!(ctx.queue(own).is_ok(), "the request's own organization");
+    let mut other = event("org.member.events", "member.added", "{}");
+    other.org_id = Some("org-2".into());
+    let error = ctx.queue(other).err().unwrap_or_default();
+    assert!(error.contains("trusted_components"), "{error}");
 }
