@@ -222,6 +222,32 @@ async fn topics_need_the_events_capability_and_events_need_a_database() {
     assert!(stderr.contains("crm.thing.events.dlq"), "{stderr}");
 }
 
+/// Sends `body(n)` to the publisher at `url` for n = 0, 1, … until an answer is not 201 (the
+/// host was killed); the ids of the events of every request answered 201.
+pub async fn publish_until_refused(
+    client: reqwest::Client,
+    url: String,
+    body: impl Fn(usize) -> Value,
+) -> Vec<String> {
+    let mut committed = Vec::new();
+    for n in 0..5_000 {
+        match client.post(&url).json(&body(n)).send().await {
+            Ok(response) if response.status() == 201 => {
+                let ids: Value = response.json().await.unwrap_or_default();
+                committed.extend(
+                    ids["ids"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| id.as_str().map(str::to_string)),
+                );
+            }
+            _ => break,
+        }
+    }
+    committed
+}
+
 /// SIGKILL while requests that publish are in flight: after the restart, every event of every
 /// request that was answered 201 is on the bus, each once.
 async fn no_committed_event_is_lost_in_a_crash(engine: Engine) {
@@ -231,26 +257,11 @@ async fn no_committed_event_is_lost_in_a_crash(engine: Engine) {
         .await;
     let client = app.client.clone();
     let url = app.url("/publisher/things");
-    let sender = tokio::spawn(async move {
-        let mut committed = Vec::new();
-        for n in 0..2_000 {
-            let body = json!({ "name": format!("thing-{n}"), "count": 3 });
-            match client.post(&url).json(&body).send().await {
-                Ok(response) if response.status() == 201 => {
-                    let ids: Value = response.json().await.unwrap_or_default();
-                    committed.extend(
-                        ids["ids"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|id| id.as_str().map(str::to_string)),
-                    );
-                }
-                _ => break,
-            }
-        }
-        committed
-    });
+    let sender = tokio::spawn(publish_until_refused(
+        client,
+        url,
+        |n| json!({ "name": format!("thing-{n}"), "count": 3 }),
+    ));
     tokio::time::sleep(Duration::from_millis(700)).await;
     app.crash_and_restart().await;
     let committed = sender.await.unwrap();

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::events::TRUSTS_PUBLISHER;
+use crate::events::{TRUSTS_PUBLISHER, publish_until_refused};
 use crate::helpers::{Engine, Policy, Spawn, TestApp, repo};
 
 fn brokers() -> String {
@@ -310,26 +310,11 @@ async fn a_crash_loses_no_committed_event_on_the_way_to_kafka_and_the_audit_log(
     let (client, url) = (app.client.clone(), app.url("/publisher/things"));
     let sender = tokio::spawn({
         let topic = topic.clone();
-        async move {
-            let mut committed = Vec::new();
-            for n in 0..5_000 {
-                let body = json!({ "name": format!("t{n}"), "count": 2, "topic": topic, "org_id": "org-c" });
-                match client.post(&url).json(&body).send().await {
-                    Ok(response) if response.status() == 201 => {
-                        let ids: Value = response.json().await.unwrap_or_default();
-                        committed.extend(
-                            ids["ids"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter_map(|id| id.as_str().map(str::to_string)),
-                        );
-                    }
-                    _ => break,
-                }
-            }
-            committed
-        }
+        publish_until_refused(
+            client,
+            url,
+            move |n| json!({ "name": format!("t{n}"), "count": 2, "topic": topic, "org_id": "org-c" }),
+        )
     });
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     app.crash_and_restart().await;

@@ -12,6 +12,21 @@ use super::{Outcome, Runtime};
 use crate::bindings::handler::{Request, RequestContext};
 use crate::capabilities::events::{CONTENT_TYPE, Deliver, Event, Refusal};
 
+/// The context of a request the host makes on its own account: no user, no organization, no
+/// client; `caller` names the host where a component must tell it apart.
+pub(crate) fn host_context(request_id: String, caller: Option<&str>) -> RequestContext {
+    RequestContext {
+        request_id,
+        user_id: None,
+        org_id: None,
+        roles: Vec::new(),
+        permissions: Vec::new(),
+        session_id: None,
+        client_ip: None,
+        caller: caller.map(str::to_string),
+    }
+}
+
 /// Most bytes of a refusing answer kept as the error.
 const MAX_ANSWER_BYTES: usize = 500;
 
@@ -41,16 +56,7 @@ impl Deliver for Deliveries {
             query: String::new(),
             headers,
             body: event.data.clone().into_bytes(),
-            context: RequestContext {
-                request_id: uuid::Uuid::now_v7().to_string(),
-                user_id: None,
-                org_id: None,
-                roles: Vec::new(),
-                permissions: Vec::new(),
-                session_id: None,
-                client_ip: None,
-                caller: None,
-            },
+            context: host_context(uuid::Uuid::now_v7().to_string(), None),
         };
         match runtime.handle(&slot, request, None).await {
             Outcome::Response { response, .. } if (200..300).contains(&response.status) => Ok(()),

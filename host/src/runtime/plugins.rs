@@ -9,8 +9,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::deliveries::host_context;
 use super::{Outcome, Runtime};
-use crate::bindings::handler::{Request, RequestContext};
+use crate::bindings::handler::Request;
 
 /// How long an organization's enabled plugins are taken as known.
 pub const FRESH_FOR: Duration = Duration::from_secs(2);
@@ -61,16 +62,7 @@ impl Runtime {
             query: format!("org_id={}", encode(org_id)),
             headers: Vec::new(),
             body: Vec::new(),
-            context: RequestContext {
-                request_id: uuid::Uuid::now_v7().to_string(),
-                user_id: None,
-                org_id: None,
-                roles: Vec::new(),
-                permissions: Vec::new(),
-                session_id: None,
-                client_ip: None,
-                caller: Some(HOST_CALLER.into()),
-            },
+            context: host_context(uuid::Uuid::now_v7().to_string(), Some(HOST_CALLER)),
         };
         match self.handle(&slot, request, None).await {
             Outcome::Response { response, .. } if response.status == 200 => {

@@ -148,16 +148,7 @@ impl Sandbox {
             self.name.clone(),
             Arc::new(BTreeSet::new()),
             self.tokens.tokens().clone(),
-            RequestContext {
-                request_id: String::new(),
-                user_id: None,
-                org_id: None,
-                roles: Vec::new(),
-                permissions: Vec::new(),
-                session_id: None,
-                client_ip: None,
-                caller: None,
-            },
+            super::deliveries::host_context(String::new(), None),
             Call {
                 depth: 0,
                 deadline,
