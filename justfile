@@ -4,9 +4,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 target := env("CARGO_TARGET_DIR", "target")
 
-# First-party components (components/) and the test fixtures (tests/components/).
-components := "hello auth org permission audit analytics"
-fixtures := "greeter hostile data_thief attacker bad_migration vault hog sql_console db_hog relay mailer http_hello publisher"
+# First-party components (components/), the Rust example plugin (examples/contacts-rust) and
+# the test fixtures (tests/components/).
+components := "hello auth org permission audit analytics contacts"
+fixtures := "greeter hostile data_thief attacker bad_migration vault hog sql_console db_hog relay mailer http_hello publisher outbound"
 
 default:
     @just --list
@@ -32,12 +33,22 @@ components:
     cargo build --profile component --target wasm32-wasip2 -p hostile --features backfill
     cp {{ target }}/wasm32-wasip2/component/hostile.wasm dist/components/hostile_backfill.wasm
 
+# The example plugins, built from source with their languages' toolchains, as plugin authors
+# build them: Python with componentize-py (`pip install componentize-py`), JavaScript with
+# componentize-js (from npm, pinned in sdk/js/package-lock.json).
+plugins:
+    mkdir -p dist/components
+    componentize-py -d wit -w service componentize app -p examples/contacts-python -p sdk/python -o dist/components/contacts_py.wasm
+    componentize-py -d wit -w service componentize app -p tests/plugins/wasi_py -p sdk/python -o dist/components/wasi_py.wasm
+    test sdk/js/node_modules/.package-lock.json -nt sdk/js/package-lock.json || npm ci --prefix sdk/js --silent --no-audit --no-fund
+    node sdk/js/build.mjs examples/contacts-js/app.js dist/components/contacts_js.wasm
+
 # Start the whole platform on the embedded default (SQLite files, in-memory cache).
 run: build
     {{ target }}/release/truevalue serve
 
 # Every test: unit tests, and black-box tests of the real binary (SQLite and PostgreSQL).
-test: components
+test: components plugins
     cargo test --release -p truevalue -p truevalue-sdk -p auth -p org -p permission -p audit -p analytics
 
 # Gateway + Wasm against a native handler, instantiate + call, logins against raw Argon2id, and
@@ -49,7 +60,7 @@ bench: components
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
-    cargo clippy --target wasm32-wasip2 -p truevalue-sdk -p hello -p auth -p org -p permission -p audit -p analytics -- -D warnings
+    cargo clippy --target wasm32-wasip2 -p truevalue-sdk -p hello -p auth -p org -p permission -p audit -p analytics -p contacts -- -D warnings
 
 # Start Postgres 16, Redis 7, Kafka and the host in containers.
 up:

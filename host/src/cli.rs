@@ -1,5 +1,5 @@
 //! The `truevalue` command line: `serve`, `component list|deploy|rollback|reset` for operators,
-//! and `component keygen|sign` for publishers.
+//! and `component check|keygen|sign` for publishers.
 
 use std::path::PathBuf;
 
@@ -82,6 +82,16 @@ pub enum ComponentCommand {
         name: String,
         #[command(flatten)]
         admin: AdminArgs,
+    },
+    /// Report, without a host, how a component would load under a policy: each import granted,
+    /// denied (a stand-in refuses every call) or refused, the exports the host needs, and the
+    /// policy's problems. Exits non-zero when the component would not load.
+    Check {
+        /// The component file.
+        wasm: PathBuf,
+        /// The component's policy file.
+        #[arg(long)]
+        policy: PathBuf,
     },
     /// Make a publisher's ed25519 key pair: the private key goes to a file (keep it secret), the
     /// public key is printed, for the hosts' `trusted_publishers`.
@@ -174,6 +184,47 @@ fn sign(
     Ok(())
 }
 
+fn check(wasm: &std::path::Path, policy_path: &std::path::Path) -> anyhow::Result<()> {
+    use crate::runtime::loader::{ImportStatus, classify_imports, digest, missing_exports};
+
+    let policy = crate::policy::load_file(policy_path)?;
+    let policy_problems = crate::policy::check(&policy, u32::MAX);
+    let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true);
+    let engine = wasmtime::Engine::new(&config)?;
+    let component = wasmtime::component::Component::new(&engine, &bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a valid component (build it for wasm32-wasip2): {e:#}",
+            wasm.display()
+        )
+    })?;
+    let imports = classify_imports(&engine, &component, &policy, &policy.name);
+    let missing = missing_exports(&engine, &component);
+    let refused = imports
+        .iter()
+        .filter(|i| i.status == ImportStatus::Refused)
+        .count();
+    let loads = policy_problems.is_empty() && missing.is_empty() && refused == 0;
+    let report = serde_json::json!({
+        "component": policy.name,
+        "digest": digest(&bytes),
+        "loads": loads,
+        "policy_problems": policy_problems,
+        "imports": imports,
+        "missing_exports": missing,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !loads {
+        anyhow::bail!(
+            "`{}` would not load: {} policy problem(s), {refused} refused import(s), missing exports {missing:?}",
+            policy.name,
+            policy_problems.len()
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
@@ -195,6 +246,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn component(command: ComponentCommand) -> anyhow::Result<()> {
     let (admin, request) = match command {
         ComponentCommand::Keygen { out } => return keygen(&out),
+        ComponentCommand::Check { wasm, policy } => return check(&wasm, &policy),
         ComponentCommand::Sign {
             wasm,
             policy,

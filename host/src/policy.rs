@@ -21,6 +21,8 @@ pub enum Capability {
     Services,
     Email,
     Events,
+    /// Outgoing HTTP through `wasi:http/outgoing-handler`, to the hosts of `http_hosts` only.
+    Http,
 }
 
 impl Capability {
@@ -36,6 +38,7 @@ impl Capability {
             Capability::Services => "services",
             Capability::Email => "email",
             Capability::Events => "events",
+            Capability::Http => "wasi:http/outgoing-handler",
         }
     }
 
@@ -45,6 +48,7 @@ impl Capability {
         matches!(self, Capability::Tokens)
     }
 
+    /// The capability a `truevalue:platform` interface needs (`Http` is a WASI interface).
     pub fn from_interface(name: &str) -> Option<Self> {
         [
             Capability::Database,
@@ -159,6 +163,11 @@ pub struct Policy {
     /// The topics the component may publish events to (`events` capability).
     #[serde(default)]
     pub events: BTreeSet<String>,
+    /// The hosts (`name` or `name:port`) the component may send HTTP requests to (`http`
+    /// capability), e.g. `["api.stripe.com", "hooks.example.com:8443"]`. Every other address is
+    /// refused, and without the capability every request is.
+    #[serde(default)]
+    pub http_hosts: BTreeSet<String>,
     /// The topics the component consumes, each with the internal route (under
     /// `internal_routes`) the host delivers their events to, e.g.
     /// `"org.member.events" = "/audit/internal/events"`.
@@ -304,7 +313,7 @@ pub fn load_dir(
     Ok(policies)
 }
 
-fn load_file(path: &Path) -> anyhow::Result<Policy> {
+pub(crate) fn load_file(path: &Path) -> anyhow::Result<Policy> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut policy: Policy = toml::from_str(&text)
@@ -329,7 +338,7 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= 32
 }
 
-fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
+pub(crate) fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
     let at = policy.source.display();
     let mut problems = Vec::new();
     if !valid_name(&policy.name) {
@@ -407,6 +416,23 @@ fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
         problems.push(format!(
             "{at}: `events` lists topics to publish to, but `capabilities` does not grant \"events\""
         ));
+    }
+    if !policy.http_hosts.is_empty() && !policy.capabilities.contains(&Capability::Http) {
+        problems.push(format!(
+            "{at}: `http_hosts` lists hosts to call, but `capabilities` does not grant \"http\""
+        ));
+    }
+    if policy.capabilities.contains(&Capability::Http) && policy.http_hosts.is_empty() {
+        problems.push(format!(
+            "{at}: the \"http\" capability needs `http_hosts`, the hosts the component may call, like [\"api.example.com\"]"
+        ));
+    }
+    for host in &policy.http_hosts {
+        if !crate::capabilities::http::valid_host(host) {
+            problems.push(format!(
+                "{at}: http host {host:?} must be a lower-case host name or IP address, with an optional `:port`, like \"api.example.com\" or \"10.0.0.7:8080\" (no scheme, no path)"
+            ));
+        }
     }
     if policy.capabilities.contains(&Capability::Events)
         && !policy.capabilities.contains(&Capability::Database)

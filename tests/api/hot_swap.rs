@@ -208,16 +208,35 @@ async fn a_deploy_that_is_not_a_component_is_refused_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn a_deploy_with_an_ungranted_import_is_refused_naming_it() {
+async fn a_deploy_with_ungranted_imports_says_so_and_every_call_to_them_fails() {
     let app = app().await;
-    let body = problem(app.deploy("greeter", "attacker").await, 422).await;
-    let detail = body["detail"].as_str().unwrap();
-    assert!(detail.contains("truevalue:platform/log"), "{detail}");
-    assert_eq!(
-        greeter_info(&app.components().await)["digest"],
-        sha256_of("greeter")
+    // `attacker` imports `log` and `database`; the greeter's policy grants neither.
+    let deployed = app.deploy("greeter", "attacker").await;
+    assert_eq!(deployed.status(), 200);
+    let report: serde_json::Value = deployed.json().await.unwrap();
+    let denied: Vec<&str> = report["denied_imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d.as_str())
+        .collect();
+    assert!(
+        denied
+            .iter()
+            .any(|d| d.starts_with("truevalue:platform/log"))
+            && denied
+                .iter()
+                .any(|d| d.starts_with("truevalue:platform/database")),
+        "{report}"
     );
-    assert_eq!(version(&app).await, "v1");
+    // Its first call, to `log`, is refused: the request fails and nothing else runs.
+    assert_eq!(app.get("/greeter").await.status(), 500);
+    let logs = app.logs();
+    assert!(
+        logs.contains("called `truevalue:platform/log"),
+        "the log names the call: {logs}"
+    );
+    assert!(logs.contains("capabilities"), "and what to change: {logs}");
 }
 
 async fn a_deploy_whose_migration_fails_is_refused_and_changes_nothing(engine: Engine) {

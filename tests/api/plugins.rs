@@ -33,7 +33,7 @@ async fn send(
 }
 
 /// A new user with an organization of their own: (token for the organization, slug).
-async fn admin_of_new_org(app: &TestApp, name: &str) -> (String, String) {
+pub(crate) async fn admin_of_new_org(app: &TestApp, name: &str) -> (String, String) {
     let email = format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple());
     let post = reqwest::Method::POST;
     let registered = send(

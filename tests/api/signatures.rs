@@ -26,7 +26,7 @@ fn truevalue(args: &[&str]) -> String {
 }
 
 /// A publisher's key pair made by `component keygen`: (private key file, public key).
-fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+pub(crate) fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let key = dir.join(format!("{name}.key"));
     let public = truevalue(&["keygen", "--out", key.to_str().unwrap()]);
     (key, public.trim().to_string())
@@ -40,7 +40,7 @@ fn copy(dir: &Path, file: &str) -> PathBuf {
 }
 
 /// Signs `wasm` for the component whose policy text is `policy`.
-fn sign(dir: &Path, wasm: &Path, policy: &Policy, key: &Path, publisher: &str) {
+pub(crate) fn sign(dir: &Path, wasm: &Path, policy: &Policy, key: &Path, publisher: &str) {
     let policy_file = dir.join(format!("{}.toml", policy.name));
     std::fs::write(&policy_file, &policy.toml).unwrap();
     truevalue(&[

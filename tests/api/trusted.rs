@@ -2,7 +2,7 @@
 //! in the host config (`trusted_components`) may hold it, whatever a policy says.
 
 use crate::auth::TRUSTS_VAULT;
-use crate::helpers::{Engine, Policy, Spawn, problem, vault};
+use crate::helpers::{Engine, Policy, Spawn, vault};
 
 #[tokio::test]
 async fn a_policy_granting_tokens_to_an_unapproved_component_stops_start_up() {
@@ -39,14 +39,23 @@ async fn the_operator_approves_a_component_for_tokens_in_the_host_config() {
 }
 
 #[tokio::test]
-async fn a_deploy_cannot_give_an_unapproved_component_tokens() {
-    let greeter = Policy::new("greeter", "greeter", "greeter", "");
-    let app = Spawn::new(Engine::Sqlite, vec![greeter]).start().await;
-    let before = app.components().await;
-    let body = problem(app.deploy("greeter", "vault").await, 422).await;
-    let detail = body["detail"].as_str().unwrap();
-    assert!(detail.contains("truevalue:platform/tokens"), "{detail}");
-    assert!(detail.contains("trusted_components"), "{detail}");
-    assert_eq!(app.components().await, before, "nothing changed");
-    assert_eq!(app.get("/greeter").await.status(), 200);
+async fn an_unapproved_component_that_imports_tokens_cannot_mint_any() {
+    // The vault imports `tokens`; its policy here grants only what any component may hold.
+    let unapproved = Policy::new(
+        "vault",
+        "vault",
+        "vault",
+        "capabilities = [\"cache\", \"crypto\"]",
+    );
+    let app = Spawn::new(Engine::Sqlite, vec![unapproved]).start().await;
+    let minted = app
+        .post_json(
+            "/vault/tokens",
+            &serde_json::json!({ "user_id": "user-1", "session_id": "s-1" }),
+        )
+        .await;
+    assert_eq!(minted.status(), 500);
+    let logs = app.logs();
+    assert!(logs.contains("truevalue:platform/tokens"), "{logs}");
+    assert!(logs.contains("trusted_components"), "{logs}");
 }

@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod database;
 pub mod email;
 pub mod events;
+pub mod http;
 pub mod log;
 pub mod services;
 pub mod tokens;

@@ -1,5 +1,6 @@
 //! Turns `.wasm` bytes into a linked, checked component version: compile (or load the cached
-//! artefact by digest), refuse ungranted imports by name, pre-link, and read its manifest.
+//! artefact by digest), link what it imports but its policy does not grant to stand-ins that
+//! refuse every call, pre-link, and read its manifest.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
@@ -9,8 +10,8 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use wasmtime::Engine;
-use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, ResourceType};
 
 use super::registry::Sandbox;
 use crate::bindings::ServicePre;
@@ -23,6 +24,9 @@ pub struct Loaded {
     pub digest: String,
     /// The trusted publisher who signed it; none when unsigned.
     pub signer: Option<String>,
+    /// Interfaces it imports that its policy does not grant: linked to stand-ins whose every
+    /// call fails the request, naming the interface.
+    pub denied_imports: Vec<String>,
     pub loaded_at: OffsetDateTime,
     pub(crate) pre: ServicePre<super::State>,
     pub(crate) migrations: Vec<Migration>,
@@ -120,55 +124,199 @@ fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }
 
-/// WASI interfaces every component may import: stdio, clocks, randomness, and a filesystem
-/// with nothing in it. Sockets and outgoing HTTP are not offered.
-const WASI_ALLOWED: [&str; 5] = [
+/// WASI interfaces every component may import: stdio (into the host's log), clocks,
+/// randomness, a filesystem with nothing in it, sockets that reach no address, and outgoing
+/// HTTP that reaches only the policy's `http_hosts`.
+const WASI_ALLOWED: [&str; 7] = [
     "wasi:cli/",
     "wasi:io/",
     "wasi:clocks/",
     "wasi:random/",
     "wasi:filesystem/",
+    "wasi:sockets/",
+    "wasi:http/",
 ];
 
-/// Checks every import against the policy; fails naming all that are not granted.
-pub fn check_imports(engine: &Engine, component: &Component, slot: &Sandbox) -> anyhow::Result<()> {
-    let policy = &slot.policy;
-    let mut problems = Vec::new();
-    for (name, item) in component.component_type().imports(engine) {
+/// How the host treats one import of a component under its policy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImportStatus {
+    /// A `truevalue:platform` interface the policy grants: linked to the capability.
+    Granted,
+    /// A `truevalue:platform` interface the policy does not grant: linked to a stand-in that
+    /// refuses every call.
+    Denied,
+    /// A WASI interface every component gets (see [`WASI_ALLOWED`]).
+    Wasi,
+    /// Imported only for its types: nothing to call, nothing to grant.
+    TypesOnly,
+    /// Something this host does not offer: the component cannot load.
+    Refused,
+}
+
+/// One import and how it is treated, with what to change where that applies.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Import {
+    pub name: String,
+    pub status: ImportStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// Classifies every import of `component` under `policy` (of the component `name`).
+pub fn classify_imports(
+    engine: &Engine,
+    component: &Component,
+    policy: &crate::policy::Policy,
+    name: &str,
+) -> Vec<Import> {
+    let import = |import: &str, status, why: Option<String>| Import {
+        name: import.to_string(),
+        status,
+        why,
+    };
+    let mut imports = Vec::new();
+    for (import_name, item) in component.component_type().imports(engine) {
         if !callable(engine, &item.ty) {
             // An interface imported only for its types (say, `database.dialect` used by the
             // manifest) gives the component nothing to call, so it needs no grant.
+            imports.push(import(import_name, ImportStatus::TypesOnly, None));
             continue;
         }
-        if let Some(rest) = name.strip_prefix("truevalue:platform/") {
+        let entry = if let Some(rest) = import_name.strip_prefix("truevalue:platform/") {
             let interface = rest.split('@').next().unwrap_or(rest);
             match Capability::from_interface(interface) {
-                Some(capability) if policy.grants(capability) => {}
-                Some(capability) if capability.is_trusted() => problems.push(format!(
-                    "it imports `{name}`, a trusted capability only operator-approved components may hold: \
-                     it needs \"{interface}\" in `capabilities` in {} and \"{}\" in `trusted_components` in the host config",
-                    policy.source.display(),
-                    slot.name
-                )),
-                Some(_) => problems.push(format!(
-                    "it imports `{name}`, which its policy does not grant: add \"{interface}\" to `capabilities` in {}",
-                    policy.source.display()
-                )),
-                None => problems.push(format!("it imports `{name}`, which this host does not offer")),
+                Some(capability) if policy.grants(capability) => {
+                    import(import_name, ImportStatus::Granted, None)
+                }
+                Some(capability) if capability.is_trusted() => import(
+                    import_name,
+                    ImportStatus::Denied,
+                    Some(format!(
+                        "a trusted capability only operator-approved components may hold: \
+                     it needs \"{interface}\" in `capabilities` in {} and \"{name}\" in `trusted_components` in the host config",
+                        policy.source.display(),
+                    )),
+                ),
+                Some(_) => import(
+                    import_name,
+                    ImportStatus::Denied,
+                    Some(format!(
+                        "its policy does not grant it: add \"{interface}\" to `capabilities` in {}",
+                        policy.source.display()
+                    )),
+                ),
+                None => import(
+                    import_name,
+                    ImportStatus::Refused,
+                    Some("this host does not offer it".into()),
+                ),
             }
-        } else if !WASI_ALLOWED.iter().any(|prefix| name.starts_with(prefix)) {
-            problems.push(format!("it imports `{name}`, which components may not use"));
-        }
+        } else if WASI_ALLOWED
+            .iter()
+            .any(|prefix| import_name.starts_with(prefix))
+        {
+            import(import_name, ImportStatus::Wasi, None)
+        } else {
+            import(
+                import_name,
+                ImportStatus::Refused,
+                Some("components may not use it".into()),
+            )
+        };
+        imports.push(entry);
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
+    imports
+}
+
+/// Checks every import against what the host offers, and returns the `truevalue:platform`
+/// interfaces the policy does not grant (each with why); fails naming every import the host
+/// does not offer at all.
+pub fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    slot: &Sandbox,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let imports = classify_imports(engine, component, &slot.policy, &slot.name);
+    let problems: Vec<String> = imports
+        .iter()
+        .filter(|i| i.status == ImportStatus::Refused)
+        .map(|i| {
+            format!(
+                "it imports `{}`, which {}",
+                i.name,
+                i.why.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    if !problems.is_empty() {
         bail!(
             "component `{}` is refused: {}",
             slot.name,
             problems.join("; ")
         )
     }
+    Ok(imports
+        .into_iter()
+        .filter(|i| i.status == ImportStatus::Denied)
+        .map(|i| (i.name, i.why.unwrap_or_default()))
+        .collect())
+}
+
+/// Whether the component exports what the host calls: `handler` and `manifest`.
+pub fn missing_exports(engine: &Engine, component: &Component) -> Vec<&'static str> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    ["handler", "manifest"]
+        .into_iter()
+        .filter(|wanted| {
+            !exports
+                .iter()
+                .any(|name| name.starts_with(&format!("truevalue:platform/{wanted}@")))
+        })
+        .collect()
+}
+
+/// Links each denied import to a stand-in: every function traps, naming the interface and the
+/// grant it needs, so the request fails with a 500 and the log says why; nothing ungranted can
+/// ever do anything. A toolchain that imports a whole world (componentize-py, componentize-js)
+/// thus loads with only the grants the code uses.
+fn link_stand_ins(
+    engine: &Engine,
+    linker: &mut Linker<super::State>,
+    component: &Component,
+    denied: &[(String, String)],
+    name: &str,
+) -> anyhow::Result<()> {
+    for (import, item) in component.component_type().imports(engine) {
+        let Some((_, why)) = denied.iter().find(|(denied, _)| denied == import) else {
+            continue;
+        };
+        let ComponentItem::ComponentInstance(instance) = &item.ty else {
+            continue;
+        };
+        let mut stand_in = linker.instance(import)?;
+        for (export, ty) in instance.exports(engine) {
+            match &ty.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let message = format!(
+                        "component `{name}` called `{import}#{export}`, which it may not use: {why}"
+                    );
+                    stand_in.func_new(export, move |_, _, _, _| {
+                        Err(wasmtime::Error::msg(message.clone()))
+                    })?;
+                }
+                ComponentItem::Resource(_) => {
+                    stand_in.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether an import gives the component anything to call.
@@ -202,9 +350,20 @@ pub async fn load(
             .await
             .context("the compiler task failed")??
     };
-    check_imports(engine, &component, slot)?;
-    let pre = slot
-        .linker
+    let denied = check_imports(engine, &component, slot)?;
+    let linker = if denied.is_empty() {
+        std::borrow::Cow::Borrowed(&slot.linker)
+    } else {
+        let mut linker = slot.linker.clone();
+        link_stand_ins(engine, &mut linker, &component, &denied, &slot.name)?;
+        tracing::warn!(
+            component = %slot.name,
+            denied = ?denied.iter().map(|(import, _)| import).collect::<Vec<_>>(),
+            "the component imports interfaces its policy does not grant: every call to them fails"
+        );
+        std::borrow::Cow::Owned(linker)
+    };
+    let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| anyhow::anyhow!("component `{}` cannot be linked: {e:#}", slot.name))?;
     let pre = ServicePre::new(pre).map_err(|e| {
@@ -255,6 +414,7 @@ pub async fn load(
         version,
         digest,
         signer,
+        denied_imports: denied.into_iter().map(|(import, _)| import).collect(),
         loaded_at: OffsetDateTime::now_utc(),
         pre,
         migrations,

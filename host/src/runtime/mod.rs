@@ -6,7 +6,7 @@ mod deployed;
 mod engine;
 pub mod fairness;
 mod invoke;
-mod loader;
+pub(crate) mod loader;
 mod plugins;
 mod registry;
 mod state;

@@ -35,7 +35,9 @@ use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::{self, Backend, ComponentDb, DatabaseCtx, Dialect};
 use crate::capabilities::email::EmailCtx;
 use crate::capabilities::events::EventsCtx;
+use crate::capabilities::http::Outbound;
 use crate::capabilities::log::LogCtx;
+use crate::capabilities::log::stdio::{GuestStream, Stdio};
 use crate::capabilities::services::ServicesCtx;
 use crate::capabilities::tokens::TokensCtx;
 use crate::policy::{Capability, Policy, RouteTable};
@@ -56,6 +58,8 @@ pub struct Sandbox {
     services: Arc<BTreeSet<String>>,
     /// The topics this one may publish to (`events` in its policy; empty when not granted).
     topics: Arc<BTreeSet<String>>,
+    /// The hosts this one may send HTTP requests to (`http_hosts`; empty when not granted).
+    http_hosts: Arc<BTreeSet<String>>,
     /// Whose signatures its versions may carry, and whether one is required.
     pub(crate) signatures: Arc<crate::signatures::Signatures>,
     pub(crate) metrics: super::invoke::CallMetrics,
@@ -74,9 +78,27 @@ impl Sandbox {
         depth: u8,
         services: Option<ServicesCtx>,
     ) -> Store<State> {
+        let stdio = Stdio::new(self.name.clone(), request_id.into());
+        // Real clocks and randomness, fresh for every instance; sockets that reach no address
+        // and resolve no name; stdout and stderr into the host's log.
+        let wasi = WasiCtx::builder()
+            .stdout(GuestStream {
+                stdio: stdio.clone(),
+                stderr: false,
+            })
+            .stderr(GuestStream {
+                stdio: stdio.clone(),
+                stderr: true,
+            })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
         let state = State {
-            wasi: WasiCtx::builder().build(),
+            wasi,
             table: Default::default(),
+            http: Default::default(),
+            stdio,
             limits: StoreLimits {
                 max_memory: self.policy.limits.memory_mib as usize * 1024 * 1024,
                 memory_exceeded: false,
@@ -104,6 +126,7 @@ impl Sandbox {
         depth: u8,
         services: ServicesCtx,
     ) {
+        store.data_mut().stdio.serve(request_id.into());
         store.data_mut().request = self.bound(request_id, deadline, tenant, depth, Some(services));
         super::fairness::install(store);
     }
@@ -136,7 +159,8 @@ impl Sandbox {
             config: ConfigCtx::new(self.config.clone()),
             log: LogCtx::new(self.name.clone(), request_id.clone()),
             services: services.unwrap_or_else(|| self.no_services(deadline)),
-            email: EmailCtx::new(self.name.clone(), request_id),
+            email: EmailCtx::new(self.name.clone(), request_id.clone()),
+            http: Outbound::new(self.name.clone(), request_id, self.http_hosts.clone()),
             events: EventsCtx::new(self.name.clone(), self.topics.clone(), self.policy.approved),
         }
     }
@@ -257,6 +281,10 @@ pub struct ComponentInfo {
     /// The trusted publisher who signed the running version; none when it is unsigned.
     #[serde(default)]
     pub signer: Option<String>,
+    /// Interfaces the running version imports that its policy does not grant: linked to
+    /// stand-ins, so every call to them fails the request.
+    #[serde(default)]
+    pub denied_imports: Vec<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub loaded_at: Option<OffsetDateTime>,
     pub routes: Vec<String>,
@@ -720,6 +748,10 @@ async fn sandbox(
             false => BTreeSet::new(),
         }),
         topics: Arc::new(topics),
+        http_hosts: Arc::new(match policy.grants(Capability::Http) {
+            true => policy.http_hosts.clone(),
+            false => BTreeSet::new(),
+        }),
         signatures: capabilities.signatures.clone(),
         crypto: match policy.grants(Capability::Crypto) {
             true => capabilities.crypto.for_component(&policy.name),
@@ -885,6 +917,9 @@ fn info(slot: &Slot) -> ComponentInfo {
         version: current.map(|c| c.version.clone()),
         digest: current.map(|c| c.digest.clone()),
         signer: current.and_then(|c| c.signer.clone()),
+        denied_imports: current
+            .map(|c| c.denied_imports.clone())
+            .unwrap_or_default(),
         loaded_at: current.map(|c| c.loaded_at),
         routes: slot.sandbox.policy.routes.clone(),
         previous: slot.previous.load().as_ref().map(|p| PreviousVersion {
@@ -928,11 +963,14 @@ fn warn_pinned(policy: &Policy, pinned: &str, policy_digest: Option<&str>) {
     );
 }
 
-/// The linker of one component: WASI without files or network, plus exactly the granted
-/// capabilities (a trusted one only when the operator approved the component).
+/// The linker of one component: WASI without files, with sockets that reach nothing and
+/// `wasi:http` that reaches only the policy's `http_hosts`, plus exactly the granted
+/// capabilities (a trusted one only when the operator approved the component). What a version
+/// imports beyond them is linked to refusing stand-ins when it loads (`loader`).
 fn linker_for(engine: &Engine, policy: &Policy) -> anyhow::Result<Linker<State>> {
     let mut linker = Linker::new(engine);
     add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     for capability in policy.capabilities.iter().filter(|c| policy.grants(**c)) {
         match capability {
             Capability::Database => {
@@ -982,6 +1020,8 @@ fn linker_for(engine: &Engine, policy: &Policy) -> anyhow::Result<Linker<State>>
                     &mut s.request.events
                 })?
             }
+            // Linked for every component above; the grant only opens `http_hosts`.
+            Capability::Http => {}
         }
     }
     Ok(linker)

@@ -4,6 +4,7 @@
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::cache::CacheCtx;
 use crate::capabilities::config::ConfigCtx;
@@ -11,13 +12,18 @@ use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::DatabaseCtx;
 use crate::capabilities::email::EmailCtx;
 use crate::capabilities::events::EventsCtx;
+use crate::capabilities::http::Outbound;
 use crate::capabilities::log::LogCtx;
+use crate::capabilities::log::stdio::Stdio;
 use crate::capabilities::services::ServicesCtx;
 use crate::capabilities::tokens::TokensCtx;
 
 pub struct State {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
+    pub(crate) http: WasiHttpCtx,
+    /// Where the guest's stdout and stderr go: the host's log, tagged with the request.
+    pub(crate) stdio: Stdio,
     pub(crate) limits: StoreLimits,
     /// The capabilities' state for the request being served.
     pub request: Bound,
@@ -35,6 +41,8 @@ pub struct Bound {
     pub services: ServicesCtx,
     pub email: EmailCtx,
     pub events: EventsCtx,
+    /// Where this request's outgoing HTTP may go.
+    pub http: Outbound,
 }
 
 impl WasiView for State {
@@ -42,6 +50,16 @@ impl WasiView for State {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.request.http,
         }
     }
 }

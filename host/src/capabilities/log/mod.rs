@@ -3,6 +3,8 @@
 //! messages at 64 KiB in all. Control characters are escaped, so a message is one log line and
 //! cannot pass for a line of the host's own.
 
+pub mod stdio;
+
 use std::fmt::Write;
 use std::sync::Arc;
 
