@@ -51,10 +51,11 @@ run: build
 test: components plugins
     cargo test --release -p truevalue -p truevalue-sdk -p auth -p org -p permission -p audit -p analytics
 
-# Gateway + Wasm against a native handler, instantiate + call, logins against raw Argon2id, and
-# the members list (org + auth + permission) against the same SQL run natively.
-bench: components
-    cargo bench -p truevalue --bench hello --bench auth --bench members --bench fairness --bench events
+# Gateway + Wasm against a native handler, instantiate + call, logins against raw Argon2id, the
+# members list (org + auth + permission) against the same SQL run natively, fairness, events,
+# and the example plugin in Rust, Python and JavaScript against a native handler.
+bench: components plugins
+    cargo bench -p truevalue --bench hello --bench auth --bench members --bench fairness --bench events --bench plugins
 
 # Formatting and lints, as CI expects them.
 lint:

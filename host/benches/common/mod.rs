@@ -89,13 +89,27 @@ pub fn platform(dir: &Path, policies: &[(&str, String)]) -> Server {
 
 /// [`platform`] with environment variables set for the host (`TRUEVALUE_KAFKA_BROKERS`, …).
 pub fn platform_with(dir: &Path, policies: &[(&str, String)], env: &[(&str, &str)]) -> Server {
+    platform_configured(dir, policies, env, "")
+}
+
+/// [`platform_with`] with more lines for the host's config file (`trusted_components`, …).
+pub fn platform_configured(
+    dir: &Path,
+    policies: &[(&str, String)],
+    env: &[(&str, &str)],
+    config: &str,
+) -> Server {
     let policy_dir = dir.join("policies");
     std::fs::create_dir_all(&policy_dir).unwrap();
     for (name, toml) in policies {
         std::fs::write(policy_dir.join(format!("{name}.toml")), toml).unwrap();
     }
-    let config = dir.join("config.toml");
-    std::fs::write(&config, "rate_limit_per_minute = 1000000\n").unwrap();
+    let config_file = dir.join("config.toml");
+    std::fs::write(
+        &config_file,
+        format!("rate_limit_per_minute = 1000000\n{config}\n"),
+    )
+    .unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_truevalue"));
     command
         .args([
@@ -110,7 +124,7 @@ pub fn platform_with(dir: &Path, policies: &[(&str, String)], env: &[(&str, &str
         .arg("--policies")
         .arg(&policy_dir)
         .arg("--config")
-        .arg(&config)
+        .arg(&config_file)
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied());
     start(command)

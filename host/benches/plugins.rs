@@ -1,0 +1,237 @@
+//! `just bench`, plugins: the per-request cost of the example plugin — contacts with deals —
+//! written in Rust, Python (componentize-py) and JavaScript (componentize-js), against a native
+//! handler, in one run.
+//!
+//! Each build runs in its own release host on the embedded default with the example's own
+//! policy (a fresh instance per request); the Python and JavaScript builds run once more with
+//! `instance_reuse = 64` (an instance serves up to 64 requests of one organization). One contact
+//! with one deal is created through the REST API; then the same load generator drives, in
+//! alternating rounds, `GET /contacts/api/contacts/{id}` (access token, tenant route, two
+//! queries, JSON) on each, and a native axum server answering the same JSON from memory. At
+//! concurrency 1 the p50 latency is one request's cost end to end; at 16, throughput. Prints
+//! each and the differences and ratios to the Rust plugin. The machines are shared and noisy:
+//! read the ratios, not the absolute figures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use common::{Round, Server, median, repo, start};
+
+const ROUND: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 3;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--native-server") {
+        return native_server(args[at + 1].clone());
+    }
+    let runtime = common::runtime();
+    runtime.block_on(run());
+}
+
+/// A native server answering `body` to `GET /contacts/api/contacts/{id}`.
+fn native_server(body: String) {
+    let runtime = common::runtime();
+    runtime.block_on(async move {
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let app = axum::Router::new().route(
+            "/contacts/api/contacts/{id}",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { axum::Json(body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!(
+            "gateway listening on http://{}",
+            listener.local_addr().unwrap()
+        );
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+/// The example's policy, pointed at `wasm`, each instance serving up to `reuse` requests (of
+/// one organization), with the vault that mints the bench's token.
+fn policies(wasm: &str, reuse: u32) -> Vec<(&'static str, String)> {
+    let shipped = std::fs::read_to_string(repo().join("examples/contacts-python/contacts.toml"))
+        .expect("the example's policy");
+    let contacts = shipped.replace(
+        "wasm = \"contacts.wasm\"",
+        &format!("wasm = {:?}", common::wasm(wasm)),
+    );
+    let contacts = format!("{contacts}\n[limits]\nmax_instances = 256\ninstance_reuse = {reuse}\n");
+    let vault = format!(
+        "wasm = {:?}\nroutes = [\"/vault\"]\npublic_routes = [\"/vault\"]\ncapabilities = [\"cache\", \"crypto\", \"tokens\"]\n",
+        common::wasm("vault")
+    );
+    vec![("contacts", contacts), ("vault", vault)]
+}
+
+struct Target {
+    name: &'static str,
+    /// Kept running until the end of the bench.
+    _server: Server,
+    url: String,
+    token: String,
+    rounds: Vec<(Round, Round)>,
+}
+
+/// A host serving `wasm` as the contacts plugin, with one contact and its deal: its URL to load
+/// and the token to load it with, and the contact's JSON.
+async fn plugin(
+    client: &reqwest::Client,
+    dir: &Path,
+    name: &'static str,
+    wasm: &str,
+    reuse: u32,
+) -> (Target, Value) {
+    let server = common::platform_configured(
+        &dir.join(name),
+        &policies(wasm, reuse),
+        &[],
+        "trusted_components = [\"vault\"]",
+    );
+    let minted: Value = client
+        .post(format!("{}/vault/tokens", server.1))
+        .json(&json!({
+            "user_id": "user-bench", "email": "bench@example.com", "org_id": "org-bench",
+            "org_slug": "bench", "org_name": "bench", "roles": ["member"],
+            "permissions": ["contacts:*"], "plan": "free", "session_id": "session-bench",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = minted["token"].as_str().expect("a token").to_string();
+    let created: Value = client
+        .post(format!("{}/contacts/api/contacts", server.1))
+        .bearer_auth(&token)
+        .json(&json!({ "name": "Ada Lovelace", "email": "ada@example.com" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = &created["id"];
+    let deal = client
+        .post(format!("{}/contacts/api/contacts/{id}/deals", server.1))
+        .bearer_auth(&token)
+        .json(&json!({ "title": "Analytical engine", "amount_cents": 150000 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deal.status(), 201, "{name}");
+    let url = format!("{}/contacts/api/contacts/{id}", server.1);
+    let shown: Value = client
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let target = Target {
+        name,
+        _server: server,
+        url,
+        token,
+        rounds: Vec::new(),
+    };
+    (target, shown)
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut targets = Vec::new();
+    let mut answers = Vec::new();
+    for (name, wasm, reuse) in [
+        ("Rust plugin", "contacts", 1),
+        ("Python plugin", "contacts_py", 1),
+        ("JavaScript plugin", "contacts_js", 1),
+        ("Python, reused ×64", "contacts_py", 64),
+        ("JavaScript, reused ×64", "contacts_js", 64),
+    ] {
+        let (target, shown) = plugin(&client, dir.path(), name, wasm, reuse).await;
+        answers.push(shown);
+        targets.push(target);
+    }
+    assert!(
+        answers.windows(2).all(|pair| pair[0] == pair[1]),
+        "the three plugins answer the same: {answers:?}"
+    );
+    let mut native = Command::new(std::env::current_exe().unwrap());
+    native.arg("--native-server").arg(answers[0].to_string());
+    let native = start(native);
+    let native_url = format!("{}/contacts/api/contacts/{}", native.1, answers[0]["id"]);
+    targets.push(Target {
+        name: "native handler",
+        url: native_url,
+        _server: native,
+        token: String::new(),
+        rounds: Vec::new(),
+    });
+
+    // Warm up every target (compiled code, pools, connections).
+    for target in &targets {
+        common::load(
+            &client,
+            4,
+            Duration::from_millis(500),
+            &target.url,
+            &target.token,
+            b"{",
+        )
+        .await;
+    }
+    for _ in 0..ROUNDS {
+        for target in &mut targets {
+            let serial = common::load(&client, 1, ROUND, &target.url, &target.token, b"{").await;
+            let loaded = common::load(&client, 16, ROUND, &target.url, &target.token, b"{").await;
+            target.rounds.push((serial, loaded));
+        }
+    }
+
+    let figures: Vec<(&str, f64, f64, f64)> = targets
+        .iter()
+        .map(|t| {
+            let p50 = median(t.rounds.iter().map(|(s, _)| s.p50_us as f64).collect());
+            let rps = median(
+                t.rounds
+                    .iter()
+                    .map(|(_, l)| l.requests_per_second)
+                    .collect(),
+            );
+            let p99 = median(t.rounds.iter().map(|(_, l)| l.p99_us as f64).collect());
+            (t.name, p50, rps, p99)
+        })
+        .collect();
+    let (_, rust_p50, rust_rps, _) = figures[0];
+    println!(
+        "\nplugins: GET /contacts/api/contacts/{{id}} (token, tenant route, 2 queries), median of {ROUNDS} rounds of {}s",
+        ROUND.as_secs()
+    );
+    println!(
+        "{:<24} {:>12} {:>14} {:>12} {:>12} {:>14}",
+        "", "p50 @1 (µs)", "vs Rust (µs)", "req/s @16", "vs Rust", "p99 @16 (µs)"
+    );
+    for (name, p50, rps, p99) in &figures {
+        println!(
+            "{name:<24} {p50:>12.0} {:>+14.0} {rps:>12.0} {:>11.2}x {p99:>14.0}",
+            p50 - rust_p50,
+            rps / rust_rps
+        );
+    }
+    drop(targets);
+}
