@@ -1,5 +1,5 @@
 //! The `truevalue` command line: `serve`, `component list|deploy|rollback|reset` for operators,
-//! and `component check|keygen|sign` for publishers.
+//! and `component new|check|keygen|sign` for publishers.
 
 use std::path::PathBuf;
 
@@ -82,6 +82,22 @@ pub enum ComponentCommand {
         name: String,
         #[command(flatten)]
         admin: AdminArgs,
+    },
+    /// Write a working plugin to start from: its code, policy, build script, and the WIT (and
+    /// SDK) it builds against.
+    New {
+        /// The plugin's name, which is also its route (`/name`) and policy file's stem.
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum)]
+        lang: crate::scaffold::Lang,
+        /// Where to write it [default: ./NAME]; must not exist.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust only: the path of the SDK crate (`components/sdk` of this repository), as the
+        /// new crate's Cargo.toml should name it [default: ../components/sdk].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
     /// Report, without a host, how a component would load under a policy: each import granted,
     /// denied (a stand-in refuses every call) or refused, the exports the host needs, and the
@@ -247,6 +263,19 @@ async fn component(command: ComponentCommand) -> anyhow::Result<()> {
     let (admin, request) = match command {
         ComponentCommand::Keygen { out } => return keygen(&out),
         ComponentCommand::Check { wasm, policy } => return check(&wasm, &policy),
+        ComponentCommand::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            println!(
+                "{}",
+                crate::scaffold::new(&name, lang, &dir, sdk.as_deref())?
+            );
+            return Ok(());
+        }
         ComponentCommand::Sign {
             wasm,
             policy,

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod listener;
 pub mod policy;
 pub mod runtime;
+pub mod scaffold;
 pub mod secrets;
 pub mod security_state;
 pub mod serve;

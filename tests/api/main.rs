@@ -34,6 +34,7 @@ mod quotas;
 mod rate_limit;
 mod reuse;
 mod sandbox;
+mod scaffold;
 mod services;
 mod signatures;
 mod split;
