@@ -38,8 +38,8 @@ components:
 # componentize-js (from npm, pinned in sdk/js/package-lock.json).
 plugins:
     mkdir -p dist/components
-    componentize-py -d wit -w service componentize app -p examples/contacts-python -p sdk/python -o dist/components/contacts_py.wasm
-    componentize-py -d wit -w service componentize app -p tests/plugins/wasi_py -p sdk/python -o dist/components/wasi_py.wasm
+    componentize-py -d wit -w plugin componentize app -p examples/contacts-python -p sdk/python -o dist/components/contacts_py.wasm
+    componentize-py -d wit -w plugin componentize app -p tests/plugins/wasi_py -p sdk/python -o dist/components/wasi_py.wasm
     test sdk/js/node_modules/.package-lock.json -nt sdk/js/package-lock.json || npm ci --prefix sdk/js --silent --no-audit --no-fund
     node sdk/js/build.mjs examples/contacts-js/app.js dist/components/contacts_js.wasm
 

@@ -95,4 +95,4 @@ app.post("/contacts/api/contacts/{contactId}/deals", (request, { contactId }) =>
   return Response.created({ id: rows[0].id, title, amount_cents: amount });
 });
 
-export const { handler, manifest } = app.exports();
+export const { endpoint, manifest } = app.exports();

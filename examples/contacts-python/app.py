@@ -105,4 +105,4 @@ def create_deal(request, contact_id):
     return Response.created({"id": rows[0]["id"], "title": title.strip(), "amount_cents": amount})
 
 
-Handler, Manifest = app.exports()
+Endpoint, Manifest = app.exports()

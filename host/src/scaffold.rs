@@ -15,7 +15,7 @@ pub enum Lang {
 }
 
 /// The platform's WIT, as this host links it.
-const WIT: [(&str, &str); 12] = [
+const WIT: [(&str, &str); 13] = [
     ("cache.wit", include_str!("../../wit/cache.wit")),
     ("config.wit", include_str!("../../wit/config.wit")),
     ("crypto.wit", include_str!("../../wit/crypto.wit")),
@@ -25,6 +25,7 @@ const WIT: [(&str, &str); 12] = [
     ("handler.wit", include_str!("../../wit/handler.wit")),
     ("log.wit", include_str!("../../wit/log.wit")),
     ("manifest.wit", include_str!("../../wit/manifest.wit")),
+    ("plugin.wit", include_str!("../../wit/plugin.wit")),
     ("services.wit", include_str!("../../wit/services.wit")),
     ("tokens.wit", include_str!("../../wit/tokens.wit")),
     ("worlds.wit", include_str!("../../wit/worlds.wit")),
@@ -66,7 +67,7 @@ pub fn new(name: &str, lang: Lang, dir: &Path, sdk: Option<&Path>) -> anyhow::Re
             files.push((
                 "build.sh".into(),
                 format!(
-                    "#!/bin/sh\n# Builds {name}.wasm with componentize-py (`pip install componentize-py`).\nset -e\ncd \"$(dirname \"$0\")\"\ncomponentize-py -d wit -w service componentize app -o {name}.wasm\n"
+                    "#!/bin/sh\n# Builds {name}.wasm with componentize-py (`pip install componentize-py`).\nset -e\ncd \"$(dirname \"$0\")\"\ncomponentize-py -d wit -w plugin componentize app -o {name}.wasm\n"
                 ),
             ));
             "./build.sh"
@@ -209,7 +210,7 @@ def create_item(request):
     return Response.created({{"id": rows[0]["id"], "text": text.strip()}})
 
 
-Handler, Manifest = app.exports()
+Endpoint, Manifest = app.exports()
 "#
     )
 }
@@ -246,7 +247,7 @@ app.post("{route}/items", (request) => {{
   return Response.created({{ id: rows[0].id, text }});
 }});
 
-export const {{ handler, manifest }} = app.exports();
+export const {{ endpoint, manifest }} = app.exports();
 "#
     )
 }

@@ -1,4 +1,4 @@
-// Builds a JavaScript plugin into a component of the `service` world with componentize-js:
+// Builds a JavaScript plugin into a component of the `plugin` world with componentize-js:
 //
 //   node sdk/js/build.mjs <app.js> <out.wasm> [wit directory, default: wit]
 //
@@ -12,6 +12,6 @@ if (!sourcePath || !output) {
   console.error("usage: node sdk/js/build.mjs <app.js> <out.wasm> [wit directory]");
   process.exit(2);
 }
-const { component } = await componentize({ sourcePath, witPath, worldName: "service" });
+const { component } = await componentize({ sourcePath, witPath, worldName: "plugin" });
 await writeFile(output, component);
 console.log(`${output}: ${component.length} bytes`);

@@ -1,5 +1,5 @@
 // The TrueValue plugin SDK for JavaScript: what the Rust SDK gives a component, for
-// componentize-js (`sdk/js/build.mjs` builds a plugin with it).
+// componentize-js and the `plugin` world of `wit/` (`sdk/js/build.mjs` builds a plugin with it).
 //
 //   import { Plugin, Problem, Response, db } from "truevalue";
 //
@@ -9,12 +9,13 @@
 //     if (rows.length === 0) throw Problem.notFound(`no note ${id}`);
 //     return rows[0];
 //   });
-//   export const { handler, manifest } = app.exports();
+//   export const { endpoint, manifest } = app.exports();
 //
 // A handler returns an object or array (200, JSON), a `Response`, or undefined (204), and throws
 // a `Problem` for an RFC 9457 problem response. Any other error is a 500 whose detail goes to the
 // host's log, never to the client.
 
+import * as caller from "truevalue:platform/context@0.1.0";
 import * as database from "truevalue:platform/database@0.1.0";
 import * as settings from "truevalue:platform/config@0.1.0";
 import * as logging from "truevalue:platform/log@0.1.0";
@@ -72,18 +73,22 @@ function split(permission) {
   return at < 0 ? [undefined, undefined] : [permission.slice(0, at), permission.slice(at + 1)];
 }
 
-/** Who is calling, as the host verified it: a plugin may trust these values. */
+/** Who is calling, as the host verified it: a plugin may trust these values. Each is read from
+ * the host (the `context` interface) when first used. */
 export class Context {
-  constructor(raw) {
-    this.requestId = raw.requestId;
-    this.userId = raw.userId ?? null;
-    this.orgId = raw.orgId ?? null;
-    this.roles = raw.roles;
-    this.permissions = raw.permissions;
-    this.sessionId = raw.sessionId ?? null;
-    this.clientIp = raw.clientIp ?? null;
-    this.caller = raw.caller ?? null;
+  #cache = new Map();
+  #read(name, get) {
+    if (!this.#cache.has(name)) this.#cache.set(name, get() ?? null);
+    return this.#cache.get(name);
   }
+  get requestId() { return this.#read("requestId", caller.requestId); }
+  get userId() { return this.#read("userId", caller.userId); }
+  get orgId() { return this.#read("orgId", caller.orgId); }
+  get roles() { return this.#read("roles", caller.roles); }
+  get permissions() { return this.#read("permissions", caller.permissions); }
+  get sessionId() { return this.#read("sessionId", caller.sessionId); }
+  get clientIp() { return this.#read("clientIp", caller.clientIp); }
+  get caller() { return this.#read("caller", caller.caller); }
   has(permission) { return this.permissions.some((granted) => permissionMatches(granted, permission)); }
   /** Throws 401 on an anonymous request and 403 without `permission`. */
   require(permission) {
@@ -104,7 +109,7 @@ export class Request {
     this.queryString = raw.query;
     this.headers = Object.fromEntries(raw.headers);
     this.body = raw.body;
-    this.context = new Context(raw.context);
+    this.context = new Context();
     this.query = Object.fromEntries(new URLSearchParams(raw.query));
   }
   header(name) { return this.headers[name.toLowerCase()]; }
@@ -191,10 +196,10 @@ export class Plugin {
     return { status: response.status, headers: response.headers, body: response.body };
   }
 
-  /** The `handler` and `manifest` exports componentize-js looks for. */
+  /** The `endpoint` and `manifest` exports componentize-js looks for. */
   exports() {
     return {
-      handler: { handle: (request) => this.handle(request) },
+      endpoint: { handle: (request) => this.handle(request) },
       manifest: {
         version: () => this.version,
         migrations: (dialect) =>

@@ -2,7 +2,7 @@
 //! `components/sdk`), Python (`examples/contacts-python`, built by componentize-py with
 //! `sdk/python`) and JavaScript (`examples/contacts-js`, built by componentize-js with `sdk/js`),
 //! the last two by `just plugins` — loaded unmodified under their own policies: the Python and
-//! JavaScript ones import the whole `service` world (and the JavaScript one `wasi:http`) and are
+//! JavaScript ones import the whole `plugin` world (and the JavaScript one `wasi:http`) and are
 //! granted only `database`. The three share their schema, so each can replace another.
 
 use reqwest::StatusCode;
@@ -426,4 +426,47 @@ async fn an_organization_enables_the_python_plugin_for_itself_only() {
     assert_eq!(status, 200, "enabled for acme");
     let (status, _) = call(&app, reqwest::Method::GET, list, &globex, None).await;
     assert_eq!(status, 404, "not for globex");
+}
+
+/// Both released worlds load side by side: the `greeter` fixture is built for `service` (the
+/// first release, the caller in the request) and the Python example for `plugin` (the caller
+/// behind `context`); each serves, and `component check` and the component list tell them apart
+/// by what they export and import.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_of_both_released_worlds_serve_side_by_side() {
+    let greeter = Policy::new("greeter", "greeter", "greeter", "");
+    let app = Spawn::new(
+        Engine::Sqlite,
+        vec![vault(), greeter, contacts_policy(Example::Python)],
+    )
+    .config(TRUSTS_VAULT)
+    .start()
+    .await;
+    assert_eq!(app.get("/greeter").await.status(), 200, "service world");
+    let reader = token(&app, "acme", &["contacts:read"]).await;
+    let (status, listed) = call(
+        &app,
+        reqwest::Method::GET,
+        "/contacts/api/contacts",
+        &reader,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "plugin world: {listed}");
+
+    let policy = Example::Python.dir().join("contacts.toml");
+    let (_, report, _) = check(&Example::Python.wasm(), &policy);
+    let context = report["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            i["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("truevalue:platform/context@")
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("the plugin world imports context: {report}"));
+    assert_eq!(context["status"], "granted", "{context}");
 }

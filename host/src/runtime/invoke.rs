@@ -9,11 +9,10 @@ use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
 
-use super::loader::Loaded;
+use super::loader::{Instance, Loaded, Pre};
 use super::registry::{Runtime, Slot};
 use super::state::State;
 use crate::bindings::handler::{Request, Response};
-use crate::bindings::{Service, ServicePre};
 use crate::capabilities::database::Error as DbError;
 
 /// Most headers a component's response may carry (common clients take 100 in all, and the
@@ -330,21 +329,49 @@ enum Start {
     Fresh(OwnedSemaphorePermit),
 }
 
-/// Instantiates the component unless an instance is given (a kept one), and calls its handler.
+/// Instantiates the component unless an instance is given (a kept one), and calls its handler:
+/// the request as it is for the `service` world; for the `plugin` world, without the caller,
+/// which its `context` getters answer.
 async fn call_handler(
-    pre: &ServicePre<State>,
+    pre: &Pre,
     store: &mut Store<State>,
-    instance: Option<Service>,
+    instance: Option<Instance>,
     request: &Request,
-) -> wasmtime::Result<(Response, Service)> {
+) -> wasmtime::Result<(Response, Instance)> {
     let instance = match instance {
         Some(instance) => instance,
-        None => pre.instantiate_async(&mut *store).await?,
+        None => pre.instantiate(&mut *store).await?,
     };
-    let response = instance
-        .truevalue_platform_handler()
-        .call_handle(&mut *store, request)
-        .await?;
+    let response = match &instance {
+        Instance::Service(service) => {
+            service
+                .truevalue_platform_handler()
+                .call_handle(&mut *store, request)
+                .await?
+        }
+        Instance::Plugin(plugin) => {
+            use crate::bindings::plugin::endpoint;
+
+            store.data_mut().request.context =
+                crate::capabilities::context::ContextCtx(Some(request.context.clone()));
+            let request = endpoint::Request {
+                method: request.method.clone(),
+                path: request.path.clone(),
+                query: request.query.clone(),
+                headers: request.headers.clone(),
+                body: request.body.clone(),
+            };
+            let response = plugin
+                .truevalue_platform_endpoint()
+                .call_handle(&mut *store, &request)
+                .await?;
+            Response {
+                status: response.status,
+                headers: response.headers,
+                body: response.body,
+            }
+        }
+    };
     let bytes: usize = response
         .headers
         .iter()
@@ -365,7 +392,7 @@ pub(crate) struct Kept {
     /// Whom it served; it serves no one else.
     audience: Audience,
     store: Store<State>,
-    instance: Service,
+    instance: Instance,
     served: u32,
     /// Its place in the host's instance pool, held while it is kept.
     pool: OwnedSemaphorePermit,

@@ -14,7 +14,8 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, ResourceType};
 
 use super::registry::Sandbox;
-use crate::bindings::ServicePre;
+use crate::bindings::plugin::PluginPre;
+use crate::bindings::{Service, ServicePre};
 use crate::capabilities::database::Migration;
 use crate::policy::Capability;
 
@@ -28,8 +29,79 @@ pub struct Loaded {
     /// call fails the request, naming the interface.
     pub denied_imports: Vec<String>,
     pub loaded_at: OffsetDateTime,
-    pub(crate) pre: ServicePre<super::State>,
+    pub(crate) pre: Pre,
     pub(crate) migrations: Vec<Migration>,
+}
+
+/// A linked version, by the world it was built for.
+pub(crate) enum Pre {
+    /// `service`: the caller comes in the request.
+    Service(ServicePre<super::State>),
+    /// `plugin`: the caller is behind the `context` getters.
+    Plugin(PluginPre<super::State>),
+}
+
+/// An instance of a version, by its world.
+pub(crate) enum Instance {
+    Service(Service),
+    Plugin(crate::bindings::plugin::Plugin),
+}
+
+impl Pre {
+    pub(crate) async fn instantiate(
+        &self,
+        store: &mut wasmtime::Store<super::State>,
+    ) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            Pre::Service(pre) => Instance::Service(pre.instantiate_async(store).await?),
+            Pre::Plugin(pre) => Instance::Plugin(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+impl Instance {
+    /// The manifest's version and migrations.
+    async fn manifest(
+        &self,
+        store: &mut wasmtime::Store<super::State>,
+        dialect: crate::bindings::database::Dialect,
+    ) -> anyhow::Result<(String, Vec<Migration>)> {
+        let migration = |id, name, sql| Migration { id, name, sql };
+        Ok(match self {
+            Instance::Service(instance) => {
+                let manifest = instance.truevalue_platform_manifest();
+                let version = manifest
+                    .call_version(&mut *store)
+                    .await
+                    .map_err(failed("calling manifest.version"))?;
+                let migrations = manifest
+                    .call_migrations(&mut *store, dialect)
+                    .await
+                    .map_err(failed("calling manifest.migrations"))?;
+                let migrations = migrations.into_iter();
+                (
+                    version,
+                    migrations.map(|m| migration(m.id, m.name, m.sql)).collect(),
+                )
+            }
+            Instance::Plugin(instance) => {
+                let manifest = instance.truevalue_platform_manifest();
+                let version = manifest
+                    .call_version(&mut *store)
+                    .await
+                    .map_err(failed("calling manifest.version"))?;
+                let migrations = manifest
+                    .call_migrations(&mut *store, dialect)
+                    .await
+                    .map_err(failed("calling manifest.migrations"))?;
+                let migrations = migrations.into_iter();
+                (
+                    version,
+                    migrations.map(|m| migration(m.id, m.name, m.sql)).collect(),
+                )
+            }
+        })
+    }
 }
 
 /// The sha256 of the bytes, in hex: a version's identity.
@@ -186,6 +258,8 @@ pub fn classify_imports(
         let entry = if let Some(rest) = import_name.strip_prefix("truevalue:platform/") {
             let interface = rest.split('@').next().unwrap_or(rest);
             match Capability::from_interface(interface) {
+                // The caller's context: what the request carries anyway, for every component.
+                None if interface == "context" => import(import_name, ImportStatus::Granted, None),
                 Some(capability) if policy.grants(capability) => {
                     import(import_name, ImportStatus::Granted, None)
                 }
@@ -263,21 +337,27 @@ pub fn check_imports(
         .collect())
 }
 
-/// Whether the component exports what the host calls: `handler` and `manifest`.
+/// What the component lacks of the exports the host calls: `manifest`, and the entry point of
+/// either world (`handler` for `service`, `endpoint` for `plugin`).
 pub fn missing_exports(engine: &Engine, component: &Component) -> Vec<&'static str> {
     let exports: Vec<String> = component
         .component_type()
         .exports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
-    ["handler", "manifest"]
-        .into_iter()
-        .filter(|wanted| {
-            !exports
-                .iter()
-                .any(|name| name.starts_with(&format!("truevalue:platform/{wanted}@")))
-        })
-        .collect()
+    let exported = |wanted: &str| {
+        exports
+            .iter()
+            .any(|name| name.starts_with(&format!("truevalue:platform/{wanted}@")))
+    };
+    let mut missing = Vec::new();
+    if !exported("handler") && !exported("endpoint") {
+        missing.push("handler (service world) or endpoint (plugin world)");
+    }
+    if !exported("manifest") {
+        missing.push("manifest");
+    }
+    missing
 }
 
 /// Links each denied import to a stand-in: every function traps, naming the interface and the
@@ -366,44 +446,30 @@ pub async fn load(
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| anyhow::anyhow!("component `{}` cannot be linked: {e:#}", slot.name))?;
-    let pre = ServicePre::new(pre).map_err(|e| {
-        anyhow::anyhow!(
-            "component `{}` does not export the service world: {e:#}",
-            slot.name
-        )
-    })?;
+    let pre = match ServicePre::new(pre.clone()) {
+        Ok(pre) => Pre::Service(pre),
+        Err(service) => Pre::Plugin(PluginPre::new(pre).map_err(|plugin| {
+            anyhow::anyhow!(
+                "component `{}` exports neither the service world ({service:#}) nor the plugin world ({plugin:#})",
+                slot.name
+            )
+        })?),
+    };
 
     let deadline = std::time::Instant::now() + slot.deadline();
     let mut store = slot.store(engine, "deploy", deadline, None, 0, None);
     let manifest = async {
         let instance = pre
-            .instantiate_async(&mut store)
+            .instantiate(&mut store)
             .await
             .map_err(failed("instantiating to read the manifest"))?;
-        let manifest = instance.truevalue_platform_manifest();
-        let version = manifest
-            .call_version(&mut store)
-            .await
-            .map_err(failed("calling manifest.version"))?;
-        let migrations = manifest
-            .call_migrations(&mut store, slot.dialect)
-            .await
-            .map_err(failed("calling manifest.migrations"))?;
-        anyhow::Ok((version, migrations))
+        instance.manifest(&mut store, slot.dialect).await
     };
     let (version, migrations) = tokio::time::timeout(slot.deadline(), manifest)
         .await
         .map_err(|_| {
             anyhow::anyhow!("the manifest did not answer within the policy's deadline")
         })??;
-    let migrations = migrations
-        .into_iter()
-        .map(|m| Migration {
-            id: m.id,
-            name: m.name,
-            sql: m.sql,
-        })
-        .collect::<Vec<_>>();
     if !migrations.is_empty() && !slot.policy.grants(Capability::Database) {
         bail!(
             "component `{}` ships migrations but its policy does not grant \"database\"",

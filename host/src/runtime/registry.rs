@@ -31,6 +31,7 @@ use crate::bindings::handler::RequestContext;
 use crate::capabilities::Capabilities;
 use crate::capabilities::cache::{CacheCtx, Space};
 use crate::capabilities::config::ConfigCtx;
+use crate::capabilities::context::ContextCtx;
 use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::{self, Backend, ComponentDb, DatabaseCtx, Dialect};
 use crate::capabilities::email::EmailCtx;
@@ -161,6 +162,7 @@ impl Sandbox {
             services: services.unwrap_or_else(|| self.no_services(deadline)),
             email: EmailCtx::new(self.name.clone(), request_id.clone()),
             http: Outbound::new(self.name.clone(), request_id, self.http_hosts.clone()),
+            context: Default::default(),
             events: EventsCtx::new(self.name.clone(), self.topics.clone(), self.policy.approved),
         }
     }
@@ -971,6 +973,9 @@ fn linker_for(engine: &Engine, policy: &Policy) -> anyhow::Result<Linker<State>>
     let mut linker = Linker::new(engine);
     add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    bindings::plugin::context::add_to_linker::<State, HasSelf<ContextCtx>>(&mut linker, |s| {
+        &mut s.request.context
+    })?;
     for capability in policy.capabilities.iter().filter(|c| policy.grants(**c)) {
         match capability {
             Capability::Database => {

@@ -8,6 +8,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::cache::CacheCtx;
 use crate::capabilities::config::ConfigCtx;
+use crate::capabilities::context::ContextCtx;
 use crate::capabilities::crypto::CryptoCtx;
 use crate::capabilities::database::DatabaseCtx;
 use crate::capabilities::email::EmailCtx;
@@ -43,6 +44,8 @@ pub struct Bound {
     pub events: EventsCtx,
     /// Where this request's outgoing HTTP may go.
     pub http: Outbound,
+    /// The verified caller, for a `plugin` world component's `context` getters.
+    pub context: ContextCtx,
 }
 
 impl WasiView for State {

@@ -1,7 +1,7 @@
 """The TrueValue plugin SDK for Python: what the Rust SDK gives a component, for componentize-py.
 
 A plugin is one module that builds a :class:`Plugin`, adds routes to it and exports its
-``Handler`` and ``Manifest``::
+``Endpoint`` and ``Manifest`` (the ``plugin`` world of ``wit/``)::
 
     from truevalue import Plugin, Problem, db
 
@@ -14,7 +14,7 @@ A plugin is one module that builds a :class:`Plugin`, adds routes to it and expo
             raise Problem.not_found(f"no note {id}")
         return rows[0]
 
-    Handler, Manifest = app.exports()
+    Endpoint, Manifest = app.exports()
 
 A handler returns a ``dict`` or ``list`` (200, JSON), a :class:`Response`, or ``None`` (204),
 and raises :class:`Problem` for an RFC 9457 problem response. Any other exception is a 500 whose
@@ -26,14 +26,16 @@ from __future__ import annotations
 import json as _json
 import sys as _sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qsl
 
 from componentize_py_types import Err
 from wit_world import exports as _exports
-from wit_world.exports import handler as _handler
+from wit_world.exports import endpoint as _endpoint
 from wit_world.exports import manifest as _manifest
 from wit_world.imports import config as _config
+from wit_world.imports import context as _context
 from wit_world.imports import database as _database
 from wit_world.imports import log as _log
 
@@ -136,18 +138,41 @@ def permission_matches(granted: str, wanted: str) -> bool:
     return False
 
 
-@dataclass
 class Context:
-    """Who is calling, as the host verified it: a plugin may trust these values."""
+    """Who is calling, as the host verified it: a plugin may trust these values. Each is read
+    from the host (the `context` interface) when first used."""
 
-    request_id: str
-    user_id: Optional[str]
-    org_id: Optional[str]
-    roles: List[str]
-    permissions: List[str]
-    session_id: Optional[str]
-    client_ip: Optional[str]
-    caller: Optional[str]
+    @cached_property
+    def request_id(self) -> str:
+        return _context.request_id()
+
+    @cached_property
+    def user_id(self) -> Optional[str]:
+        return _context.user_id()
+
+    @cached_property
+    def org_id(self) -> Optional[str]:
+        return _context.org_id()
+
+    @cached_property
+    def roles(self) -> List[str]:
+        return list(_context.roles())
+
+    @cached_property
+    def permissions(self) -> List[str]:
+        return list(_context.permissions())
+
+    @cached_property
+    def session_id(self) -> Optional[str]:
+        return _context.session_id()
+
+    @cached_property
+    def client_ip(self) -> Optional[str]:
+        return _context.client_ip()
+
+    @cached_property
+    def caller(self) -> Optional[str]:
+        return _context.caller()
 
     def has(self, permission: str) -> bool:
         return any(permission_matches(granted, permission) for granted in self.permissions)
@@ -169,23 +194,13 @@ class Context:
 class Request:
     """One HTTP request routed to the plugin."""
 
-    def __init__(self, raw: _handler.Request):
+    def __init__(self, raw: _endpoint.Request):
         self.method: str = raw.method
         self.path: str = raw.path
         self.query_string: str = raw.query
         self.headers: Dict[str, str] = {name: value for name, value in raw.headers}
         self.body: bytes = bytes(raw.body)
-        c = raw.context
-        self.context = Context(
-            request_id=c.request_id,
-            user_id=c.user_id,
-            org_id=c.org_id,
-            roles=list(c.roles),
-            permissions=list(c.permissions),
-            session_id=c.session_id,
-            client_ip=c.client_ip,
-            caller=c.caller,
-        )
+        self.context = Context()
         self.query: Dict[str, str] = dict(parse_qsl(raw.query, keep_blank_values=True))
 
     def header(self, name: str) -> Optional[str]:
@@ -273,7 +288,7 @@ class Plugin:
             raise Problem.method_not_allowed(f"{request.method} is not allowed here")
         raise Problem.not_found(f"no route for {request.path}")
 
-    def handle(self, raw: _handler.Request) -> _handler.Response:
+    def handle(self, raw: _endpoint.Request) -> _endpoint.Response:
         request = Request(raw)
         request_id = request.context.request_id
         try:
@@ -293,14 +308,14 @@ class Plugin:
                 _json.dumps(Problem.internal(str(error)).body(request_id)).encode(),
                 [("content-type", "application/problem+json")],
             )
-        return _handler.Response(response.status, response.headers, response.body)
+        return _endpoint.Response(response.status, response.headers, response.body)
 
     def exports(self):
-        """The `Handler` and `Manifest` classes componentize-py looks for in the app module."""
+        """The `Endpoint` and `Manifest` classes componentize-py looks for in the app module."""
         plugin = self
 
-        class Handler(_exports.Handler):
-            def handle(self, request: _handler.Request) -> _handler.Response:
+        class Endpoint(_exports.Endpoint):
+            def handle(self, request: _endpoint.Request) -> _endpoint.Response:
                 return plugin.handle(request)
 
         class Manifest(_exports.Manifest):
@@ -314,7 +329,7 @@ class Plugin:
                     for n, sql in enumerate(plugin.migrations.get(engine, []), start=1)
                 ]
 
-        return Handler, Manifest
+        return Endpoint, Manifest
 
 
 def _match(segments: List[str], path: List[str]) -> Optional[Dict[str, str]]:

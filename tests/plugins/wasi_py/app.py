@@ -41,4 +41,4 @@ def connect(request):
         return {"connected": False, "error": str(error)}
 
 
-Handler, Manifest = app.exports()
+Endpoint, Manifest = app.exports()
