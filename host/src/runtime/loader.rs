@@ -59,6 +59,27 @@ impl Pre {
     }
 }
 
+/// Reads a manifest export: the two worlds' manifests have the same shape but their own types.
+macro_rules! read_manifest {
+    ($manifest:expr, $store:expr, $dialect:expr) => {{
+        let manifest = $manifest;
+        let version = manifest
+            .call_version(&mut *$store)
+            .await
+            .map_err(failed("calling manifest.version"))?;
+        let migrations = manifest
+            .call_migrations(&mut *$store, $dialect)
+            .await
+            .map_err(failed("calling manifest.migrations"))?;
+        let migrations = migrations.into_iter().map(|m| Migration {
+            id: m.id,
+            name: m.name,
+            sql: m.sql,
+        });
+        (version, migrations.collect())
+    }};
+}
+
 impl Instance {
     /// The manifest's version and migrations.
     async fn manifest(
@@ -66,39 +87,12 @@ impl Instance {
         store: &mut wasmtime::Store<super::State>,
         dialect: crate::bindings::database::Dialect,
     ) -> anyhow::Result<(String, Vec<Migration>)> {
-        let migration = |id, name, sql| Migration { id, name, sql };
         Ok(match self {
             Instance::Service(instance) => {
-                let manifest = instance.truevalue_platform_manifest();
-                let version = manifest
-                    .call_version(&mut *store)
-                    .await
-                    .map_err(failed("calling manifest.version"))?;
-                let migrations = manifest
-                    .call_migrations(&mut *store, dialect)
-                    .await
-                    .map_err(failed("calling manifest.migrations"))?;
-                let migrations = migrations.into_iter();
-                (
-                    version,
-                    migrations.map(|m| migration(m.id, m.name, m.sql)).collect(),
-                )
+                read_manifest!(instance.truevalue_platform_manifest(), store, dialect)
             }
             Instance::Plugin(instance) => {
-                let manifest = instance.truevalue_platform_manifest();
-                let version = manifest
-                    .call_version(&mut *store)
-                    .await
-                    .map_err(failed("calling manifest.version"))?;
-                let migrations = manifest
-                    .call_migrations(&mut *store, dialect)
-                    .await
-                    .map_err(failed("calling manifest.migrations"))?;
-                let migrations = migrations.into_iter();
-                (
-                    version,
-                    migrations.map(|m| migration(m.id, m.name, m.sql)).collect(),
-                )
+                read_manifest!(instance.truevalue_platform_manifest(), store, dialect)
             }
         })
     }
