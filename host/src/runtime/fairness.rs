@@ -8,7 +8,7 @@
 //!   slot and run it again at once, and the worker would look at the network only every few
 //!   dozen polls; `tokio::task::yield_now` instead lets every other ready task and the I/O and
 //!   timer drivers run before the guest resumes.
-//! - **A slot per long runner.** A request still executing guest code after [`FREE_RUN`] needs
+//! - **A slot per long runner.** A request that has run guest code for [`FREE_RUN`] ticks needs
 //!   one of a few *long-running slots* (half the cores, at least one) for each further slice.
 //!   However many endless loops are in flight, they share those slots and wait for them
 //!   without holding a thread, so the other cores stay free for the gateway and for ordinary
@@ -22,14 +22,16 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{CallHook, Store, UpdateDeadline};
 
-/// How long a request may run guest code before it competes for a long-running slot: ordinary
-/// requests finish well within it.
-pub const FREE_RUN: Duration = Duration::from_millis(20);
+/// How many epoch ticks of guest code a request may run before it competes for a long-running
+/// slot: ordinary requests finish well within it. Counted in ticks the guest was running at, not
+/// in time since the request began, so that requests queued behind others on a loaded machine
+/// (an interpreter's fresh instance takes milliseconds) are not taken for long runners.
+pub const FREE_RUN: u32 = 20;
 
 /// How long a long-running slot rests after each slice (one epoch tick) before it can be
 /// taken again.
@@ -44,7 +46,8 @@ static LONG_RUNNING: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
 /// Makes the store yield at every epoch tick, and past [`FREE_RUN`] wait for a long-running
 /// slot before each further slice.
 pub fn install<T: 'static>(store: &mut Store<T>) {
-    let started = Instant::now();
+    // Ticks that found the guest running: at most one per tick, however long it was descheduled.
+    let mut ran: u32 = 0;
     // The slot held for the current slice; handed back at the next tick, or with the store.
     let held: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::default();
     let released = held.clone();
@@ -68,7 +71,8 @@ pub fn install<T: 'static>(store: &mut Store<T>) {
                 drop(permit);
             });
         }
-        let next: Pin<Box<dyn Future<Output = ()> + Send>> = if started.elapsed() < FREE_RUN {
+        ran = ran.saturating_add(1);
+        let next: Pin<Box<dyn Future<Output = ()> + Send>> = if ran < FREE_RUN {
             Box::pin(tokio::task::yield_now())
         } else {
             let (gate, held) = (LONG_RUNNING.clone(), held.clone());
