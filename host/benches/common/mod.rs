@@ -89,15 +89,17 @@ pub fn platform(dir: &Path, policies: &[(&str, String)]) -> Server {
 
 /// [`platform`] with environment variables set for the host (`TRUEVALUE_KAFKA_BROKERS`, …).
 pub fn platform_with(dir: &Path, policies: &[(&str, String)], env: &[(&str, &str)]) -> Server {
-    platform_configured(dir, policies, env, "")
+    platform_configured(dir, policies, env, "", "127.0.0.1:0")
 }
 
-/// [`platform_with`] with more lines for the host's config file (`trusted_components`, …).
+/// [`platform_with`] with more lines for the host's config file (`trusted_components`, …) and
+/// the admin API's address.
 pub fn platform_configured(
     dir: &Path,
     policies: &[(&str, String)],
     env: &[(&str, &str)],
     config: &str,
+    admin_listen: &str,
 ) -> Server {
     let policy_dir = dir.join("policies");
     std::fs::create_dir_all(&policy_dir).unwrap();
@@ -117,7 +119,7 @@ pub fn platform_configured(
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
-            "127.0.0.1:0",
+            admin_listen,
             "--data-dir",
         ])
         .arg(dir.join("data"))
