@@ -333,14 +333,20 @@ async fn runtime_in_process(
             engine,
             capabilities,
             policies,
-            &host_dir,
-            (host_dir.join("cache"), u64::MAX),
-            64,
+            truevalue::runtime::Settings {
+                data_dir: host_dir.clone(),
+                cache_dir: host_dir.join("cache"),
+                cache_max_bytes: u64::MAX,
+                compile_queue: 4,
+                max_instances: 64,
+                max_memory_mib: 64,
+                trusted_components: Vec::new(),
+            },
         )
         .await
         .unwrap(),
     );
-    let slot = runtime.route("/hello").unwrap().clone();
+    let slot = runtime.slot("hello").unwrap();
     (runtime, slot)
 }
 

@@ -1,7 +1,7 @@
 //! The `truevalue` command line: `serve`, `component list|deploy|rollback|reset` for operators,
 //! and `component new|check|keygen|sign` for publishers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -59,6 +59,27 @@ pub enum ComponentCommand {
         name: String,
         /// The component file.
         file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Install a new component with its policy into the running host: it serves at once and
+    /// after restarts, until uninstalled. A signature beside the file (`<wasm>.sig`, from
+    /// `component sign` with this policy) is sent along.
+    Install {
+        /// The component's name: its routes' owner, its database's and its policy's name.
+        name: String,
+        /// The component file.
+        wasm: PathBuf,
+        /// The component's policy file (its `wasm` line is ignored: the version is `WASM`).
+        #[arg(long)]
+        policy: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Uninstall a component installed with `component install`: its routes answer 404 at
+    /// once; its database and kept versions stay, for a later install of the same name.
+    Uninstall {
+        name: String,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -291,12 +312,37 @@ async fn component(command: ComponentCommand) -> anyhow::Result<()> {
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let url = format!("{}/admin/components/{name}", admin.admin_url);
             let mut request = reqwest::Client::new().put(url).body(wasm);
-            let mut sig = file.clone().into_os_string();
-            sig.push(".sig");
-            if let Ok(signature) = std::fs::read_to_string(&sig) {
-                request = request.header(crate::admin::SIGNATURE_HEADER, signature.trim());
+            if let Some(signature) = signature_beside(&file) {
+                request = request.header(crate::admin::SIGNATURE_HEADER, signature);
             }
             (admin, request)
+        }
+        ComponentCommand::Install {
+            name,
+            wasm: file,
+            policy,
+            admin,
+        } => {
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let policy = std::fs::read_to_string(&policy)
+                .with_context(|| format!("reading {}", policy.display()))?;
+            let mut form = reqwest::multipart::Form::new()
+                .text("name", name)
+                .text("policy", policy)
+                .part(
+                    "wasm",
+                    reqwest::multipart::Part::bytes(wasm).mime_str("application/wasm")?,
+                );
+            if let Some(signature) = signature_beside(&file) {
+                form = form.text("signature", signature);
+            }
+            let url = format!("{}/admin/components", admin.admin_url);
+            (admin, reqwest::Client::new().post(url).multipart(form))
+        }
+        ComponentCommand::Uninstall { name, admin } => {
+            let url = format!("{}/admin/components/{name}", admin.admin_url);
+            (admin, reqwest::Client::new().delete(url))
         }
         ComponentCommand::Rollback { name, to, admin } => {
             let url = format!("{}/admin/components/{name}/rollback", admin.admin_url);
@@ -332,6 +378,10 @@ async fn component(command: ComponentCommand) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("the admin API at {} did not answer", admin.admin_url))?;
     let status = response.status();
+    if status == reqwest::StatusCode::NO_CONTENT {
+        println!("done");
+        return Ok(());
+    }
     let body: serde_json::Value = response
         .json()
         .await
@@ -346,4 +396,13 @@ async fn component(command: ComponentCommand) -> anyhow::Result<()> {
             .unwrap_or("no detail");
         anyhow::bail!("{status}: {detail}")
     }
+}
+
+/// The signature line `component sign` wrote beside `wasm` (`<wasm>.sig`), if there is one.
+fn signature_beside(wasm: &Path) -> Option<String> {
+    let mut path = wasm.as_os_str().to_owned();
+    path.push(".sig");
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|signature| signature.trim().to_string())
 }

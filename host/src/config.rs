@@ -42,6 +42,10 @@ pub struct Config {
     /// The compile cache's bound in MiB: past it, the oldest artefacts of versions no longer
     /// current or previous are deleted (after each deploy and at start-up).
     pub compile_cache_max_mib: u32,
+    /// Most deploys and installs compiling or waiting to compile at once (one compiles at a
+    /// time, at a lower priority than serving); past it they are refused with 503 and
+    /// `Retry-After`. A version compiled before loads from the cache without waiting.
+    pub compile_queue: u32,
     /// `postgres://…`; absent: one SQLite file per component in the data directory.
     pub database_url: Option<SecretString>,
     /// `redis://…`; absent: in-memory.
@@ -122,6 +126,7 @@ impl Default for Config {
             policies_dir: "policies".into(),
             cache_dir: None,
             compile_cache_max_mib: 1024,
+            compile_queue: 4,
             database_url: None,
             redis_url: None,
             redis_prefix: "truevalue".into(),
@@ -384,6 +389,9 @@ impl Config {
         }
         if self.body_limit_bytes == 0 {
             bail!("body_limit_bytes must be above 0");
+        }
+        if !(1..=64).contains(&self.compile_queue) {
+            bail!("compile_queue must be between 1 and 64");
         }
         if !(1..=10_000).contains(&self.max_instances) {
             bail!("max_instances must be between 1 and 10000");

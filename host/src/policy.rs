@@ -135,7 +135,9 @@ pub struct Policy {
     /// bytes.
     #[serde(skip)]
     pub digest: String,
-    /// The `.wasm` file to load at start-up, relative to the policy file.
+    /// The `.wasm` file to load at start-up, relative to the policy file. Ignored in a policy
+    /// installed through the admin API, whose version comes with it.
+    #[serde(default)]
     pub wasm: PathBuf,
     /// Path prefixes routed to the component, e.g. `/hello`.
     pub routes: Vec<String>,
@@ -194,6 +196,10 @@ pub struct Policy {
     /// [`load_dir`], false otherwise, so a trusted capability is never granted by default.
     #[serde(skip)]
     pub approved: bool,
+    /// Installed through the admin API (kept in the data directory), not read from the
+    /// policies directory: the admin API may uninstall it.
+    #[serde(skip)]
+    pub installed: bool,
 }
 
 /// `[config]` values as text; a TOML number or boolean is written as it reads.
@@ -299,6 +305,13 @@ pub fn load_dir(
     for path in paths {
         match load_file(&path) {
             Ok(mut policy) => {
+                if policy.wasm == path.parent().unwrap_or(Path::new(".")) {
+                    problems.push(format!(
+                        "{}: `wasm` is missing; name the component's file, e.g. wasm = \"{}.wasm\"",
+                        path.display(),
+                        policy.name
+                    ));
+                }
                 problems.extend(check(&policy, max_memory_mib));
                 problems.extend(approve(&mut policy, trusted));
                 policies.push(policy);
@@ -316,18 +329,98 @@ pub fn load_dir(
 pub(crate) fn load_file(path: &Path) -> anyhow::Result<Policy> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut policy: Policy = toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?;
-    policy.name = path
+    let name = path
         .file_stem()
         .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string();
-    policy.source = path.to_path_buf();
-    policy.digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+        .unwrap_or_default();
+    let mut policy = parse(&text, name, path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     policy.wasm = base.join(&policy.wasm);
     Ok(policy)
+}
+
+/// The policy of component `name` in `text`; `source` says where it came from in messages.
+/// Its `wasm` is as written (relative to the policy file).
+pub(crate) fn parse(text: &str, name: &str, source: &Path) -> anyhow::Result<Policy> {
+    let mut policy: Policy = toml::from_str(text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", source.display(), e.to_string().trim()))?;
+    policy.name = name.to_string();
+    policy.source = source.to_path_buf();
+    policy.digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+    Ok(policy)
+}
+
+/// Checks a policy installed through the admin API as [`load_dir`] checks files, against the
+/// policies already loaded (`others`); every problem found, or the policy ready to load.
+pub fn check_installed(
+    mut policy: Policy,
+    others: &[Arc<Policy>],
+    max_memory_mib: u32,
+    trusted: &[String],
+) -> Result<Policy, Vec<String>> {
+    let mut problems = check(&policy, max_memory_mib);
+    problems.extend(approve(&mut policy, trusted));
+    for route in &policy.routes {
+        if let Some(other) = others.iter().find(|other| other.routes.contains(route)) {
+            problems.push(format!(
+                "route {route:?} is claimed by `{}` already",
+                other.name
+            ));
+        }
+    }
+    policy.installed = true;
+    match problems.is_empty() {
+        true => Ok(policy),
+        false => Err(problems),
+    }
+}
+
+/// The policies installed through the admin API, kept in `dir` as `<name>.toml` beside the
+/// version they were installed with, `<name>.wasm`. One that no longer passes the checks
+/// (the host config changed, or a file in the policies directory now claims its name or a
+/// route) is logged and left out: the others load.
+pub fn load_installed(
+    dir: &Path,
+    loaded: &[Policy],
+    max_memory_mib: u32,
+    trusted: &[String],
+) -> Vec<Policy> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    let mut others: Vec<Arc<Policy>> = loaded.iter().cloned().map(Arc::new).collect();
+    let mut installed = Vec::new();
+    for path in paths {
+        let checked = load_file(&path)
+            .map_err(|e| vec![format!("{e:#}")])
+            .and_then(|policy| {
+                if others.iter().any(|other| other.name == policy.name) {
+                    return Err(vec![format!(
+                        "{}: the policies directory has a component of this name",
+                        path.display()
+                    )]);
+                }
+                check_installed(policy, &others, max_memory_mib, trusted)
+            });
+        match checked {
+            Ok(mut policy) => {
+                policy.wasm = path.with_extension("wasm");
+                others.push(Arc::new(policy.clone()));
+                installed.push(policy);
+            }
+            Err(problems) => tracing::error!(
+                policy = %path.display(),
+                problems = %problems.join("; "),
+                "an installed component is left out: uninstall it, or install it again"
+            ),
+        }
+    }
+    installed
 }
 
 /// A component name: also a schema, a file and a role suffix, so kept to `[a-z][a-z0-9_]*`.
@@ -586,6 +679,10 @@ fn check_routes(policies: &[Policy]) -> Vec<String> {
     }
     problems
 }
+
+/// The route table as the gateway reads it: replaced whole when a component is installed or
+/// uninstalled.
+pub type Routes = arc_swap::ArcSwap<RouteTable>;
 
 /// Which policy serves a path: the longest route prefix that matches by whole segments.
 pub struct RouteTable(Vec<(String, Arc<Policy>)>);

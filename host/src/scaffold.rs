@@ -125,7 +125,7 @@ pub fn new(name: &str, lang: Lang, dir: &Path, sdk: Option<&Path>) -> anyhow::Re
     }
     make_executable(&dir.join("build.sh"))?;
     Ok(format!(
-        "wrote {} files into {dir}\nnext:\n  cd {dir} && {next}\n  truevalue component check {dir}/{name}.wasm --policy {dir}/{name}.toml\n  then copy {name}.toml and {name}.wasm into the host's policies directory",
+        "wrote {} files into {dir}\nnext:\n  cd {dir} && {next}\n  truevalue component check {dir}/{name}.wasm --policy {dir}/{name}.toml\n  truevalue component install {name} {dir}/{name}.wasm --policy {dir}/{name}.toml   (into a running host)",
         files.len(),
         dir = dir.display()
     ))
@@ -145,7 +145,8 @@ fn make_executable(_path: &Path) -> anyhow::Result<()> {
 
 fn policy(name: &str, route: &str) -> String {
     format!(
-        r#"# What the host grants the plugin `{name}`. Copy this file and {name}.wasm into the host's
+        r#"# What the host grants the plugin `{name}`. Install both into a running host with
+# `truevalue component install {name} {name}.wasm --policy {name}.toml`, or copy them into its
 # policies directory. Every interface it imports but is not granted here is a stand-in that
 # refuses each call.
 wasm = "{name}.wasm"

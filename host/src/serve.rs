@@ -23,7 +23,7 @@ use crate::gateway::node::NodeGuard;
 use crate::gateway::rate_limit::{Limiter, MemoryLimiter, RateLimit, RedisLimiter, TrustedProxies};
 use crate::gateway::{self, AppState};
 use crate::policy::RouteTable;
-use crate::runtime::{Deliveries, Runtime, new_engine};
+use crate::runtime::{Runtime, Settings, new_engine};
 use crate::security_state::{MemorySecurityState, RedisSecurityState, SecurityState};
 use crate::signatures::Signatures;
 use crate::{admin, capabilities, listener, policy, secrets};
@@ -97,6 +97,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (upstream, routes, runtime) = match config.role {
         Role::Gateway => {
             let routes = RouteTable::new(&policies.into_iter().map(Arc::new).collect::<Vec<_>>());
+            let routes = Arc::new(arc_swap::ArcSwap::from_pointee(routes));
             let nodes = Nodes::new(
                 config.nodes.clone(),
                 gateway_secret(&config)?,
@@ -105,6 +106,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             (Upstream::Nodes(nodes), routes, None)
         }
         Role::All | Role::Node => {
+            // Components installed through the admin API, after the policies directory's.
+            let mut policies = policies;
+            let installed = policy::load_installed(
+                &config.data_dir.join(crate::runtime::INSTALLED_DIR),
+                &policies,
+                config.max_memory_mib,
+                &config.trusted_components,
+            );
+            policies.extend(installed);
             let database =
                 capabilities::database::connect(config.database_url.as_ref(), &config.data_dir)
                     .await?;
@@ -112,7 +122,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 Some(brokers) => Arc::new(KafkaBus::new(brokers)?),
                 None => Arc::new(LocalBus::open(&config.data_dir).await?),
             };
-            let relay = Relay::new(bus.clone());
+            let relay = Relay::new(bus);
             let capabilities = Capabilities {
                 database,
                 cache,
@@ -143,25 +153,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     engine,
                     capabilities,
                     policies,
-                    &config.data_dir,
-                    (
-                        config.cache_dir(),
-                        u64::from(config.compile_cache_max_mib) * 1024 * 1024,
-                    ),
-                    config.max_instances,
+                    Settings {
+                        data_dir: config.data_dir.clone(),
+                        cache_dir: config.cache_dir(),
+                        cache_max_bytes: u64::from(config.compile_cache_max_mib) * 1024 * 1024,
+                        compile_queue: config.compile_queue as usize,
+                        max_instances: config.max_instances,
+                        max_memory_mib: config.max_memory_mib,
+                        trusted_components: config.trusted_components.clone(),
+                    },
                 )
                 .await?,
             );
             runtime.expire_kept(Duration::from_millis(config.kept_idle_ms));
             relay.start();
             for policy in runtime.policies() {
-                if !policy.subscriptions.is_empty() {
-                    bus.clone().consume(
-                        policy.name.clone(),
-                        policy.subscriptions.clone(),
-                        Arc::new(Deliveries(Arc::downgrade(&runtime))),
-                    )?;
-                }
+                runtime.consume_events(&policy)?;
             }
             for component in runtime.components() {
                 match (&component.version, &component.digest) {
@@ -176,13 +183,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
             (
                 Upstream::Local(runtime.clone()),
-                RouteTable::new(&runtime.policies()),
+                runtime.routes(),
                 Some(runtime),
             )
         }
     };
-    let request_metrics = gateway::RequestMetrics::new(routes.components());
-    let routes = Arc::new(routes);
+    let request_metrics = gateway::RequestMetrics::new(routes.load().components());
 
     let limits = connection_limits(&config);
     // Operators and metric scrapers only: a small share, so the two listeners together stay

@@ -21,7 +21,7 @@ pub enum Example {
 }
 
 impl Example {
-    fn dir(self) -> std::path::PathBuf {
+    pub(crate) fn dir(self) -> std::path::PathBuf {
         repo().join(match self {
             Example::Rust => "examples/contacts-rust",
             Example::Python => "examples/contacts-python",
@@ -29,7 +29,7 @@ impl Example {
         })
     }
 
-    fn wasm(self) -> std::path::PathBuf {
+    pub(crate) fn wasm(self) -> std::path::PathBuf {
         wasm(match self {
             Example::Rust => "contacts",
             Example::Python => "contacts_py",

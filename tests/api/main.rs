@@ -24,6 +24,7 @@ mod gateway;
 mod guestbook;
 mod hot_swap;
 mod identity;
+mod install;
 mod kafka;
 mod listener;
 mod operations;

@@ -14,7 +14,7 @@ use crate::on_both_engines;
 const PASSWORD: &str = "correct horse battery staple";
 
 /// `policies/<name>.toml` as shipped, with the wasm path pointing at the built component.
-fn shipped(name: &str) -> Policy {
+pub(crate) fn shipped(name: &str) -> Policy {
     let text = std::fs::read_to_string(repo().join(format!("policies/{name}.toml"))).unwrap();
     let wasm_line = format!("wasm = {:?}", wasm(name).display().to_string());
     let toml = text
@@ -56,10 +56,10 @@ async fn app(engine: Engine) -> TestApp {
 }
 
 /// A signed-in user: their id, email and current token pair.
-struct Person {
+pub(crate) struct Person {
     id: String,
     email: String,
-    access: String,
+    pub(crate) access: String,
     refresh: String,
 }
 
@@ -84,7 +84,7 @@ async fn send(
     request.send().await.unwrap()
 }
 
-async fn get(app: &TestApp, path: &str, who: &Person) -> reqwest::Response {
+pub(crate) async fn get(app: &TestApp, path: &str, who: &Person) -> reqwest::Response {
     send(app, Method::GET, path, &who.access, None).await
 }
 
@@ -100,7 +100,7 @@ async fn delete(app: &TestApp, path: &str, who: &Person) -> reqwest::Response {
     send(app, Method::DELETE, path, &who.access, None).await
 }
 
-async fn json_of(response: reqwest::Response, status: u16) -> Value {
+pub(crate) async fn json_of(response: reqwest::Response, status: u16) -> Value {
     let got = response.status();
     let text = response.text().await.unwrap();
     assert_eq!(got, status, "{text}");
@@ -173,7 +173,7 @@ async fn refresh(app: &TestApp, who: &mut Person) {
 }
 
 /// A new organization; its creator, switched into it, is its admin.
-async fn organization(app: &TestApp) -> (String, Person) {
+pub(crate) async fn organization(app: &TestApp) -> (String, Person) {
     let mut admin = sign_up(app).await;
     let slug = format!("org-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let body = json!({ "name": "Acme", "slug": slug });

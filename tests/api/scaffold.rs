@@ -1,14 +1,15 @@
 //! `truevalue component new NAME --lang rust|python|js`, as a new plugin author runs it: the
 //! directory it writes builds with its own build script and the language's toolchain, passes
-//! `component check` under its own policy, and serves on a host.
+//! `component check` under its own policy, and is installed into a running host with
+//! `component install`, as the command prints next.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
 
 use crate::auth::TRUSTS_VAULT;
-use crate::helpers::{Engine, Policy, Spawn, mint_token, repo, vault};
+use crate::helpers::{Engine, Spawn, mint_token, repo, vault};
 
 fn truevalue(args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_truevalue"))
@@ -27,8 +28,8 @@ fn truevalue(args: &[&str]) -> (bool, String) {
 }
 
 /// Writes the plugin `name` in `lang` under `dir`, builds it with its `build.sh`, checks it,
-/// and answers its policy pointing at the built file.
-fn new_and_build(dir: &Path, name: &str, lang: &str, env: &[(&str, String)]) -> Policy {
+/// and answers its project directory.
+fn new_and_build(dir: &Path, name: &str, lang: &str, env: &[(&str, String)]) -> PathBuf {
     let project = dir.join(name);
     let mut args = vec![
         "new",
@@ -45,6 +46,10 @@ fn new_and_build(dir: &Path, name: &str, lang: &str, env: &[(&str, String)]) -> 
     let (ok, out) = truevalue(&args);
     assert!(ok, "{out}");
     assert!(out.contains("build.sh"), "says what to run next: {out}");
+    assert!(
+        out.contains("component install"),
+        "says how to install: {out}"
+    );
     if lang == "js" {
         // The repository's install of the pinned toolchain, instead of a download per test.
         std::os::unix::fs::symlink(
@@ -72,21 +77,31 @@ fn new_and_build(dir: &Path, name: &str, lang: &str, env: &[(&str, String)]) -> 
         policy_file.to_str().unwrap(),
     ]);
     assert!(ok, "{report}");
-    let toml = std::fs::read_to_string(&policy_file).unwrap().replace(
-        &format!("wasm = \"{name}.wasm\""),
-        &format!("wasm = {:?}", wasm.display().to_string()),
-    );
-    Policy {
-        name: name.to_string(),
-        toml,
-    }
+    project
 }
 
-async fn serves(policy: Policy, name: &str) {
-    let app = Spawn::new(Engine::Sqlite, vec![vault(), policy])
+/// Installs the built plugin into a running host, and uses it.
+async fn serves(project: PathBuf, name: &str) {
+    let app = Spawn::new(Engine::Sqlite, vec![vault()])
         .config(TRUSTS_VAULT)
         .start()
         .await;
+    let (wasm, policy) = (
+        project.join(format!("{name}.wasm")),
+        project.join(format!("{name}.toml")),
+    );
+    let (ok, out) = truevalue(&[
+        "install",
+        name,
+        wasm.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--admin-url",
+        &app.admin_address,
+        "--token",
+        &app.admin_token,
+    ]);
+    assert!(ok, "{out}");
     let hello: Value = app
         .get(&format!("/{name}/hello?name=Ada"))
         .await
@@ -143,15 +158,15 @@ async fn serves(policy: Policy, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_python_plugin_builds_checks_and_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = tokio::task::block_in_place(|| new_and_build(dir.path(), "notes", "python", &[]));
-    serves(policy, "notes").await;
+    let project = tokio::task::block_in_place(|| new_and_build(dir.path(), "notes", "python", &[]));
+    serves(project, "notes").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_javascript_plugin_builds_checks_and_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = tokio::task::block_in_place(|| new_and_build(dir.path(), "tasks", "js", &[]));
-    serves(policy, "tasks").await;
+    let project = tokio::task::block_in_place(|| new_and_build(dir.path(), "tasks", "js", &[]));
+    serves(project, "tasks").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,10 +176,10 @@ async fn a_new_rust_plugin_builds_checks_and_serves() {
     let target = std::env::var("HOME")
         .map(|home| format!("{home}/.cache/truevalue/plugin-target"))
         .unwrap_or_else(|_| dir.path().join("target").display().to_string());
-    let policy = tokio::task::block_in_place(|| {
+    let project = tokio::task::block_in_place(|| {
         new_and_build(dir.path(), "deals", "rust", &[("CARGO_TARGET_DIR", target)])
     });
-    serves(policy, "deals").await;
+    serves(project, "deals").await;
 }
 
 #[test]

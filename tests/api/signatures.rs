@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::helpers::{Engine, Policy, Spawn, TestApp, problem, wasm};
 
 /// `truevalue component <args>`; panics with its output when it fails.
-fn truevalue(args: &[&str]) -> String {
+pub(crate) fn truevalue(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_truevalue"))
         .arg("component")
         .args(args)

@@ -1,5 +1,6 @@
-//! The admin listener, on its own address: the admin API behind a bearer token (list
-//! components, deploy a new version, roll back, reset to the policy's file), and `/metrics` for
+//! The admin listener, on its own address: the admin API behind a bearer token (list,
+//! install and uninstall components, deploy a new version, roll back, reset to the policy's
+//! file), and `/metrics` for
 //! the operator's monitoring, which needs no token so a scraper never holds the power to deploy.
 
 mod metrics;
@@ -9,8 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
-use axum::http::header;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, Path as UrlPath, Request, State};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
@@ -21,7 +23,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::gateway::{ApiError, log_errors, request_id};
-use crate::runtime::{ComponentInfo, DeployError, Runtime};
+use crate::runtime::{ComponentInfo, DeployError, Install, Runtime};
 
 /// Where `serve` keeps the token it generates when none is configured.
 pub const TOKEN_FILE: &str = "admin-token";
@@ -44,8 +46,8 @@ pub fn router(runtime: Arc<Runtime>, token: &SecretString, metrics: PrometheusHa
         token_digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
     });
     let api = Router::new()
-        .route("/admin/components", get(list))
-        .route("/admin/components/{name}", put(deploy))
+        .route("/admin/components", get(list).post(install))
+        .route("/admin/components/{name}", put(deploy).delete(uninstall))
         .route("/admin/components/{name}/rollback", post(rollback))
         .route("/admin/components/{name}/versions", get(versions))
         .route("/admin/components/{name}/reset", post(reset))
@@ -133,6 +135,77 @@ async fn deploy(
     ))
 }
 
+/// Installs a new component: a `multipart/form-data` body with the parts `name`, `policy`
+/// (the policy file's text), `wasm` (the component) and, when it is signed, `signature`.
+async fn install(
+    State(state): State<Arc<AdminState>>,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<
+    (
+        StatusCode,
+        [(header::HeaderName, String); 1],
+        Json<ComponentInfo>,
+    ),
+    ApiError,
+> {
+    let mut form = form.map_err(|e| {
+        ApiError::Unprocessable(format!(
+            "the body must be a multipart/form-data form with the parts `name`, `policy`, `wasm` and, when signed, `signature`: {e}"
+        ))
+    })?;
+    let unreadable = |e: axum::extract::multipart::MultipartError| {
+        ApiError::Unprocessable(format!("the body is not a readable multipart form: {e}"))
+    };
+    let (mut name, mut policy, mut wasm, mut signature) = (None, None, None, None);
+    while let Some(part) = form.next_field().await.map_err(unreadable)? {
+        let field = part.name().unwrap_or_default().to_string();
+        let text = |bytes: Bytes| {
+            String::from_utf8(bytes.to_vec()).map_err(|_| {
+                ApiError::Unprocessable(format!("the part `{field}` must be UTF-8 text"))
+            })
+        };
+        match field.as_str() {
+            "name" => name = Some(text(part.bytes().await.map_err(unreadable)?)?),
+            "policy" => policy = Some(text(part.bytes().await.map_err(unreadable)?)?),
+            "signature" => signature = Some(text(part.bytes().await.map_err(unreadable)?)?),
+            "wasm" => wasm = Some(part.bytes().await.map_err(unreadable)?),
+            other => {
+                return Err(ApiError::Unprocessable(format!(
+                    "unknown part `{other}`: the form has `name`, `policy`, `wasm` and, when signed, `signature`"
+                )));
+            }
+        }
+    }
+    let missing = |part: &str| ApiError::Unprocessable(format!("the form has no `{part}` part"));
+    let name = name.ok_or_else(|| missing("name"))?.trim().to_string();
+    let install = Install {
+        policy: policy.ok_or_else(|| missing("policy"))?,
+        wasm: wasm
+            .filter(|wasm| !wasm.is_empty())
+            .ok_or_else(|| missing("wasm"))?
+            .to_vec(),
+        signature: signature
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
+        name: name.clone(),
+    };
+    let info = state.runtime.install(install).await.map_err(from_deploy)?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/admin/components/{name}"))],
+        Json(info),
+    ))
+}
+
+/// Uninstalls a component installed through the admin API.
+async fn uninstall(
+    State(state): State<Arc<AdminState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
+    state.runtime.uninstall(&name).await.map_err(from_deploy)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Without a body: back to the previous version. With `{"digest": "…"}`: back to that kept
 /// version (see `versions`).
 async fn rollback(
@@ -179,6 +252,10 @@ async fn reset(
 fn from_deploy(error: DeployError) -> ApiError {
     match error {
         DeployError::UnknownComponent(_) => ApiError::NotFound(error.to_string()),
+        DeployError::Exists(_) | DeployError::NotInstalled(..) => {
+            ApiError::Conflict(error.to_string())
+        }
+        DeployError::Busy(_) => ApiError::CompileQueueFull(error.to_string()),
         DeployError::Refused(_) => ApiError::Unprocessable(error.to_string()),
         DeployError::NoPrevious(_) => ApiError::Conflict(error.to_string()),
         DeployError::UnknownVersion(..) => ApiError::NotFound(error.to_string()),

@@ -11,10 +11,10 @@ use axum::http::header;
 
 use super::problem::ApiError;
 use crate::capabilities::tokens::{Claims, Error as TokenError, Tokens};
-use crate::policy::RouteTable;
+use crate::policy::{RouteTable, Routes};
 
 pub struct Auth {
-    pub routes: Arc<RouteTable>,
+    pub routes: Arc<Routes>,
     pub tokens: Arc<Tokens>,
 }
 
@@ -95,7 +95,8 @@ pub fn require(auth: &Auth, request: &Request) -> Result<(), ApiError> {
     if !plain_path(path) {
         return Err(ApiError::BadPath);
     }
-    let policy = auth.routes.find(path);
+    let routes = auth.routes.load();
+    let policy = routes.find(path);
     // Internal routes answer only other components (through `services`): to a client they do
     // not exist.
     if policy.is_some_and(|policy| policy.is_internal(path)) {
@@ -103,7 +104,7 @@ pub fn require(auth: &Auth, request: &Request) -> Result<(), ApiError> {
     }
     // Public routes need no token, and on them a stale token is no reason to refuse: the
     // caller is served as anonymous.
-    let public = is_public(&auth.routes, path);
+    let public = is_public(&routes, path);
     let caller = request.extensions().get::<Caller>();
     match caller {
         Some(Caller::User(_)) => {}

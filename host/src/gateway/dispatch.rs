@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+use arc_swap::ArcSwap;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -19,46 +21,64 @@ use crate::bindings::handler::{Request as WasmRequest, RequestContext};
 use crate::runtime::{Failure, Outcome, Runtime};
 
 /// Each component's request metrics, looked up once: a lookup by labels costs allocations and
-/// a hash per request. Registered at zero, so a scrape shows them before the first request;
-/// `truevalue_requests_total` appears per status as statuses occur (its set is open).
+/// a hash per request. Registered at zero for the components known at start-up, so a scrape
+/// shows them before the first request; a component installed later gets its own at its
+/// first request. `truevalue_requests_total` appears per status as statuses occur (its set
+/// is open).
 #[derive(Default)]
-pub struct RequestMetrics(BTreeMap<String, ComponentRequests>);
+pub struct RequestMetrics(ArcSwap<BTreeMap<String, Arc<ComponentRequests>>>);
 
 struct ComponentRequests {
     duration: metrics::Histogram,
     by_status: RwLock<HashMap<u16, metrics::Counter>>,
 }
 
+impl ComponentRequests {
+    fn new(component: &str) -> Arc<Self> {
+        Arc::new(Self {
+            duration: metrics::histogram!("truevalue_request_duration_seconds", "component" => component.to_string()),
+            by_status: RwLock::default(),
+        })
+    }
+}
+
 impl RequestMetrics {
     pub fn new<'a>(components: impl IntoIterator<Item = &'a str>) -> Self {
-        Self(
+        Self(ArcSwap::from_pointee(
             components
                 .into_iter()
-                .map(|component| {
-                    let requests = ComponentRequests {
-                        duration: metrics::histogram!("truevalue_request_duration_seconds", "component" => component.to_string()),
-                        by_status: RwLock::default(),
-                    };
-                    (component.to_string(), requests)
-                })
+                .map(|component| (component.to_string(), ComponentRequests::new(component)))
                 .collect(),
-        )
+        ))
     }
 
     fn record(&self, component: &str, status: StatusCode, elapsed: std::time::Duration) {
-        let Some(requests) = self.0.get(component) else {
-            return;
-        };
-        requests.duration.record(elapsed.as_secs_f64());
+        if let Some(requests) = self.0.load().get(component) {
+            return requests.record(component, status, elapsed);
+        }
+        let requests = ComponentRequests::new(component);
+        self.0.rcu(|all| {
+            let mut all = BTreeMap::clone(all);
+            all.entry(component.to_string())
+                .or_insert_with(|| requests.clone());
+            all
+        });
+        requests.record(component, status, elapsed);
+    }
+}
+
+impl ComponentRequests {
+    fn record(&self, component: &str, status: StatusCode, elapsed: std::time::Duration) {
+        self.duration.record(elapsed.as_secs_f64());
         let code = status.as_u16();
-        let known = requests
+        let known = self
             .by_status
             .read()
             .ok()
             .and_then(|counters| counters.get(&code).cloned());
         let counter = known.unwrap_or_else(|| {
             let counter = metrics::counter!("truevalue_requests_total", "component" => component.to_string(), "status" => status.as_str().to_string());
-            if let Ok(mut counters) = requests.by_status.write() {
+            if let Ok(mut counters) = self.by_status.write() {
                 counters.insert(code, counter.clone());
             }
             counter
@@ -97,6 +117,7 @@ pub async fn dispatch(
     let path = request.uri().path().to_string();
     let policy = state
         .routes
+        .load()
         .find(&path)
         .ok_or_else(|| ApiError::NoRoute(path.clone()))?
         .clone();
@@ -208,7 +229,7 @@ async fn local(
         ),
     };
     let component = component.to_string();
-    match runtime.handle(slot, wasm_request, tenant).await {
+    match runtime.handle(&slot, wasm_request, tenant).await {
         Outcome::Response { response, .. } => into_http(&component, response),
         Outcome::Busy => Err(ApiError::Busy(component)),
         Outcome::Unavailable => Err(ApiError::ComponentUnavailable(component)),

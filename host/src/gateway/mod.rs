@@ -23,7 +23,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::backends::Backends;
-use crate::policy::RouteTable;
+use crate::policy::Routes;
 use crate::runtime::Runtime;
 
 pub use problem::ApiError;
@@ -54,7 +54,7 @@ pub enum Upstream {
 /// What every gateway handler shares.
 pub struct AppState {
     pub upstream: Upstream,
-    pub routes: Arc<RouteTable>,
+    pub routes: Arc<Routes>,
     pub backends: Backends,
     pub body: dispatch::BodyRules,
     pub metrics: RequestMetrics,

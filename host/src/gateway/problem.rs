@@ -41,6 +41,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("`{0}` is at its limit of concurrent requests; retry shortly")]
     Busy(String),
+    /// The host compiles as many deploys as it queues; a deploy is refused until one is done.
+    #[error("{0}")]
+    CompileQueueFull(String),
     /// The component failed to load at start-up; why is in the log and the admin API.
     #[error("`{0}` failed to load and serves nothing until an operator deploys a fixed version")]
     ComponentUnavailable(String),
@@ -99,7 +102,7 @@ impl ApiError {
                 "validation",
                 "Invalid input",
             ),
-            ApiError::Busy(_) => (
+            ApiError::Busy(_) | ApiError::CompileQueueFull(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 "Service overloaded",
@@ -151,6 +154,7 @@ impl IntoResponse for ApiError {
             && !matches!(
                 self,
                 ApiError::Busy(_)
+                    | ApiError::CompileQueueFull(_)
                     | ApiError::Timeout(_)
                     | ApiError::NotReady(_)
                     | ApiError::ComponentUnavailable(_)
@@ -189,10 +193,16 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if matches!(self, ApiError::Busy(_) | ApiError::NotReady(_)) {
+        let retry_after = match self {
+            ApiError::Busy(_) | ApiError::NotReady(_) => Some("1"),
+            // A compilation takes seconds.
+            ApiError::CompileQueueFull(_) => Some("5"),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
         }
         response
     }

@@ -41,7 +41,6 @@ impl Deliver for Deliveries {
             .ok_or_else(|| Refusal::Unavailable("the host is stopping".into()))?;
         let slot = runtime
             .slot(component)
-            .cloned()
             .ok_or_else(|| Refusal::Unavailable(format!("{component} is not loaded")))?;
         let mut headers = vec![("content-type".to_string(), CONTENT_TYPE.to_string())];
         headers.extend(

@@ -65,7 +65,7 @@ pub(super) fn keep_version(dir: &Path, digest: &str, bytes: &[u8]) -> anyhow::Re
 }
 
 /// Writes through a temporary file and a rename, so a crash leaves the old file or the new one.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let temp = path.with_extension("tmp");

@@ -27,6 +27,12 @@ pub fn new_engine(max_instances: u32, max_memory_mib: u32) -> wasmtime::Result<E
         .table_keep_resident(64 * 1024)
         .pagemap_scan(Enabled::Auto);
 
+    // The compiler's worker pool (parallel compilation) yields the CPU to serving threads.
+    let _already_built = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("compiler-{i}"))
+        .start_handler(|_| super::compiler::lower_priority())
+        .build_global();
+
     let mut config = Config::new();
     config
         .wasm_component_model(true)

@@ -3,16 +3,17 @@
 //! refuse every call, pre-link, and read its manifest.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, ResourceType};
 
+use super::compiler::Compiler;
 use super::registry::Sandbox;
 use crate::bindings::plugin::PluginPre;
 use crate::bindings::{Service, ServicePre};
@@ -103,37 +104,45 @@ pub fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Compiles `bytes`, reusing the artefact cached under `cache_dir` when the engine matches.
-pub fn compile(
-    engine: &Engine,
-    cache_dir: &Path,
-    bytes: &[u8],
-    digest: &str,
-) -> anyhow::Result<Component> {
+/// Where the compiled artefact of version `digest` is cached for this engine.
+pub fn artefact_path(engine: &Engine, cache_dir: &Path, digest: &str) -> PathBuf {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let path = cache_dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()));
-    if path.is_file() {
-        // SAFETY: the cache holds only artefacts this host serialized for an engine with the
-        // same compatibility hash; a file that fails to load is recompiled below.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok(component),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "recompiling, cached artefact unusable: {e:#}")
-            }
+    cache_dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()))
+}
+
+/// The artefact cached at `path`, when there is a usable one: loading it takes milliseconds.
+pub fn cached(engine: &Engine, path: &Path) -> Option<Component> {
+    if !path.is_file() {
+        return None;
+    }
+    // SAFETY: the cache holds only artefacts this host serialized for an engine with the same
+    // compatibility hash; a file that fails to load is compiled again.
+    match unsafe { Component::deserialize_file(engine, path) } {
+        Ok(component) => Some(component),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "recompiling, cached artefact unusable: {e:#}");
+            None
         }
     }
+}
+
+/// Compiles `bytes` and caches the artefact at `path` (see [`artefact_path`]).
+pub fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> anyhow::Result<Component> {
     if is_core_module(bytes) {
         bail!("this is a core WebAssembly module, not a component: build it for wasm32-wasip2");
     }
     let component = Component::new(engine, bytes)
         .map_err(|e| anyhow::anyhow!("not a valid component: {e:#}"))?;
     if let Ok(serialized) = component.serialize() {
-        let written = std::fs::create_dir_all(cache_dir).and_then(|()| {
-            let temp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&temp, serialized)?;
-            std::fs::rename(&temp, &path)
-        });
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                let temp = path.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&temp, serialized)?;
+                std::fs::rename(&temp, path)
+            });
         if let Err(e) = written {
             tracing::warn!(path = %path.display(), "could not cache the compiled component: {e}");
         }
@@ -407,7 +416,7 @@ fn callable(engine: &Engine, item: &ComponentItem) -> bool {
 /// Compiles, checks and links `bytes` for `slot`, and reads the version's manifest.
 pub async fn load(
     engine: &Engine,
-    cache_dir: &Path,
+    compiler: &Compiler,
     slot: &Sandbox,
     bytes: Arc<Vec<u8>>,
     signature: Option<&str>,
@@ -418,12 +427,7 @@ pub async fn load(
         .signatures
         .check(&slot.name, &digest, &slot.policy.digest, signature)
         .map_err(anyhow::Error::msg)?;
-    let component = {
-        let (engine, cache_dir, digest) = (engine.clone(), cache_dir.to_path_buf(), digest.clone());
-        tokio::task::spawn_blocking(move || compile(&engine, &cache_dir, &bytes, &digest))
-            .await
-            .context("the compiler task failed")??
-    };
+    let component = compiler.compile(engine, bytes, &digest).await?;
     let denied = check_imports(engine, &component, slot)?;
     let linker = if denied.is_empty() {
         std::borrow::Cow::Borrowed(&slot.linker)

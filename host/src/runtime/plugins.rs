@@ -53,7 +53,7 @@ impl Runtime {
     }
 
     async fn ask_keeper(self: &Arc<Self>, org_id: &str) -> BTreeSet<String> {
-        let Some(slot) = self.slot(KEEPER).cloned() else {
+        let Some(slot) = self.slot(KEEPER) else {
             return BTreeSet::new();
         };
         let request = Request {

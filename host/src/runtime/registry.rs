@@ -22,6 +22,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::add_to_linker_async;
 
+use super::compiler::{Compiler, QueueFull};
 use super::deployed::{DeployState, keep_version, read_state, read_version, write_state};
 use super::invoke::{Call, KeptInstances};
 use super::loader::{self, Loaded};
@@ -41,7 +42,7 @@ use crate::capabilities::log::LogCtx;
 use crate::capabilities::log::stdio::{GuestStream, Stdio};
 use crate::capabilities::services::ServicesCtx;
 use crate::capabilities::tokens::TokensCtx;
-use crate::policy::{Capability, Policy, RouteTable};
+use crate::policy::{Capability, Policy, RouteTable, Routes};
 
 /// What never changes between a component's versions: its policy, its linker (built from the
 /// grants) and its database.
@@ -227,7 +228,7 @@ pub struct Slot {
     previous: ArcSwapOption<Loaded>,
     /// Why the component has no current version: what failed at start-up, bounded.
     failure: ArcSwapOption<String>,
-    deploying: Mutex<()>,
+    pub(super) deploying: Mutex<()>,
     pin: ArcSwap<Pin>,
     pub(crate) permits: Arc<Semaphore>,
     /// Instances kept for reuse, when the policy allows it.
@@ -235,7 +236,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn new(
+    pub(super) fn new(
         sandbox: Sandbox,
         current: Option<Loaded>,
         previous: Option<Loaded>,
@@ -265,9 +266,9 @@ impl Slot {
 
 /// Whether the running version is pinned (by an admin deploy or rollback) or follows the
 /// policy's `wasm` file, and that file's digest as read at start-up or at the last reset.
-struct Pin {
-    pinned: bool,
-    policy_digest: Option<String>,
+pub(super) struct Pin {
+    pub pinned: bool,
+    pub policy_digest: Option<String>,
 }
 
 /// What operators see of a component. A failed one has no version, digest or load time.
@@ -299,6 +300,10 @@ pub struct ComponentInfo {
     /// when the file could not be read.
     #[serde(default)]
     pub policy_digest: Option<String>,
+    /// Installed through the admin API (so it can be uninstalled there), not from the
+    /// policies directory.
+    #[serde(default)]
+    pub installed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -318,8 +323,16 @@ pub struct PreviousVersion {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("no component is named `{0}`; components come from the policies directory")]
+    #[error(
+        "no component is named `{0}`; components come from the policies directory, or are installed with `POST /admin/components`"
+    )]
     UnknownComponent(String),
+    #[error("a component named `{0}` exists already; uninstall it first")]
+    Exists(String),
+    #[error(
+        "`{0}` comes from the policies directory ({1}): remove its policy file there and restart the host to remove it"
+    )]
+    NotInstalled(String, String),
     #[error("{0:#}")]
     Refused(anyhow::Error),
     #[error("`{0}` has no previous version to roll back to")]
@@ -327,17 +340,48 @@ pub enum DeployError {
     #[error("`{0}` has no kept version {1}; `GET /admin/components/{0}/versions` lists them")]
     UnknownVersion(String, String),
     #[error(transparent)]
+    Busy(QueueFull),
+    #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+impl DeployError {
+    /// A version that did not load: refused for what it is, or the compile queue was full.
+    pub(super) fn from_load(error: anyhow::Error) -> Self {
+        match error.downcast::<QueueFull>() {
+            Ok(full) => DeployError::Busy(full),
+            Err(error) => DeployError::Refused(error),
+        }
+    }
+}
+
+/// What the runtime is started with besides its engine, capabilities and policies.
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// The compile cache, and its bound in bytes (see [`Runtime::collect_cache`]).
+    pub cache_dir: PathBuf,
+    pub cache_max_bytes: u64,
+    /// Most deploys compiling or waiting to compile at once (see `compiler`).
+    pub compile_queue: usize,
+    /// Most instances of all components at once.
+    pub max_instances: u32,
+    /// The largest memory a policy may give an instance, for checking installed policies.
+    pub max_memory_mib: u32,
+    /// The components the operator approved for trusted capabilities.
+    pub trusted_components: Vec<String>,
 }
 
 pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) capabilities: Capabilities,
-    cache_dir: PathBuf,
+    pub(super) compiler: Compiler,
     cache_max_bytes: u64,
-    store_dir: PathBuf,
-    slots: BTreeMap<String, Arc<Slot>>,
-    routes: RouteTable,
+    pub(super) store_dir: PathBuf,
+    /// Every component by name; replaced whole when one is installed or uninstalled.
+    pub(super) slots: ArcSwap<BTreeMap<String, Arc<Slot>>>,
+    /// Which component serves which path: shared with the gateway, replaced with `slots`.
+    pub(super) routes: Arc<Routes>,
+    pub(super) installs: super::install::Installs,
     pub(crate) pool: Arc<Semaphore>,
     /// Which plugins each organization enabled, as `org` last said.
     pub(crate) enablements: super::plugins::Enablements,
@@ -348,16 +392,14 @@ impl Runtime {
     /// component whose version cannot be loaded or migrated is logged and left without a
     /// current version; only what no single component causes (its database cannot be opened,
     /// its linker cannot be built) stops start-up.
-    /// `cache_max_bytes`: the compile cache's bound (see [`Runtime::collect_cache`]).
     pub async fn start(
         engine: Engine,
         capabilities: Capabilities,
         policies: Vec<Policy>,
-        data_dir: &Path,
-        (cache_dir, cache_max_bytes): (PathBuf, u64),
-        max_instances: u32,
+        settings: Settings,
     ) -> anyhow::Result<Self> {
-        let store_dir = data_dir.join("components");
+        let store_dir = settings.data_dir.join("components");
+        let compiler = Compiler::new(settings.cache_dir, settings.compile_queue);
         let mut slots = BTreeMap::new();
         for policy in policies {
             let name = policy.name.clone();
@@ -366,7 +408,7 @@ impl Runtime {
                 .with_context(|| format!("loading component `{name}`"))?;
             let dir = store_dir.join(&name);
             register_metrics(&sandbox.policy);
-            let slot = match load_versions(&engine, &cache_dir, &sandbox, &dir).await {
+            let slot = match load_versions(&engine, &compiler, &sandbox, &dir).await {
                 Ok((current, previous, pin)) => {
                     Slot::new(sandbox, Some(current), previous, None, pin)
                 }
@@ -397,31 +439,37 @@ impl Runtime {
         let runtime = Self {
             engine,
             capabilities,
-            cache_dir,
-            cache_max_bytes,
+            compiler,
+            cache_max_bytes: settings.cache_max_bytes,
+            installs: super::install::Installs::new(
+                settings.data_dir.join(super::install::DIR),
+                settings.max_memory_mib,
+                settings.trusted_components,
+            ),
             store_dir,
-            slots,
-            routes,
-            pool: Arc::new(Semaphore::new(max_instances as usize)),
+            slots: ArcSwap::from_pointee(slots),
+            routes: Arc::new(ArcSwap::from_pointee(routes)),
+            pool: Arc::new(Semaphore::new(settings.max_instances as usize)),
             enablements: Default::default(),
         };
         runtime.collect_cache();
         Ok(runtime)
     }
 
-    /// The component whose route prefix matches `path` (longest prefix first).
     /// The component named `name`.
-    pub fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
-        self.slots.get(name)
+    pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots.load().get(name).cloned()
+    }
+
+    /// Which component serves which path, as the gateway reads it: it changes when a
+    /// component is installed or uninstalled.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.clone()
     }
 
     /// Frees, every so often, the kept instances idle for `idle` or longer, for as long as the
     /// runtime exists.
     pub fn expire_kept(self: &Arc<Self>, idle: Duration) {
-        let reuses = |slot: &Arc<Slot>| slot.sandbox.policy.limits.instance_reuse > 1;
-        if !self.slots.values().any(reuses) {
-            return;
-        }
         let runtime = Arc::downgrade(self);
         let every = (idle / 4).max(Duration::from_millis(100));
         tokio::spawn(async move {
@@ -431,7 +479,7 @@ impl Runtime {
                 let Some(runtime) = runtime.upgrade() else {
                     return;
                 };
-                for slot in runtime.slots.values() {
+                for slot in runtime.slots.load().values() {
                     slot.kept.expire(idle);
                 }
             }
@@ -441,30 +489,26 @@ impl Runtime {
     /// Drops one kept instance, of whichever component keeps some, to free its place in the
     /// instance pool; false when no component keeps any.
     pub(crate) fn evict_kept(&self) -> bool {
-        self.slots.values().any(|slot| slot.kept.evict())
-    }
-
-    pub fn route(&self, path: &str) -> Option<&Arc<Slot>> {
-        self.routes
-            .find(path)
-            .and_then(|policy| self.slots.get(&policy.name))
+        self.slots.load().values().any(|slot| slot.kept.evict())
     }
 
     /// Which policy serves which path, for the gateway.
     pub fn policies(&self) -> Vec<Arc<Policy>> {
         self.slots
+            .load()
             .values()
             .map(|slot| slot.sandbox.policy.clone())
             .collect()
     }
 
     pub fn components(&self) -> Vec<ComponentInfo> {
-        self.slots.values().map(|slot| info(slot)).collect()
+        self.slots.load().values().map(|slot| info(slot)).collect()
     }
 
     /// The components that failed to load and serve nothing, with why (bounded).
     pub fn failed(&self) -> Vec<(String, Arc<String>)> {
         self.slots
+            .load()
             .iter()
             .filter_map(|(name, slot)| Some((name.clone(), slot.failure()?)))
             .collect()
@@ -485,11 +529,11 @@ impl Runtime {
     ) -> Result<ComponentInfo, DeployError> {
         let slot = self.known(name)?;
         let _deploying = slot.deploying.lock().await;
-        let swapped = self.swap_in(slot, bytes, signature, true).await;
+        let swapped = self.swap_in(&slot, bytes, signature, true).await;
         // A refused version's artefact is garbage now; a replaced one may be soon.
         self.collect_cache();
         swapped?;
-        let info = info(slot);
+        let info = info(&slot);
         tracing::info!(
             component = name,
             version = info.version.as_deref().unwrap_or_default(),
@@ -507,9 +551,9 @@ impl Runtime {
         let _deploying = slot.deploying.lock().await;
         let bytes = read_policy_wasm(&slot.sandbox.policy).map_err(DeployError::Refused)?;
         let signature = read_signature(&policy_signature_path(&slot.sandbox.policy));
-        self.swap_in(slot, bytes, signature.as_deref(), false)
+        self.swap_in(&slot, bytes, signature.as_deref(), false)
             .await?;
-        let info = info(slot);
+        let info = info(&slot);
         tracing::info!(
             component = name,
             version = info.version.as_deref().unwrap_or_default(),
@@ -545,7 +589,7 @@ impl Runtime {
             pinned: true,
             policy_digest: pin.policy_digest.clone(),
         });
-        let info = info(slot);
+        let info = info(&slot);
         tracing::info!(
             component = name,
             version = info.version.as_deref().unwrap_or_default(),
@@ -575,10 +619,10 @@ impl Runtime {
         }
         let bytes = read_version(&dir, digest).map_err(DeployError::Refused)?;
         let signature = read_signature(&signature_path(&dir, digest));
-        let swapped = self.swap_in(slot, bytes, signature.as_deref(), true).await;
+        let swapped = self.swap_in(&slot, bytes, signature.as_deref(), true).await;
         self.collect_cache();
         swapped?;
-        let info = info(slot);
+        let info = info(&slot);
         tracing::info!(component = name, %digest, "rolled back to a named version");
         Ok(info)
     }
@@ -617,6 +661,7 @@ impl Runtime {
     pub(crate) fn collect_cache(&self) {
         let in_use: BTreeSet<String> = self
             .slots
+            .load()
             .values()
             .flat_map(|slot| {
                 [
@@ -626,7 +671,10 @@ impl Runtime {
             })
             .flatten()
             .collect();
-        let (dir, most) = (self.cache_dir.clone(), self.cache_max_bytes);
+        let (dir, most) = (
+            self.compiler.cache_dir().to_path_buf(),
+            self.cache_max_bytes,
+        );
         tokio::task::spawn_blocking(move || {
             let removed = loader::collect_cache(&dir, &in_use, most);
             if removed > 0 {
@@ -635,9 +683,8 @@ impl Runtime {
         });
     }
 
-    fn known(&self, name: &str) -> Result<&Arc<Slot>, DeployError> {
-        self.slots
-            .get(name)
+    fn known(&self, name: &str) -> Result<Arc<Slot>, DeployError> {
+        self.slot(name)
             .ok_or_else(|| DeployError::UnknownComponent(name.into()))
     }
 
@@ -654,13 +701,13 @@ impl Runtime {
         let bytes = Arc::new(bytes);
         let loaded = loader::load(
             &self.engine,
-            &self.cache_dir,
+            &self.compiler,
             &slot.sandbox,
             bytes.clone(),
             signature,
         )
         .await
-        .map_err(DeployError::Refused)?;
+        .map_err(DeployError::from_load)?;
         // Everything that can refuse the version has run (compiling, checking the imports,
         // linking, instantiating and reading the manifest), and its bytes are kept, before the
         // migrations touch the database; they commit all together or not at all.
@@ -706,31 +753,52 @@ async fn sandbox(
     capabilities: &Capabilities,
     policy: Policy,
 ) -> anyhow::Result<Sandbox> {
-    let db = match policy.grants(Capability::Database) {
-        true => Some(
-            capabilities
-                .database
-                .open(
-                    &policy.name,
-                    policy.limits.max_instances,
-                    &policy.append_only,
-                )
-                .await?,
-        ),
-        false => None,
-    };
+    let mut sandbox = sandbox_without_db(engine, capabilities, policy)?;
+    open_db(&mut sandbox, capabilities).await?;
+    Ok(sandbox)
+}
+
+/// Opens the component's database when its policy grants one (creating it the first time),
+/// and has the relay watch its outbox when it publishes events.
+pub(super) async fn open_db(
+    sandbox: &mut Sandbox,
+    capabilities: &Capabilities,
+) -> anyhow::Result<()> {
+    let policy = &sandbox.policy;
+    if !policy.grants(Capability::Database) {
+        return Ok(());
+    }
+    let db = capabilities
+        .database
+        .open(
+            &policy.name,
+            policy.limits.max_instances,
+            &policy.append_only,
+        )
+        .await?;
+    if !sandbox.topics.is_empty() {
+        capabilities.events.watch(&policy.name, db.clone());
+    }
+    sandbox.db = Some(db);
+    Ok(())
+}
+
+/// The sandbox before its database is opened: enough to compile, check and link a version
+/// and read its manifest, which touch no database.
+pub(super) fn sandbox_without_db(
+    engine: &Engine,
+    capabilities: &Capabilities,
+    policy: Policy,
+) -> anyhow::Result<Sandbox> {
     let topics = match policy.grants(Capability::Events) {
         true => policy.events.clone(),
         false => BTreeSet::new(),
     };
-    if let (Some(db), false) = (&db, topics.is_empty()) {
-        capabilities.events.watch(&policy.name, db.clone());
-    }
     Ok(Sandbox {
         name: policy.name.as_str().into(),
         metrics: super::invoke::CallMetrics::register(&policy.name),
         linker: linker_for(engine, &policy)?,
-        db,
+        db: None,
         dialect: capabilities.database.dialect(),
         config: Arc::new(policy.config.clone()),
         cache: CacheCtx::new(
@@ -768,7 +836,7 @@ async fn sandbox(
 /// dropped with a warning: it only mattered for a rollback.
 async fn load_versions(
     engine: &Engine,
-    cache_dir: &Path,
+    compiler: &Compiler,
     sandbox: &Sandbox,
     dir: &Path,
 ) -> anyhow::Result<(Loaded, Option<Loaded>, Pin)> {
@@ -806,7 +874,7 @@ async fn load_versions(
     };
     let current = loader::load(
         engine,
-        cache_dir,
+        compiler,
         sandbox,
         Arc::new(current_bytes.clone()),
         current_signature.as_deref(),
@@ -824,7 +892,7 @@ async fn load_versions(
                 let signature = read_signature(&signature_path(dir, &digest));
                 loader::load(
                     engine,
-                    cache_dir,
+                    compiler,
                     sandbox,
                     Arc::new(bytes),
                     signature.as_deref(),
@@ -879,7 +947,11 @@ fn read_signature(path: &Path) -> Option<String> {
 }
 
 /// Keeps a version's signature beside it, so that a restart can check it again.
-fn keep_signature(dir: &Path, digest: &str, signature: Option<&str>) -> anyhow::Result<()> {
+pub(super) fn keep_signature(
+    dir: &Path,
+    digest: &str,
+    signature: Option<&str>,
+) -> anyhow::Result<()> {
     if let Some(signature) = signature {
         let path = signature_path(dir, digest);
         std::fs::write(&path, signature)
@@ -898,7 +970,7 @@ fn bounded(text: &str) -> String {
     }
 }
 
-fn info(slot: &Slot) -> ComponentInfo {
+pub(super) fn info(slot: &Slot) -> ComponentInfo {
     let current = slot.current.load();
     let current = current.as_deref();
     let pin = slot.pin.load();
@@ -930,12 +1002,13 @@ fn info(slot: &Slot) -> ComponentInfo {
         }),
         pinned: pin.pinned,
         policy_digest: pin.policy_digest.clone(),
+        installed: slot.sandbox.policy.installed,
     }
 }
 
 /// A component's email metrics at zero, so the first scrape after start shows them (its call
 /// metrics come with its sandbox).
-fn register_metrics(policy: &Policy) {
+pub(super) fn register_metrics(policy: &Policy) {
     if policy.grants(Capability::Email) {
         crate::capabilities::email::register_metrics(&policy.name);
     }
@@ -1032,7 +1105,7 @@ fn linker_for(engine: &Engine, policy: &Policy) -> anyhow::Result<Linker<State>>
     Ok(linker)
 }
 
-async fn migrate(sandbox: &Sandbox, loaded: &Loaded) -> anyhow::Result<()> {
+pub(super) async fn migrate(sandbox: &Sandbox, loaded: &Loaded) -> anyhow::Result<()> {
     let Some(db) = &sandbox.db else { return Ok(()) };
     let applied =
         database::apply_migrations(db.as_ref(), sandbox.dialect, &loaded.migrations).await?;

@@ -58,6 +58,11 @@ impl Relay {
     }
 
     /// Relays `component`'s outbox from now on (again after a deploy: the same database).
+    /// The bus the events go to, for starting consumers.
+    pub fn bus(&self) -> Arc<dyn Bus> {
+        self.bus.clone()
+    }
+
     pub fn watch(&self, component: &str, db: Arc<dyn ComponentDb>) {
         if let Ok(mut outboxes) = self.outboxes.lock() {
             outboxes.insert(component.to_string(), db);

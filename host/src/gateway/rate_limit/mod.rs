@@ -26,7 +26,7 @@ pub use redis::RedisLimiter;
 use super::ClientIp;
 use super::auth::Caller;
 use super::problem::problem;
-use crate::policy::RouteTable;
+use crate::policy::Routes;
 
 /// The window the limit is counted over.
 pub const PERIOD: Duration = Duration::from_secs(60);
@@ -69,7 +69,7 @@ pub struct RateLimit {
     pub limiter: Arc<dyn Limiter>,
     pub limit: u64,
     /// Which routes are public, as the policies say.
-    pub routes: Arc<RouteTable>,
+    pub routes: Arc<Routes>,
     pub proxies: TrustedProxies,
 }
 
@@ -96,7 +96,7 @@ pub async fn count(rate: &RateLimit, request: &mut Request) -> Counted {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| rate.proxies.client(peer.ip(), request.headers()));
-    let public = super::auth::is_public(&rate.routes, request.uri().path());
+    let public = super::auth::is_public(&rate.routes.load(), request.uri().path());
     let client = match (request.extensions().get::<Caller>(), address) {
         (Some(Caller::User(claims)), _) if !public => format!("user:{}", claims.user_id),
         (_, Some(address)) => client::budget_key(address),

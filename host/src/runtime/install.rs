@@ -1,0 +1,226 @@
+//! Components installed and uninstalled while the host runs, through the admin API. An
+//! installed component's policy and the version it came with are kept in
+//! `<data_dir>/installed/` (`<name>.toml`, `<name>.wasm`, `<name>.wasm.sig`), which start-up
+//! reads after the policies directory, so an install survives restarts; its later versions are
+//! kept like any component's. Uninstalling takes it out of routing and out of that directory;
+//! its database and the versions it ran stay, so installing it again finds its data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::deployed::{DeployState, keep_version, write_atomic, write_state};
+use super::registry::{
+    Pin, Slot, info, keep_signature, migrate, open_db, register_metrics, sandbox_without_db,
+};
+use super::{ComponentInfo, Deliveries, DeployError, Runtime, loader};
+use crate::policy::{self, Policy, RouteTable};
+
+/// The directory under the data directory that keeps installed components.
+pub const DIR: &str = "installed";
+
+pub struct Installs {
+    dir: PathBuf,
+    max_memory_mib: u32,
+    trusted: Vec<String>,
+    /// One install or uninstall at a time: each replaces the whole set of components.
+    changing: tokio::sync::Mutex<()>,
+    /// The topics whose events are being consumed for each component: consumers are started
+    /// once per component and topic, and outlive an uninstall (its events wait, see `uninstall`).
+    consuming: std::sync::Mutex<BTreeSet<(String, String)>>,
+}
+
+impl Installs {
+    pub fn new(dir: PathBuf, max_memory_mib: u32, trusted: Vec<String>) -> Self {
+        Self {
+            dir,
+            max_memory_mib,
+            trusted,
+            changing: Default::default(),
+            consuming: Default::default(),
+        }
+    }
+}
+
+/// A component to install, as the admin API received it.
+pub struct Install {
+    pub name: String,
+    /// The policy file's text, as `truevalue component sign` signed it.
+    pub policy: String,
+    pub wasm: Vec<u8>,
+    /// The publisher's signature line, when the version is signed.
+    pub signature: Option<String>,
+}
+
+impl Runtime {
+    /// Installs a new component with its policy, checked as the policies directory's files
+    /// are, and its first version, through the same checks and migrations as a deploy; then
+    /// routes to it. Nothing is kept or routed unless all of it passed.
+    pub async fn install(self: &Arc<Self>, install: Install) -> Result<ComponentInfo, DeployError> {
+        let _changing = self.installs.changing.lock().await;
+        let name = install.name;
+        if !policy::valid_name(&name) {
+            return Err(DeployError::Refused(anyhow::anyhow!(
+                "`{name}` is not a component name: [a-z][a-z0-9_]*, at most 32 characters"
+            )));
+        }
+        if self.slot(&name).is_some() {
+            return Err(DeployError::Exists(name));
+        }
+        let source = self.installs.dir.join(format!("{name}.toml"));
+        let parsed =
+            policy::parse(&install.policy, &name, &source).map_err(DeployError::Refused)?;
+        let mut policy = policy::check_installed(
+            parsed,
+            &self.policies(),
+            self.installs.max_memory_mib,
+            &self.installs.trusted,
+        )
+        .map_err(|problems| {
+            DeployError::Refused(anyhow::anyhow!(
+                "invalid policy:\n  - {}",
+                problems.join("\n  - ")
+            ))
+        })?;
+        policy.wasm = source.with_extension("wasm");
+
+        // The version is compiled, checked, linked and its manifest read before the database
+        // is opened: a refused install leaves nothing behind but its compiled artefact.
+        let mut sandbox = sandbox_without_db(&self.engine, &self.capabilities, policy)
+            .map_err(DeployError::Refused)?;
+        let bytes = Arc::new(install.wasm);
+        let signature = install.signature.as_deref();
+        let loaded = loader::load(
+            &self.engine,
+            &self.compiler,
+            &sandbox,
+            bytes.clone(),
+            signature,
+        )
+        .await
+        .map_err(DeployError::from_load)?;
+        open_db(&mut sandbox, &self.capabilities).await?;
+        migrate(&sandbox, &loaded)
+            .await
+            .map_err(DeployError::Refused)?;
+
+        let versions = self.store_dir.join(&name);
+        keep_version(&versions, &loaded.digest, &bytes)?;
+        keep_signature(&versions, &loaded.digest, signature)?;
+        write_state(
+            &versions,
+            &DeployState {
+                current: loaded.digest.clone(),
+                previous: None,
+                pinned: false,
+            },
+        )?;
+        // The policy last: start-up installs what has a policy file here, so a crash before
+        // this line leaves the component uninstalled, and after it installed whole.
+        std::fs::create_dir_all(&self.installs.dir)
+            .with_context(|| format!("creating {}", self.installs.dir.display()))?;
+        write_atomic(&sandbox.policy.wasm, &bytes)?;
+        let signature_file = self.installs.dir.join(format!("{name}.wasm.sig"));
+        match signature {
+            Some(signature) => write_atomic(&signature_file, signature.as_bytes())?,
+            None => remove(&signature_file)?,
+        }
+        write_atomic(&source, install.policy.as_bytes())?;
+
+        register_metrics(&sandbox.policy);
+        let pin = Pin {
+            pinned: false,
+            policy_digest: Some(loaded.digest.clone()),
+        };
+        let slot = Arc::new(Slot::new(sandbox, Some(loaded), None, None, pin));
+        self.replace_slots(|slots| {
+            slots.insert(name.clone(), slot.clone());
+        });
+        self.consume_events(&slot.sandbox.policy)?;
+        let info = info(&slot);
+        tracing::info!(
+            component = %name,
+            version = info.version.as_deref().unwrap_or_default(),
+            digest = info.digest.as_deref().unwrap_or_default(),
+            routes = ?info.routes,
+            "installed"
+        );
+        Ok(info)
+    }
+
+    /// Uninstalls a component installed through the admin API: its routes answer 404 from now
+    /// on (requests already running finish), and a restart does not bring it back. Its
+    /// database and kept versions stay; events to it wait for it to be installed again.
+    pub async fn uninstall(&self, name: &str) -> Result<(), DeployError> {
+        let _changing = self.installs.changing.lock().await;
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| DeployError::UnknownComponent(name.into()))?;
+        let policy = &slot.sandbox.policy;
+        if !policy.installed {
+            return Err(DeployError::NotInstalled(
+                name.into(),
+                policy.source.display().to_string(),
+            ));
+        }
+        // A deploy of it finishes first.
+        let _deploying = slot.deploying.lock().await;
+        // The policy first: from here a crash leaves it uninstalled.
+        remove(&policy.source)?;
+        remove(&policy.wasm)?;
+        remove(&self.installs.dir.join(format!("{name}.wasm.sig")))?;
+        self.replace_slots(|slots| {
+            slots.remove(name);
+        });
+        slot.kept.clear();
+        self.collect_cache();
+        tracing::info!(component = %name, "uninstalled; its database and kept versions stay");
+        Ok(())
+    }
+
+    /// Starts consuming the topics `policy` subscribes to, for those not consumed yet.
+    pub fn consume_events(self: &Arc<Self>, policy: &Policy) -> anyhow::Result<()> {
+        let new: BTreeMap<String, String> = {
+            let Ok(mut consuming) = self.installs.consuming.lock() else {
+                anyhow::bail!("the consumers' register is poisoned");
+            };
+            policy
+                .subscriptions
+                .iter()
+                .filter(|(topic, _)| consuming.insert((policy.name.clone(), (*topic).clone())))
+                .map(|(topic, route)| (topic.clone(), route.clone()))
+                .collect()
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.capabilities.events.bus().consume(
+            policy.name.clone(),
+            new,
+            Arc::new(Deliveries(Arc::downgrade(self))),
+        )
+    }
+
+    /// Changes the set of components, and the route table with it.
+    fn replace_slots(&self, change: impl Fn(&mut BTreeMap<String, Arc<Slot>>)) {
+        self.slots.rcu(|slots| {
+            let mut slots = BTreeMap::clone(slots);
+            change(&mut slots);
+            slots
+        });
+        self.routes
+            .store(Arc::new(RouteTable::new(&self.policies())));
+    }
+}
+
+/// Removes a file that may not exist.
+fn remove(path: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}

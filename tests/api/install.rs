@@ -1,0 +1,427 @@
+//! Installing and uninstalling at runtime: an operator installs a plugin with its policy
+//! through the admin API or the CLI, and it serves at once — its permissions in the catalog —
+//! and after restarts; bad installs are refused with what to fix and change nothing; an
+//! uninstall takes it away at once and for good, keeping its data for a later install.
+//! Compilation runs one at a time behind a bounded queue.
+
+use std::path::Path;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::example_plugins::Example;
+use crate::helpers::{Engine, Policy, Spawn, TestApp, problem, wasm};
+use crate::on_both_engines;
+use crate::permission::{Person, get, json_of, organization, shipped};
+use crate::signatures::{keygen, sign, truevalue};
+
+/// The Python example's policy file as it ships (its `wasm` line names no file of this host).
+fn contacts_policy() -> String {
+    std::fs::read_to_string(Example::Python.dir().join("contacts.toml")).unwrap()
+}
+
+async fn install(
+    app: &TestApp,
+    name: &str,
+    policy: &str,
+    wasm: Vec<u8>,
+    signature: Option<&str>,
+) -> reqwest::Response {
+    let mut form = reqwest::multipart::Form::new()
+        .text("name", name.to_string())
+        .text("policy", policy.to_string())
+        .part("wasm", reqwest::multipart::Part::bytes(wasm));
+    if let Some(signature) = signature {
+        form = form.text("signature", signature.to_string());
+    }
+    app.admin(Method::POST, "/admin/components")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn uninstall(app: &TestApp, name: &str) -> reqwest::Response {
+    app.admin(Method::DELETE, &format!("/admin/components/{name}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn contacts(app: &TestApp, who: &Person) -> (StatusCode, Value) {
+    let response = get(app, "/contacts/api/contacts", who).await;
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn catalog(app: &TestApp, who: &Person) -> Vec<Value> {
+    let body = json_of(get(app, "/permission/api/permissions", who).await, 200).await;
+    body["items"].as_array().unwrap().clone()
+}
+
+fn component_names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+on_both_engines!(an_operator_installs_a_plugin_that_serves_at_once_and_after_restarts);
+async fn an_operator_installs_a_plugin_that_serves_at_once_and_after_restarts(engine: Engine) {
+    let mut app = Spawn::new(
+        engine,
+        vec![shipped("auth"), shipped("org"), shipped("permission")],
+    )
+    .start()
+    .await;
+    let (_, admin) = organization(&app).await;
+    assert_eq!(contacts(&app, &admin).await.0, 404);
+    let contacts_read = json!({ "permission": "contacts:read", "component": "contacts" });
+    assert!(!catalog(&app, &admin).await.contains(&contacts_read));
+
+    let python = std::fs::read(Example::Python.wasm()).unwrap();
+    let response = install(&app, "contacts", &contacts_policy(), python.clone(), None).await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        response.headers()["location"].to_str().unwrap(),
+        "/admin/components/contacts"
+    );
+    let info: Value = response.json().await.unwrap();
+    assert_eq!(info["status"], "serving", "{info}");
+    assert_eq!(info["routes"], json!(["/contacts"]));
+    assert_eq!(info["installed"], true);
+
+    // Served at once, its declared permissions in the catalog.
+    let created = app
+        .client
+        .post(app.url("/contacts/api/contacts"))
+        .bearer_auth(&admin.access)
+        .json(&json!({ "name": "Ada Lovelace", "email": "ada@example.com" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert!(catalog(&app, &admin).await.contains(&contacts_read));
+
+    // Installing the same name again, or a route another component holds: 409 and 422.
+    let again = install(&app, "contacts", &contacts_policy(), python.clone(), None).await;
+    problem(again, 409).await;
+    let clash = contacts_policy().replace("[\"/contacts\"]", "[\"/org\"]");
+    let body = problem(
+        install(&app, "crm", &clash, python.clone(), None).await,
+        422,
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("\"/org\""),
+        "{body}"
+    );
+
+    // A crash and restart: still installed, with its data.
+    app.crash_and_restart().await;
+    let (status, listed) = contacts(&app, &admin).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["items"][0]["name"], "Ada Lovelace");
+
+    // Uninstalled: gone at once, from the catalog too, and after a restart.
+    assert_eq!(uninstall(&app, "contacts").await.status(), 204);
+    assert_eq!(contacts(&app, &admin).await.0, 404);
+    assert!(!catalog(&app, &admin).await.contains(&contacts_read));
+    assert!(!component_names(&app.components().await).contains(&"contacts".to_string()));
+    problem(uninstall(&app, "contacts").await, 404).await;
+    app.crash_and_restart().await;
+    assert_eq!(contacts(&app, &admin).await.0, 404);
+
+    // Installed again, in another language: the data stayed.
+    let js = std::fs::read(Example::JavaScript.wasm()).unwrap();
+    let response = install(&app, "contacts", &contacts_policy(), js, None).await;
+    assert_eq!(response.status(), 201);
+    let (status, listed) = contacts(&app, &admin).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["items"][0]["name"], "Ada Lovelace");
+
+    // A component of the policies directory is not the admin API's to uninstall.
+    let body = problem(uninstall(&app, "org").await, 409).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("policies directory"),
+        "{body}"
+    );
+    assert_eq!(
+        app.get("/org/api/organizations").await.status(),
+        StatusCode::UNAUTHORIZED,
+        "org still routes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_install_is_refused_with_what_to_fix_and_changes_nothing() {
+    let app = Spawn::new(
+        Engine::Sqlite,
+        vec![Policy::new("greeter", "greeter", "greeter", "")],
+    )
+    .start()
+    .await;
+    let before = app.components().await;
+    let greeter = std::fs::read(wasm("greeter")).unwrap();
+    let policy = "routes = [\"/plugin\"]\npublic_routes = [\"/plugin\"]\n";
+
+    let cases: [(&str, String, Vec<u8>, &str); 6] = [
+        ("Bad-Name", policy.into(), greeter.clone(), "component name"),
+        (
+            "plugin",
+            "routes = [\"/plugin\"\n".into(),
+            greeter.clone(),
+            "plugin.toml",
+        ),
+        (
+            "plugin",
+            "routes = [\"/plugin\"]\nmemory = 1\n".into(),
+            greeter.clone(),
+            "memory",
+        ),
+        (
+            "plugin",
+            "routes = [\"/greeter\"]\n".into(),
+            greeter.clone(),
+            "claimed by `greeter`",
+        ),
+        (
+            "plugin",
+            "routes = [\"plugin\"]\n".into(),
+            greeter.clone(),
+            "must be a path prefix",
+        ),
+        (
+            "plugin",
+            policy.into(),
+            b"\0asm not really".to_vec(),
+            "component",
+        ),
+    ];
+    for (name, policy, bytes, says) in cases {
+        let body = problem(install(&app, name, &policy, bytes, None).await, 422).await;
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{name} {policy:?}: {detail}");
+    }
+    // A form without a part, or not a form at all.
+    let form = reqwest::multipart::Form::new()
+        .text("name", "plugin")
+        .text("policy", policy);
+    let response = app
+        .admin(Method::POST, "/admin/components")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, 422).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("`wasm`"),
+        "{body}"
+    );
+    let response = app
+        .admin(Method::POST, "/admin/components")
+        .body(greeter.clone())
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, 422).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("multipart"),
+        "{body}"
+    );
+
+    assert_eq!(
+        app.components().await,
+        before,
+        "the refusals changed nothing"
+    );
+    assert_eq!(app.get("/plugin").await.status(), 404);
+    assert!(!app.data_dir.join("installed/plugin.toml").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_installs_a_signed_plugin_and_uninstalls_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(dir.path(), "acme");
+    let app = Spawn::new(Engine::Sqlite, Vec::new())
+    .config(&format!(
+        "require_signatures = true\ntrusted_publishers = [{{ name = \"acme\", public_key = \"{public}\" }}]\n"
+    ))
+    .start()
+    .await;
+    let plugin = dir.path().join("greeter.wasm");
+    std::fs::copy(wasm("greeter_v2"), &plugin).unwrap();
+    let policy = Policy {
+        name: "greeter".into(),
+        toml: "routes = [\"/greeter\"]\npublic_routes = [\"/greeter\"]\n".into(),
+    };
+    let policy_file = dir.path().join("greeter.toml");
+    std::fs::write(&policy_file, &policy.toml).unwrap();
+    let admin = [
+        "--admin-url",
+        &app.admin_address,
+        "--token",
+        &app.admin_token,
+    ];
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_truevalue"))
+            .arg("component")
+            .args(args)
+            .args(admin)
+            .output()
+            .unwrap()
+    };
+    let install = [
+        "install",
+        "greeter",
+        plugin.to_str().unwrap(),
+        "--policy",
+        policy_file.to_str().unwrap(),
+    ];
+
+    // Unsigned: refused, and the CLI says why.
+    let refused = cli(&install);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("unsigned"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(app.get("/greeter").await.status(), 404);
+
+    // Signed with this policy by a trusted publisher: installed, the signer shown.
+    sign(dir.path(), &plugin, &policy, &key, "acme");
+    let installed = cli(&install);
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let info: Value = serde_json::from_slice(&installed.stdout).unwrap();
+    assert_eq!(info["signer"], "acme", "{info}");
+    let body: Value = app.get("/greeter").await.json().await.unwrap();
+    assert_eq!(body["version"], "v2");
+
+    let listed = truevalue(&[
+        "list",
+        "--admin-url",
+        &app.admin_address,
+        "--token",
+        &app.admin_token,
+    ]);
+    assert!(listed.contains("\"greeter\""), "{listed}");
+    assert!(cli(&["uninstall", "greeter"]).status.success());
+    assert_eq!(app.get("/greeter").await.status(), 404);
+}
+
+/// `wasm` made a version never compiled before: the same component with a custom section
+/// holding `tag`, so its digest is new.
+fn never_compiled(wasm: &Path, tag: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(wasm).unwrap();
+    let name = b"truevalue-test";
+    let payload_len = 1 + name.len() + tag.len();
+    bytes.push(0);
+    leb128(&mut bytes, payload_len);
+    leb128(&mut bytes, name.len());
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(tag.as_bytes());
+    bytes
+}
+
+fn leb128(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+async fn queued_compilations(app: &TestApp) -> u64 {
+    app.metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix("truevalue_compile_queue "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_past_the_compile_queue_are_refused_and_cached_versions_never_wait() {
+    let app = Spawn::new(
+        Engine::Sqlite,
+        vec![Policy::new("greeter", "greeter", "greeter", "")],
+    )
+    .config("compile_queue = 1")
+    .start()
+    .await;
+    let tag = uuid::Uuid::new_v4().to_string();
+    // A big component takes seconds to compile.
+    let big = never_compiled(&Example::Python.wasm(), &tag);
+    let first = {
+        let (app_admin, token, big) = (
+            app.admin_address.clone(),
+            app.admin_token.clone(),
+            big.clone(),
+        );
+        tokio::spawn(async move {
+            let form = reqwest::multipart::Form::new()
+                .text("name", "contacts")
+                .text("policy", contacts_policy())
+                .part("wasm", reqwest::multipart::Part::bytes(big));
+            reqwest::Client::new()
+                .post(format!("{app_admin}/admin/components"))
+                .bearer_auth(token)
+                .multipart(form)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    while queued_compilations(&app).await == 0 {
+        assert!(
+            !first.is_finished(),
+            "the install ended before it was seen compiling"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // The queue holds one: another version that needs compiling is refused for now.
+    let other = never_compiled(&wasm("greeter_v2"), &tag);
+    let response = app
+        .admin(Method::PUT, "/admin/components/greeter")
+        .body(other.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "5");
+    let body = problem(response, 503).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("compiling"),
+        "{body}"
+    );
+    // A version compiled before does not wait: the greeter's own, redeployed.
+    let cached = app.deploy("greeter", "greeter").await;
+    assert_eq!(cached.status(), 200);
+
+    assert_eq!(first.await.unwrap(), 201);
+    assert_eq!(queued_compilations(&app).await, 0);
+    let retried = app
+        .admin(Method::PUT, "/admin/components/greeter")
+        .body(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200);
+    let body: Value = app.get("/greeter").await.json().await.unwrap();
+    assert_eq!(body["version"], "v2");
+}
