@@ -58,6 +58,32 @@ async fn every_request_gets_a_fresh_instance_by_default() {
     }
 }
 
+/// How many pages written by an earlier request the answering instance still sees written.
+async fn pages_seen(app: &TestApp) -> u64 {
+    let body: Value = app.get("/greeter/scatter").await.json().await.unwrap();
+    body["seen"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn a_fresh_instance_sees_nothing_the_one_before_it_wrote_however_scattered() {
+    // 104 pages, each a separate run: the host resets what an instance wrote in place, and
+    // must reach every run, in the memory image and beyond it, or leave it to be faulted in
+    // anew — never hand a written page to the next instance.
+    let fresh = start(1).await;
+    for _ in 0..20 {
+        assert_eq!(pages_seen(&fresh).await, 0);
+    }
+    // The probe sees them when the instance is the same one.
+    let kept = start(2).await;
+    assert_eq!(pages_seen(&kept).await, 0);
+    assert_eq!(pages_seen(&kept).await, 104);
+    assert_eq!(
+        pages_seen(&kept).await,
+        0,
+        "a new instance after two requests"
+    );
+}
+
 #[tokio::test]
 async fn a_kept_instance_serves_up_to_its_limit_and_only_its_organization() {
     let app = start(3).await;
