@@ -25,6 +25,19 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
+    /// Where each defined function's body and array-to-wasm trampoline are,
+    /// looked up once for the module: every instance initializes funcrefs from
+    /// it, and an interpreter's instance initializes thousands.
+    funcref_code: std::sync::OnceLock<Box<[FuncrefCode]>>,
+}
+
+/// The text-section locations a defined function's `VMFuncRef` points at.
+#[derive(Clone, Copy)]
+pub struct FuncrefCode {
+    /// The function's body.
+    pub wasm: FunctionLoc,
+    /// Its array-to-wasm trampoline, when it has one.
+    pub array: Option<FunctionLoc>,
 }
 
 impl CompiledModule {
@@ -58,6 +71,7 @@ impl CompiledModule {
             meta: info.meta,
             index,
             func_names: info.func_names,
+            funcref_code: std::sync::OnceLock::new(),
         };
         ret.register_profiling(profiler)?;
 
@@ -119,6 +133,25 @@ impl CompiledModule {
             let key = FuncKey::DefinedWasmFunction(self.module_index(), i);
             (i, self.function_range(key))
         })
+    }
+
+    /// Where defined function `index`'s body and array-to-wasm trampoline are
+    /// in the text section.
+    pub fn funcref_code(&self, index: DefinedFuncIndex) -> FuncrefCode {
+        let all = self.funcref_code.get_or_init(|| {
+            let module_index = self.module_index();
+            self.module
+                .defined_func_indices()
+                .map(|i| FuncrefCode {
+                    wasm: *self.func_loc(FuncKey::DefinedWasmFunction(module_index, i)),
+                    array: self
+                        .index
+                        .func_loc(FuncKey::ArrayToWasmTrampoline(module_index, i))
+                        .copied(),
+                })
+                .collect()
+        });
+        all[wasmtime_environ::EntityRef::index(index)]
     }
 
     /// Returns the offset in the text section of the function that `key`

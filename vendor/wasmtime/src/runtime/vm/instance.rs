@@ -33,7 +33,8 @@ use wasmtime_environ::ModuleInternedTypeIndex;
 use wasmtime_environ::error::OutOfMemory;
 use wasmtime_environ::{
     Abi, DefinedFuncIndex, DefinedGlobalIndex, DefinedMemoryIndex, DefinedTableIndex,
-    DefinedTagIndex, EntityIndex, EntityRef, FuncIndex, FuncKey, GlobalConstValue, GlobalIndex,
+    DefinedTagIndex, EntityIndex, EntityRef, FuncIndex, FuncKey, FunctionLoc, GlobalConstValue,
+    GlobalIndex,
     HostPtr, MemoryIndex, MemoryInitialization, ModuleStartup, PassiveElemIndex, PtrSize,
     RuntimeDataIndex, TableIndex, TagIndex, VMCONTEXT_MAGIC, VMOffsets, VMSharedTypeIndex,
     WasmRefType, packed_option::ReservedValue,
@@ -880,8 +881,13 @@ impl Instance {
         let func = &module.functions[index];
         let type_index = func.signature.unwrap_engine_type_index();
         let vmctx_offset = self.offsets().vmctx_func_ref(func.func_ref);
-        let array_to_wasm_key = FuncKey::ArrayToWasmTrampoline(module.module_index, def_index);
-        let wasm_key = FuncKey::DefinedWasmFunction(module.module_index, def_index);
+        let code = self
+            .runtime_module()
+            .expect("funcref impossible in fake module")
+            .compiled_module()
+            .funcref_code(def_index);
+        let array_to_wasm = code.array.expect("defined function should be present");
+        let wasm = code.wasm;
         // SAFETY: the type/offset/keys here are all valid for the defined
         // function at `def_index`.
         unsafe {
@@ -889,8 +895,8 @@ impl Instance {
                 registry,
                 type_index,
                 vmctx_offset,
-                array_to_wasm_key,
-                wasm_key,
+                &array_to_wasm,
+                &wasm,
             )
         }
     }
@@ -911,13 +917,19 @@ impl Instance {
         let wasm_key = FuncKey::ModuleStartup(Abi::Wasm, module.module_index);
         // SAFETY: the type/offset/keys here are all valid for the module
         // startup function.
+        let compiled = self
+            .runtime_module()
+            .expect("funcref impossible in fake module")
+            .compiled_module();
+        let array_to_wasm = *compiled.func_loc(array_to_wasm_key);
+        let wasm = *compiled.func_loc(wasm_key);
         unsafe {
             self.initialize_and_return_funcref(
                 registry,
                 type_index,
                 vmctx_offset,
-                array_to_wasm_key,
-                wasm_key,
+                &array_to_wasm,
+                &wasm,
             )
         }
     }
@@ -936,8 +948,8 @@ impl Instance {
         registry: &ModuleRegistry,
         type_index: VMSharedTypeIndex,
         vmctx_offset: u32,
-        array_to_wasm_key: FuncKey,
-        wasm_key: FuncKey,
+        array_to_wasm: &FunctionLoc,
+        wasm: &FunctionLoc,
     ) -> Option<NonNull<VMFuncRef>> {
         // For now, we eagerly initialize an funcref struct in-place whenever
         // asked for a reference to it. This is mostly fine, because in practice
@@ -968,12 +980,12 @@ impl Instance {
         .expect("module not in store");
 
         let array_call =
-            VmPtr::from(NonNull::from(module_with_code.function(array_to_wasm_key)).cast());
+            VmPtr::from(NonNull::from(module_with_code.function_at(array_to_wasm)).cast());
 
         let wasm_call = Some(VmPtr::from(
             NonNull::new(
                 module_with_code
-                    .function(wasm_key)
+                    .function_at(wasm)
                     .as_ptr()
                     .cast::<VMWasmCallFunction>()
                     .cast_mut(),
