@@ -292,14 +292,8 @@ pub fn load_dir(
     max_memory_mib: u32,
     trusted: &[String],
 ) -> anyhow::Result<Vec<Policy>> {
-    let entries = std::fs::read_dir(dir)
+    let paths = toml_files(dir)
         .with_context(|| format!("reading the policies directory {}", dir.display()))?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    paths.sort();
-
     let mut problems = Vec::new();
     let mut policies = Vec::new();
     for path in paths {
@@ -324,6 +318,16 @@ pub fn load_dir(
         bail!("invalid policies:\n  - {}", problems.join("\n  - "));
     }
     Ok(policies)
+}
+
+/// The `*.toml` files in `dir`, sorted.
+fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    Ok(paths)
 }
 
 pub(crate) fn load_file(path: &Path) -> anyhow::Result<Policy> {
@@ -385,14 +389,9 @@ pub fn load_installed(
     max_memory_mib: u32,
     trusted: &[String],
 ) -> Vec<Policy> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(paths) = toml_files(dir) else {
         return Vec::new();
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    paths.sort();
     let mut others: Vec<Arc<Policy>> = loaded.iter().cloned().map(Arc::new).collect();
     let mut installed = Vec::new();
     for path in paths {

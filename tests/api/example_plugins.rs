@@ -261,6 +261,15 @@ fn check(wasm_file: &std::path::Path, policy: &std::path::Path) -> (bool, Value,
     )
 }
 
+/// The entry for `interface` (any version) among the imports of a `component check` report.
+fn import<'r>(report: &'r Value, interface: &str) -> Option<&'r Value> {
+    report["imports"].as_array()?.iter().find(|i| {
+        i["name"]
+            .as_str()
+            .is_some_and(|name| name.starts_with(&format!("{interface}@")))
+    })
+}
+
 #[test]
 fn component_check_reports_imports_grants_and_exports_without_a_host() {
     let policy = Example::Python.dir().join("contacts.toml");
@@ -269,16 +278,7 @@ fn component_check_reports_imports_grants_and_exports_without_a_host() {
     assert_eq!(report["loads"], true, "{report}");
     assert_eq!(report["missing_exports"], json!([]), "{report}");
     let status = |interface: &str| {
-        report["imports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| {
-                i["name"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with(&format!("{interface}@"))
-            })
+        import(&report, interface)
             .map(|i| i["status"].as_str().unwrap().to_string())
             .unwrap_or_else(|| panic!("{interface} is imported: {report}"))
     };
@@ -456,16 +456,7 @@ async fn components_of_both_released_worlds_serve_side_by_side() {
 
     let policy = Example::Python.dir().join("contacts.toml");
     let (_, report, _) = check(&Example::Python.wasm(), &policy);
-    let context = report["imports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| {
-            i["name"]
-                .as_str()
-                .unwrap()
-                .starts_with("truevalue:platform/context@")
-        })
+    let context = import(&report, "truevalue:platform/context")
         .cloned()
         .unwrap_or_else(|| panic!("the plugin world imports context: {report}"));
     assert_eq!(context["status"], "granted", "{context}");
