@@ -182,6 +182,13 @@ impl EngineCode {
     // patch trampolines in StoreCode, so we can freely mix in
     // EngineCode variants.
 
+    /// The text section every store executes when guest debugging is compiled out:
+    /// `StoreCode::new` then always shares the original code.
+    #[cfg(not(feature = "debug"))]
+    pub(crate) fn shared_text(&self) -> &[u8] {
+        self.original_code.text()
+    }
+
     /// Get the Wasm-to-array trampoline for the given raw range in
     /// the text segment.
     pub(crate) fn raw_wasm_to_array_trampoline_data(&self, range: Range<usize>) -> &[u8] {
@@ -426,6 +433,12 @@ impl<'a> ModuleWithCode<'a> {
     /// Provide the Module wrapped in this tuple.
     pub fn module(&self) -> &'a Module {
         self.module
+    }
+
+    /// The text section of the store's code.
+    #[cfg(feature = "debug")]
+    pub fn text(&self) -> &'a [u8] {
+        self.store_code.text()
     }
 
     /// Returns the slice in the text section at `loc`.

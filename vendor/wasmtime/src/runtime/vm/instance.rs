@@ -2,6 +2,7 @@
 //! wasm module (except its callstack and register state). An
 //! `InstanceHandle` is a reference-counting handle for an `Instance`.
 
+#[cfg(feature = "debug")]
 use crate::code::ModuleWithCode;
 use crate::module::ModuleRegistry;
 use crate::prelude::*;
@@ -972,20 +973,31 @@ impl Instance {
         // it's better for instantiation performance if we don't have to track
         // "is-initialized" state at all!
 
-        let module_with_code = ModuleWithCode::in_store(
-            registry,
-            self.runtime_module()
-                .expect("funcref impossible in fake module"),
-        )
-        .expect("module not in store");
+        let module = self
+            .runtime_module()
+            .expect("funcref impossible in fake module");
+        // Without guest debugging every store executes the engine's own copy of the code, so
+        // the store's registry (two ordered-map searches per funcref) need not be consulted.
+        #[cfg(not(feature = "debug"))]
+        let text = {
+            let _ = registry;
+            module.engine_code().shared_text()
+        };
+        #[cfg(feature = "debug")]
+        let text = ModuleWithCode::in_store(registry, module)
+            .expect("module not in store")
+            .text();
+        let function_at = |loc: &FunctionLoc| -> &[u8] {
+            let start = usize::try_from(loc.start).unwrap();
+            let len = usize::try_from(loc.length).unwrap();
+            &text[start..][..len]
+        };
 
-        let array_call =
-            VmPtr::from(NonNull::from(module_with_code.function_at(array_to_wasm)).cast());
+        let array_call = VmPtr::from(NonNull::from(function_at(array_to_wasm)).cast());
 
         let wasm_call = Some(VmPtr::from(
             NonNull::new(
-                module_with_code
-                    .function_at(wasm)
+                function_at(wasm)
                     .as_ptr()
                     .cast::<VMWasmCallFunction>()
                     .cast_mut(),
