@@ -412,12 +412,15 @@ impl Drop for StoreCode {
 /// code pointers, ready to call.
 pub struct ModuleWithCode<'a> {
     module: &'a Module,
+    // Read only for code pointers, which without guest debugging come from the engine's code.
+    #[cfg_attr(not(feature = "debug"), allow(dead_code))]
     store_code: &'a StoreCode,
 }
 
 impl<'a> ModuleWithCode<'a> {
     /// Find the StoreCode in a given store for a module and wrap it
     /// up with that module, ready to compute code pointers.
+    #[cfg_attr(not(feature = "debug"), allow(dead_code))]
     pub fn in_store(
         registry: &'a ModuleRegistry,
         module: &'a Module,
@@ -443,6 +446,7 @@ impl<'a> ModuleWithCode<'a> {
 
     /// Returns the slice in the text section at `loc`.
     #[inline]
+    #[cfg_attr(not(feature = "debug"), allow(dead_code))]
     pub fn function_at(&self, loc: &wasmtime_environ::FunctionLoc) -> &[u8] {
         let start = usize::try_from(loc.start).unwrap();
         let len = usize::try_from(loc.length).unwrap();
