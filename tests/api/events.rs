@@ -73,7 +73,7 @@ pub async fn wait_for_events(app: &TestApp, n: usize) -> Vec<Published> {
     }
 }
 
-async fn create(app: &TestApp, body: Value) -> reqwest::Response {
+pub async fn create(app: &TestApp, body: Value) -> reqwest::Response {
     app.post_json("/publisher/things", &body).await
 }
 
@@ -311,7 +311,7 @@ async fn received(app: &TestApp) -> Value {
 }
 
 /// Waits until the subscriber has recorded at least `n` events.
-async fn wait_for_received(app: &TestApp, n: usize) -> Value {
+pub async fn wait_for_received(app: &TestApp, n: usize) -> Value {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let body = received(app).await;

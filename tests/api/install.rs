@@ -9,6 +9,7 @@ use std::path::Path;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::events::{TRUSTS_PUBLISHER, create, subscriber, wait_for_received};
 use crate::example_plugins::Example;
 use crate::helpers::{Engine, Policy, Spawn, TestApp, problem, wasm};
 use crate::on_both_engines;
@@ -317,6 +318,33 @@ async fn the_cli_installs_a_signed_plugin_and_uninstalls_it() {
     assert!(listed.contains("\"greeter\""), "{listed}");
     assert!(cli(&["uninstall", "greeter"]).status.success());
     assert_eq!(app.get("/greeter").await.status(), 404);
+}
+
+/// A component installed again with its policy routing a topic elsewhere gets the topic's
+/// events at the new route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reinstalled_subscriber_gets_its_events_where_its_new_policy_routes_them() {
+    let app = Spawn::new(Engine::Sqlite, vec![])
+        .config(TRUSTS_PUBLISHER)
+        .start()
+        .await;
+    let policy = subscriber().toml;
+    let elsewhere = policy.replace(
+        "\"/publisher/internal/events\"",
+        "\"/publisher/internal/gone\"",
+    );
+    assert_ne!(elsewhere, policy);
+    let publisher = std::fs::read(wasm("publisher")).unwrap();
+    let first = install(&app, "publisher", &elsewhere, publisher.clone(), None).await;
+    assert_eq!(first.status(), 201);
+    assert_eq!(uninstall(&app, "publisher").await.status(), 204);
+    let again = install(&app, "publisher", &policy, publisher, None).await;
+    assert_eq!(again.status(), 201);
+
+    let response = create(&app, json!({ "name": "t0", "org_id": "org-1" })).await;
+    assert_eq!(response.status(), 201);
+    let body = wait_for_received(&app, 1).await;
+    assert_eq!(body["events"][0]["subject"], "t0", "{body}");
 }
 
 /// `wasm` made a version never compiled before: the same component with a custom section

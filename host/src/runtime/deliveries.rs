@@ -34,7 +34,7 @@ pub struct Deliveries(pub Weak<Runtime>);
 
 #[async_trait]
 impl Deliver for Deliveries {
-    async fn deliver(&self, component: &str, route: &str, event: &Event) -> Result<(), Refusal> {
+    async fn deliver(&self, component: &str, event: &Event) -> Result<(), Refusal> {
         let runtime = self
             .0
             .upgrade()
@@ -42,6 +42,16 @@ impl Deliver for Deliveries {
         let slot = runtime
             .slot(component)
             .ok_or_else(|| Refusal::Unavailable(format!("{component} is not loaded")))?;
+        // The route of the policy loaded now: a component installed again may route the topic
+        // elsewhere, or no longer subscribe to it (its events then wait, as for an uninstall).
+        let route = slot
+            .sandbox
+            .policy
+            .subscriptions
+            .get(&event.topic)
+            .ok_or_else(|| {
+                Refusal::Unavailable(format!("{component} does not subscribe to {}", event.topic))
+            })?;
         let mut headers = vec![("content-type".to_string(), CONTENT_TYPE.to_string())];
         headers.extend(
             event
@@ -51,7 +61,7 @@ impl Deliver for Deliveries {
         );
         let request = Request {
             method: "POST".into(),
-            path: route.into(),
+            path: route.clone(),
             query: String::new(),
             headers,
             body: event.data.clone().into_bytes(),

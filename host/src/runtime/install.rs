@@ -182,15 +182,15 @@ impl Runtime {
 
     /// Starts consuming the topics `policy` subscribes to, for those not consumed yet.
     pub fn consume_events(self: &Arc<Self>, policy: &Policy) -> anyhow::Result<()> {
-        let new: BTreeMap<String, String> = {
+        let new: BTreeSet<String> = {
             let Ok(mut consuming) = self.installs.consuming.lock() else {
                 anyhow::bail!("the consumers' register is poisoned");
             };
             policy
                 .subscriptions
-                .iter()
-                .filter(|(topic, _)| consuming.insert((policy.name.clone(), (*topic).clone())))
-                .map(|(topic, route)| (topic.clone(), route.clone()))
+                .keys()
+                .filter(|topic| consuming.insert((policy.name.clone(), (*topic).clone())))
+                .cloned()
                 .collect()
         };
         if new.is_empty() {

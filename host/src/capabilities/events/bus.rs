@@ -3,7 +3,7 @@
 //! by id, however often the relay hands it over (a parked event keeps its id on `<topic>.dlq`). Each consumer's position in each topic is kept in the
 //! same file and moves past an event only once it was handled (or parked).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,12 +95,11 @@ impl LocalBus {
         Ok(())
     }
 
-    /// Delivers `topic` to `component`'s `route` from where it stands, for ever.
+    /// Delivers `topic` to `component` from where it stands, for ever.
     async fn run_consumer(
         self: Arc<Self>,
         component: String,
         topic: String,
-        route: String,
         deliver: Arc<dyn Deliver>,
     ) {
         let mut woken = self.published.subscribe();
@@ -130,7 +129,7 @@ impl LocalBus {
                 continue;
             }
             for (seq, event) in batch {
-                deliver_or_park(deliver.as_ref(), self.as_ref(), &component, &route, &event).await;
+                deliver_or_park(deliver.as_ref(), self.as_ref(), &component, &event).await;
                 while let Err(error) = self.advance(&component, &topic, seq).await {
                     tracing::warn!(%component, %topic, error = %format!("{error:#}"), "cannot record a consumer's position");
                     tokio::time::sleep(POLL).await;
@@ -198,16 +197,14 @@ impl Bus for LocalBus {
     fn consume(
         self: Arc<Self>,
         component: String,
-        subscriptions: BTreeMap<String, String>,
+        topics: BTreeSet<String>,
         deliver: Arc<dyn Deliver>,
     ) -> anyhow::Result<()> {
-        for (topic, route) in subscriptions {
-            tokio::spawn(self.clone().run_consumer(
-                component.clone(),
-                topic,
-                route,
-                deliver.clone(),
-            ));
+        for topic in topics {
+            tokio::spawn(
+                self.clone()
+                    .run_consumer(component.clone(), topic, deliver.clone()),
+            );
         }
         Ok(())
     }

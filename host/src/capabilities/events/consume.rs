@@ -37,22 +37,16 @@ pub enum Refusal {
 /// Hands one event to a component's route.
 #[async_trait]
 pub trait Deliver: Send + Sync {
-    async fn deliver(&self, component: &str, route: &str, event: &Event) -> Result<(), Refusal>;
+    async fn deliver(&self, component: &str, event: &Event) -> Result<(), Refusal>;
 }
 
 /// Delivers `event` until the component accepts it, or parks it on the dead-letter topic after
 /// the last retry; while the dead-letter topic cannot be written (the bus is down), tries that
 /// again every second. Only then may the caller move past the event.
-pub async fn deliver_or_park(
-    deliver: &dyn Deliver,
-    bus: &dyn Bus,
-    component: &str,
-    route: &str,
-    event: &Event,
-) {
+pub async fn deliver_or_park(deliver: &dyn Deliver, bus: &dyn Bus, component: &str, event: &Event) {
     let mut attempts = 0;
     let error = loop {
-        match deliver.deliver(component, route, event).await {
+        match deliver.deliver(component, event).await {
             Ok(()) => return,
             Err(Refusal::Unavailable(why)) => {
                 tracing::debug!(%component, topic = %event.topic, %why, "waiting to deliver an event");

@@ -11,7 +11,7 @@
 //! deployment with several nodes each event reaches each node's consumer (handlers are
 //! idempotent by event id anyway, as at-least-once delivery requires).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -229,7 +229,7 @@ impl Bus for KafkaBus {
     fn consume(
         self: Arc<Self>,
         component: String,
-        subscriptions: BTreeMap<String, String>,
+        topics: BTreeSet<String>,
         deliver: Arc<dyn Deliver>,
     ) -> anyhow::Result<()> {
         let consumer: StreamConsumer = client_config(&self.brokers)
@@ -242,14 +242,14 @@ impl Bus for KafkaBus {
             .create()
             .context("creating a Kafka consumer")?;
         tokio::spawn(async move {
-            let topics: Vec<&str> = subscriptions.keys().map(String::as_str).collect();
+            let subscribed: Vec<&str> = topics.iter().map(String::as_str).collect();
             // Subscribing to a topic nobody created yet would wait for it without end.
-            while let Err(error) = self.ensure_topics(&topics).await {
+            while let Err(error) = self.ensure_topics(&subscribed).await {
                 tracing::warn!(%component, error = %format!("{error:#}"), "cannot create the subscribed topics");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             loop {
-                match tokio::task::block_in_place(|| assign_all(&consumer, &topics)) {
+                match tokio::task::block_in_place(|| assign_all(&consumer, &subscribed)) {
                     Ok(()) => break,
                     Err(error) => {
                         tracing::warn!(%component, error = %format!("{error:#}"), "cannot assign the subscribed topics");
@@ -267,10 +267,10 @@ impl Bus for KafkaBus {
                     }
                 };
                 let event = event_of(&message);
-                let Some(route) = subscriptions.get(&event.topic) else {
+                if !topics.contains(&event.topic) {
                     continue;
-                };
-                deliver_or_park(deliver.as_ref(), self.as_ref(), &component, route, &event).await;
+                }
+                deliver_or_park(deliver.as_ref(), self.as_ref(), &component, &event).await;
                 // Asynchronous: a commit lost in a crash only means the event is delivered again.
                 if let Err(error) = consumer.commit_message(&message, CommitMode::Async) {
                     tracing::warn!(%component, topic = %event.topic, %error, "cannot commit a consumer offset; the event may be delivered again");

@@ -3,7 +3,7 @@
 //! them. A crash between the two publishes an event twice, never loses one; consumers tell
 //! duplicates apart by the event id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,11 +21,12 @@ pub trait Bus: Send + Sync {
     /// What the bus is, for the log.
     fn describe(&self) -> String;
 
-    /// Starts delivering the events of `subscriptions`' topics to `component` (topic → route).
+    /// Starts delivering the events of `topics` to `component`, each to the route its policy
+    /// names for the topic at the time.
     fn consume(
         self: Arc<Self>,
         component: String,
-        subscriptions: BTreeMap<String, String>,
+        topics: BTreeSet<String>,
         deliver: Arc<dyn super::Deliver>,
     ) -> anyhow::Result<()>;
 }
