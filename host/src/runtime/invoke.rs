@@ -279,10 +279,8 @@ impl Runtime {
         }
         // Only an instance that answered below 500 and committed is kept: after a trap or a
         // timeout its memory may be anywhere in between.
-        if let (Some(instance), Some(audience)) = (instance, audience)
-            && served + 1 < reuse
-        {
-            slot.kept.put(
+        match (instance, audience) {
+            (Some(instance), Some(audience)) if served + 1 < reuse => slot.kept.put(
                 Kept {
                     version: version.clone(),
                     audience,
@@ -294,7 +292,8 @@ impl Runtime {
                     idle_since: Instant::now(),
                 },
                 sandbox.policy.limits.max_instances as usize,
-            );
+            ),
+            _ => retire(store, pool),
         }
         sandbox
             .metrics
@@ -319,6 +318,17 @@ impl Runtime {
         }
         None
     }
+}
+
+/// Drops a store that is done with, off the answer's path: dropping it resets its instance's
+/// memory for the next one (a big guest's written pages copied back from its image), which the
+/// client need not wait for. The instance's place in the pool is given back only then, so the
+/// pool never holds more instances than it has places.
+fn retire(store: Store<State>, place: OwnedSemaphorePermit) {
+    tokio::spawn(async move {
+        drop(store);
+        drop(place);
+    });
 }
 
 /// How a request's instance comes to be.
