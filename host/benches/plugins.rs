@@ -113,11 +113,11 @@ async fn plugin(
         dir.join(name).join("data/admin-token"),
     ));
     // Signed in with `token`, when there is one.
-    let post = |path: String, token: &str, body: Value| {
+    let post = |path: String, token: Option<&str>, body: Value| {
         let request = client.post(format!("{}{path}", server.1)).json(&body);
-        match token.is_empty() {
-            true => request,
-            false => request.bearer_auth(token),
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
         .send()
     };
@@ -126,7 +126,7 @@ async fn plugin(
         "org_slug": "bench", "org_name": "bench", "roles": ["member"],
         "permissions": ["contacts:*"], "plan": "free", "session_id": "session-bench",
     });
-    let minted: Value = post("/vault/tokens".into(), "", claims)
+    let minted: Value = post("/vault/tokens".into(), None, claims)
         .await
         .unwrap()
         .json()
@@ -134,7 +134,7 @@ async fn plugin(
         .unwrap();
     let token = minted["token"].as_str().expect("a token").to_string();
     let contact = json!({ "name": "Ada Lovelace", "email": "ada@example.com" });
-    let created: Value = post("/contacts/api/contacts".into(), &token, contact)
+    let created: Value = post("/contacts/api/contacts".into(), Some(&token), contact)
         .await
         .unwrap()
         .json()
@@ -142,9 +142,13 @@ async fn plugin(
         .unwrap();
     let id = &created["id"];
     let deal = json!({ "title": "Analytical engine", "amount_cents": 150000 });
-    let deal = post(format!("/contacts/api/contacts/{id}/deals"), &token, deal)
-        .await
-        .unwrap();
+    let deal = post(
+        format!("/contacts/api/contacts/{id}/deals"),
+        Some(&token),
+        deal,
+    )
+    .await
+    .unwrap();
     assert_eq!(deal.status(), 201, "{name}");
     let url = format!("{}/contacts/api/contacts/{id}", server.1);
     let shown: Value = client
