@@ -4,6 +4,10 @@
 //!    native axum server doing the same work (read the name, format the greeting, encode JSON),
 //!    each in its own process, driven by the same load generator in alternating rounds of the
 //!    same run. Prints requests/s and latency percentiles of each and their ratios.
+//!    The load generator is `wrk -t1 -c32` (Debian's `wrk`, which `.ci/run` installs): one C
+//!    thread, so the servers get the rest of the machine. Without `wrk` on the `PATH` the
+//!    bench's own generator (reqwest, 16 clients) drives them and says so; it takes about a
+//!    core itself, and caps the native server near half of what `wrk` measures.
 //!    The anchor, in the same rounds: `wasmtime serve` (the CLI of the wasmtime release the host
 //!    embeds) serving the same greeting as a plain `wasi:http` component
 //!    (`tests/components/http_hello`), a fresh instance per request — the runtime alone, without
@@ -29,7 +33,9 @@ use serde_json::{Value, json};
 
 use common::{Announces, Round, Server, median, repo, start, start_announced};
 
+/// Connections of the built-in load generator; `wrk` runs with [`WRK_CONNECTIONS`].
 const CONCURRENCY: usize = 16;
+const WRK_CONNECTIONS: usize = 32;
 const ROUND: Duration = Duration::from_secs(4);
 const ROUNDS: usize = 3;
 const CALLS: u32 = 20_000;
@@ -87,22 +93,30 @@ fn platform(dir: &Path, reuse: u32) -> Server {
 /// Requests one kept instance serves in the "kept instance" row.
 const REUSE: u32 = 10_000;
 
-/// A round of `GET /hello?name=Ada` against `url`.
-async fn load(url: &str) -> Round {
+const GREETING: &[u8] = b"{\"message\":\"Hello, Ada!\"}";
+
+/// A round of `GET /hello?name=Ada` against `url`: by `wrk` when it is installed, else by the
+/// built-in generator.
+async fn load(url: &str, wrk: bool) -> Round {
+    let url = format!("{url}/hello?name=Ada");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY)
         .build()
         .unwrap();
-    let url = format!("{url}/hello?name=Ada");
-    common::load(
-        &client,
-        CONCURRENCY,
-        ROUND,
-        &url,
-        "",
-        b"{\"message\":\"Hello, Ada!\"}",
-    )
-    .await
+    if wrk {
+        // wrk counts statuses, not bodies: check the answer once per round.
+        let body = client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(&body[..], GREETING, "{url}");
+        return common::wrk(&url, WRK_CONNECTIONS, ROUND);
+    }
+    common::load(&client, CONCURRENCY, ROUND, &url, "", GREETING).await
 }
 
 /// `wasmtime serve` on the `http_hello` fixture, a fresh instance per request, once its
@@ -141,7 +155,7 @@ async fn anchor() -> Result<(Server, String), String> {
     let json = content_type
         .as_ref()
         .is_some_and(|t| t == "application/json");
-    if status != 200 || !json || body != b"{\"message\":\"Hello, Ada!\"}"[..] {
+    if status != 200 || !json || body != GREETING {
         return Err(format!(
             "wasmtime serve answered {status} {content_type:?} {body:?}"
         ));
@@ -194,6 +208,12 @@ fn wasmtime_serve() -> Result<PathBuf, String> {
 }
 
 async fn through_the_network() {
+    let wrk = common::has_wrk();
+    if !wrk {
+        println!(
+            "No `wrk` on the PATH (`apt-get install wrk`): the bench's own load generator drives the servers, and caps them"
+        );
+    }
     let anchor = anchor()
         .await
         .inspect_err(|why| println!("No wasmtime serve anchor: {why}"))
@@ -206,28 +226,30 @@ async fn through_the_network() {
     let native = start(native);
 
     // Warm them up (connection pools, the components' compiled code in the page cache).
-    load(&native.1).await;
-    load(&host.1).await;
-    load(&kept.1).await;
+    load(&native.1, wrk).await;
+    load(&host.1, wrk).await;
+    load(&kept.1, wrk).await;
     if let Some((anchor, _)) = &anchor {
-        load(&anchor.1).await;
+        load(&anchor.1, wrk).await;
     }
 
     let (mut n, mut p, mut k, mut a) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        n.push(load(&native.1).await);
-        p.push(load(&host.1).await);
-        k.push(load(&kept.1).await);
+        n.push(load(&native.1, wrk).await);
+        p.push(load(&host.1, wrk).await);
+        k.push(load(&kept.1, wrk).await);
         if let Some((anchor, _)) = &anchor {
-            a.push(load(&anchor.1).await);
+            a.push(load(&anchor.1, wrk).await);
         }
     }
     let rps = |rounds: &[Round]| median(rounds.iter().map(|r| r.requests_per_second).collect());
     let p50 = |rounds: &[Round]| median(rounds.iter().map(|r| r.p50_us as f64).collect());
     let p99 = |rounds: &[Round]| median(rounds.iter().map(|r| r.p99_us as f64).collect());
-    println!(
-        "GET /hello, {CONCURRENCY} concurrent clients, {ROUNDS} alternating rounds of {ROUND:?} (medians):"
-    );
+    let generator = match wrk {
+        true => format!("wrk -t1 -c{WRK_CONNECTIONS}"),
+        false => format!("{CONCURRENCY} clients of the bench's own generator"),
+    };
+    println!("GET /hello, {generator}, {ROUNDS} alternating rounds of {ROUND:?} (medians):");
     let row = |label: &str, rounds: &[Round]| {
         println!(
             "  {label:<23} {:>9.0} req/s   p50 {:>6.0} µs   p99 {:>6.0} µs",
@@ -373,17 +395,26 @@ async fn per_call(dir: &Path, reuse: u32) -> f64 {
             caller: None,
         },
     };
-    for _ in 0..1000 {
-        runtime.handle(&slot, request.clone(), None).await;
-    }
-    let started = Instant::now();
-    for _ in 0..CALLS {
-        match runtime.handle(&slot, request.clone(), None).await {
+    // On a worker of the runtime, as the gateway calls it: the instance a call is done with is
+    // dropped on a task of its own, which a worker picks up next.
+    tokio::spawn(async move {
+        let call = async || match runtime.handle(&slot, request.clone(), None).await {
             Outcome::Response { response, .. } => assert_eq!(response.status, 200),
-            _ => panic!("the component failed"),
+            Outcome::Busy => panic!("no instance to be had"),
+            Outcome::Unavailable => panic!("the component is unavailable"),
+            Outcome::Failed(failure) => panic!("the component failed: {failure:?}"),
+        };
+        for _ in 0..1000 {
+            call().await;
         }
-    }
-    started.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS)
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            call().await;
+        }
+        started.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS)
+    })
+    .await
+    .unwrap()
 }
 
 async fn in_process() {

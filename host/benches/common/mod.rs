@@ -226,3 +226,59 @@ pub async fn load(
         p99_us: percentile(&latencies, 0.99),
     }
 }
+
+/// Whether `wrk` is on the `PATH`.
+pub fn has_wrk() -> bool {
+    Command::new("wrk")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A round of `GET url` by `wrk -t1` with `connections` connections for `round`; every answer
+/// must be a 2xx (wrk counts statuses, not bodies: check one body before).
+pub fn wrk(url: &str, connections: usize, round: std::time::Duration) -> Round {
+    let output = Command::new("wrk")
+        .args(["-t1", "--latency"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{}s", round.as_secs().max(1)))
+        .arg(url)
+        .output()
+        .expect("wrk runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "wrk failed: {report}");
+    assert!(
+        !report.contains("Non-2xx") && !report.contains("Socket errors"),
+        "wrk saw failures: {report}"
+    );
+    let line = |label: &str| {
+        report
+            .lines()
+            .map(str::trim)
+            .find_map(|line| line.strip_prefix(label))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no `{label}` in wrk's report: {report}"))
+            .to_string()
+    };
+    Round {
+        requests_per_second: line("Requests/sec:").parse().expect("requests/s"),
+        p50_us: wrk_micros(&line("50%")),
+        p99_us: wrk_micros(&line("99%")),
+    }
+}
+
+/// A latency as wrk prints it (`258.00us`, `1.95ms`, `2.00s`) in microseconds.
+fn wrk_micros(value: &str) -> u64 {
+    let (number, scale) = if let Some(n) = value.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = value.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = value.strip_suffix('s') {
+        (n, 1e6)
+    } else {
+        panic!("a latency of wrk: {value}")
+    };
+    (number.parse::<f64>().expect("a number") * scale).round() as u64
+}
