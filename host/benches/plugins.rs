@@ -8,8 +8,9 @@
 //! with one deal is created through the REST API; then the same load generator drives, in
 //! alternating rounds, `GET /contacts/api/contacts/{id}` (access token, tenant route, two
 //! queries, JSON) on each, and a native axum server answering the same JSON from memory. At
-//! concurrency 1 the p50 latency is one request's cost end to end; at 16, throughput. Prints
-//! each and the differences and ratios to the Rust plugin. The machines are shared and noisy:
+//! concurrency 1 the p50 latency is one request's cost end to end, and the server process's CPU
+//! time per request what it costs the machine; at 16, throughput. Prints each and the
+//! differences and ratios to the Rust plugin. The machines are shared and noisy:
 //! read the ratios, not the absolute figures.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -81,10 +82,11 @@ struct Target {
     /// The host's admin API and the file of its token; none for the native server.
     admin: Option<(String, std::path::PathBuf)>,
     /// Kept running until the end of the bench.
-    _server: Server,
+    server: Server,
     url: String,
     token: String,
-    rounds: Vec<(Round, Round)>,
+    /// At concurrency 1 and 16, and the server's CPU per request at 1, in µs.
+    rounds: Vec<(Round, Round, f64)>,
 }
 
 /// A host serving `wasm` as the contacts plugin, with one contact and its deal: its URL to load
@@ -163,7 +165,7 @@ async fn plugin(
     let target = Target {
         name,
         admin,
-        _server: server,
+        server,
         url,
         token,
         rounds: Vec::new(),
@@ -199,7 +201,7 @@ async fn run() {
         name: "native handler",
         admin: None,
         url: native_url,
-        _server: native,
+        server: native,
         token: String::new(),
         rounds: Vec::new(),
     });
@@ -218,42 +220,56 @@ async fn run() {
     }
     for _ in 0..ROUNDS {
         for target in &mut targets {
+            let cpu = target.server.cpu_seconds();
             let serial = common::load(&client, 1, ROUND, &target.url, &target.token, b"{").await;
+            let cpu = (target.server.cpu_seconds() - cpu) * 1e6 / serial.requests as f64;
             let loaded = common::load(&client, 16, ROUND, &target.url, &target.token, b"{").await;
-            target.rounds.push((serial, loaded));
+            target.rounds.push((serial, loaded, cpu));
         }
     }
 
-    let figures: Vec<(&str, f64, f64, f64)> = targets
+    let figures: Vec<(&str, f64, f64, f64, f64)> = targets
         .iter()
         .map(|t| {
-            let p50 = median(t.rounds.iter().map(|(s, _)| s.p50_us as f64).collect());
+            let p50 = median(t.rounds.iter().map(|(s, _, _)| s.p50_us as f64).collect());
+            let cpu = median(t.rounds.iter().map(|(_, _, cpu)| *cpu).collect());
             let rps = median(
                 t.rounds
                     .iter()
-                    .map(|(_, l)| l.requests_per_second)
+                    .map(|(_, l, _)| l.requests_per_second)
                     .collect(),
             );
-            let p99 = median(t.rounds.iter().map(|(_, l)| l.p99_us as f64).collect());
-            (t.name, p50, rps, p99)
+            let p99 = median(t.rounds.iter().map(|(_, l, _)| l.p99_us as f64).collect());
+            (t.name, p50, cpu, rps, p99)
         })
         .collect();
-    let (_, rust_p50, rust_rps, _) = figures[0];
+    let (_, rust_p50, rust_cpu, rust_rps, _) = figures[0];
     println!(
         "\nplugins: GET /contacts/api/contacts/{{id}} (token, tenant route, 2 queries), median of {ROUNDS} rounds of {}s",
         ROUND.as_secs()
     );
     println!(
-        "{:<24} {:>12} {:>14} {:>12} {:>12} {:>14}",
-        "", "p50 @1 (µs)", "vs Rust (µs)", "req/s @16", "vs Rust", "p99 @16 (µs)"
+        "{:<24} {:>12} {:>14} {:>14} {:>14} {:>12} {:>12} {:>14}",
+        "",
+        "p50 @1 (µs)",
+        "vs Rust (µs)",
+        "CPU/req @1",
+        "vs Rust (µs)",
+        "req/s @16",
+        "vs Rust",
+        "p99 @16 (µs)"
     );
-    for (name, p50, rps, p99) in &figures {
+    for (name, p50, cpu, rps, p99) in &figures {
         println!(
-            "{name:<24} {p50:>12.0} {:>+14.0} {rps:>12.0} {:>11.2}x {p99:>14.0}",
+            "{name:<24} {p50:>12.0} {:>+14.0} {cpu:>14.0} {:>+14.0} {rps:>12.0} {:>11.2}x {p99:>14.0}",
             p50 - rust_p50,
+            cpu - rust_cpu,
             rps / rust_rps
         );
     }
+    println!(
+        "(CPU/req: the server process's user and system time per request at concurrency 1, in µs)"
+    );
 
     // Deploys into the Python plugin's host: a version never compiled, then versions whose
     // compiled artefact the host keeps (target: a cached version deploys in under 0.3 s).
@@ -284,7 +300,7 @@ async fn run() {
     let python = &targets[1];
     let during = common::load(&client, 16, COMPILING, &python.url, &python.token, b"{").await;
     let uncompiled = deploying.await.unwrap();
-    let (_, _, idle_rps, idle_p99) = figures[1];
+    let (_, _, _, idle_rps, idle_p99) = figures[1];
     println!(
         "serving while a version compiles: Python plugin {:.0} req/s @16 ({:.2}x of its {idle_rps:.0} idle), p99 {} µs (idle {idle_p99:.0})",
         during.requests_per_second,

@@ -14,6 +14,21 @@ pub fn repo() -> PathBuf {
 /// A server process and its address; killed on drop.
 pub struct Server(Child, pub String);
 
+impl Server {
+    /// CPU time the process has used so far (user and system, all threads), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id()))
+            .expect("the server's /proc/<pid>/stat");
+        // After the command name in parentheses: state is field 3, utime 14 and stime 15, in
+        // clock ticks of USER_HZ (100 on Linux).
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -173,6 +188,7 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 
 /// What one round of load measured.
 pub struct Round {
+    pub requests: u64,
     pub requests_per_second: f64,
     pub p50_us: u64,
     pub p99_us: u64,
@@ -221,6 +237,7 @@ pub async fn load(
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
     Round {
+        requests: latencies.len() as u64,
         requests_per_second: latencies.len() as f64 / elapsed,
         p50_us: percentile(&latencies, 0.50),
         p99_us: percentile(&latencies, 0.99),
@@ -262,7 +279,13 @@ pub fn wrk(url: &str, connections: usize, round: std::time::Duration) -> Round {
             .unwrap_or_else(|| panic!("no `{label}` in wrk's report: {report}"))
             .to_string()
     };
+    let requests = report
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in "))
+        .and_then(|(count, _)| count.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's report: {report}"));
     Round {
+        requests,
         requests_per_second: line("Requests/sec:").parse().expect("requests/s"),
         p50_us: wrk_micros(&line("50%")),
         p99_us: wrk_micros(&line("99%")),
