@@ -3,7 +3,8 @@
 //! handler, in one run.
 //!
 //! Each build runs in its own release host on the embedded default with the example's own
-//! policy (a fresh instance per request); the Python and JavaScript builds run once more with
+//! policy (a fresh instance per request); the Python and JavaScript builds run twice more: with
+//! `prestart = true` (each request's fresh instance made ahead of it), and with
 //! `instance_reuse = 64` (an instance serves up to 64 requests of one organization). One contact
 //! with one deal is created through the REST API; then the same load generator drives, in
 //! alternating rounds, `GET /contacts/api/contacts/{id}` (access token, tenant route, two
@@ -60,16 +61,16 @@ fn native_server(body: String) {
     });
 }
 
-/// The example's policy, pointed at `wasm`, each instance serving up to `reuse` requests (of
-/// one organization), with the vault that mints the bench's token.
-fn policies(wasm: &str, reuse: u32) -> Vec<(&'static str, String)> {
+/// The example's policy, pointed at `wasm`, with `limits` (lines of its `[limits]` table), and
+/// the vault that mints the bench's token.
+fn policies(wasm: &str, limits: &str) -> Vec<(&'static str, String)> {
     let shipped = std::fs::read_to_string(repo().join("examples/contacts-python/contacts.toml"))
         .expect("the example's policy");
     let contacts = shipped.replace(
         "wasm = \"contacts.wasm\"",
         &format!("wasm = {:?}", common::wasm(wasm)),
     );
-    let contacts = format!("{contacts}\n[limits]\nmax_instances = 256\ninstance_reuse = {reuse}\n");
+    let contacts = format!("{contacts}\n[limits]\nmax_instances = 256\n{limits}\n");
     let vault = format!(
         "wasm = {:?}\nroutes = [\"/vault\"]\npublic_routes = [\"/vault\"]\ncapabilities = [\"cache\", \"crypto\", \"tokens\"]\n",
         common::wasm("vault")
@@ -96,7 +97,7 @@ async fn plugin(
     dir: &Path,
     name: &'static str,
     wasm: &str,
-    reuse: u32,
+    limits: &str,
 ) -> (Target, Value) {
     let admin_address = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|free| free.local_addr())
@@ -104,7 +105,7 @@ async fn plugin(
         .to_string();
     let server = common::platform_configured(
         &dir.join(name),
-        &policies(wasm, reuse),
+        &policies(wasm, limits),
         &[],
         "trusted_components = [\"vault\"]",
         &admin_address,
@@ -178,14 +179,20 @@ async fn run() {
     let client = reqwest::Client::new();
     let mut targets = Vec::new();
     let mut answers = Vec::new();
-    for (name, wasm, reuse) in [
-        ("Rust plugin", "contacts", 1),
-        ("Python plugin", "contacts_py", 1),
-        ("JavaScript plugin", "contacts_js", 1),
-        ("Python, reused ×64", "contacts_py", 64),
-        ("JavaScript, reused ×64", "contacts_js", 64),
+    for (name, wasm, limits) in [
+        ("Rust plugin", "contacts", ""),
+        ("Python plugin", "contacts_py", ""),
+        ("JavaScript plugin", "contacts_js", ""),
+        ("Python, made ahead", "contacts_py", "prestart = true"),
+        ("JavaScript, made ahead", "contacts_js", "prestart = true"),
+        ("Python, reused ×64", "contacts_py", "instance_reuse = 64"),
+        (
+            "JavaScript, reused ×64",
+            "contacts_js",
+            "instance_reuse = 64",
+        ),
     ] {
-        let (target, shown) = plugin(&client, dir.path(), name, wasm, reuse).await;
+        let (target, shown) = plugin(&client, dir.path(), name, wasm, limits).await;
         answers.push(shown);
         targets.push(target);
     }

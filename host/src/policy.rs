@@ -83,6 +83,13 @@ pub struct Limits {
     /// next ones of that organization. A trap, a timeout, an out-of-memory, a 5xx answer or a
     /// new version discards it.
     pub instance_reuse: u32,
+    /// Keep one instance of the component instantiated ahead of its next request, so that the
+    /// request does not wait for it: for a big guest (an interpreter) instantiation is a large
+    /// part of a request's latency. The instance has served no one; it serves one request like
+    /// any fresh instance (or, with `instance_reuse`, is then kept for that request's
+    /// organization), and the next one is instantiated while that request runs. It holds a
+    /// place in the host's instance pool while it waits, and is freed after `kept_idle_ms` idle.
+    pub prestart: bool,
     /// Most cache entries the component may hold at once (expired ones do not count).
     pub cache_max_entries: u64,
     /// Most bytes of keys plus values the component may hold in the cache at once.
@@ -112,6 +119,7 @@ impl Default for Limits {
             timeout_ms: 5_000,
             max_instances: 32,
             instance_reuse: 1,
+            prestart: false,
             cache_max_entries: 10_000,
             cache_max_bytes: 16 * 1024 * 1024,
             // A row costs the instance at least 8 bytes, so even 1 MiB could receive these.

@@ -59,7 +59,11 @@ pub fn new(name: &str, lang: Lang, dir: &Path, sdk: Option<&Path>) -> anyhow::Re
         .iter()
         .map(|(file, text)| (Path::new("wit").join(file), text.to_string()))
         .collect();
-    files.push((PathBuf::from(format!("{name}.toml")), policy(name, &route)));
+    let python = matches!(lang, Lang::Python);
+    files.push((
+        PathBuf::from(format!("{name}.toml")),
+        policy(name, &route, python),
+    ));
     let next = match lang {
         Lang::Python => {
             files.push(("app.py".into(), python_app(name, &route)));
@@ -143,7 +147,14 @@ fn make_executable(_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn policy(name: &str, route: &str) -> String {
+/// The plugin's policy; a Python plugin's has its next instance made ahead.
+fn policy(name: &str, route: &str, python: bool) -> String {
+    let prestart = match python {
+        true => {
+            "# CPython's instance takes a while to make: the next one is made ahead.\nprestart = true\n"
+        }
+        false => "",
+    };
     format!(
         r#"# What the host grants the plugin `{name}`. Install both into a running host with
 # `truevalue component install {name} {name}.wasm --policy {name}.toml`, or copy them into its
@@ -161,7 +172,7 @@ permissions = ["{name}:read", "{name}:write"]
 [limits]
 memory_mib = 64
 timeout_ms = 5000
-"#
+{prestart}"#
     )
 }
 

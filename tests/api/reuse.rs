@@ -189,3 +189,72 @@ async fn a_config_with_kept_idle_ms_out_of_range_is_refused() {
         "{refused}"
     );
 }
+
+/// The greeter with its next instance made ahead (`limits.prestart`).
+fn greeter_made_ahead(reuse: u32) -> Policy {
+    Policy::new(
+        "greeter",
+        "greeter",
+        "greeter",
+        &format!("[limits]\ninstance_reuse = {reuse}\nprestart = true"),
+    )
+}
+
+/// Whether `truevalue_instances_kept` of the greeter reads `n` within a few seconds.
+async fn kept_reads(app: &TestApp, n: u32) -> bool {
+    let kept = format!("truevalue_instances_kept{{component=\"greeter\"}} {n}\n");
+    for _ in 0..50 {
+        if app.metrics().await.contains(&kept) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_instance_made_ahead_has_served_no_one_and_serves_one_request() {
+    let app = Spawn::new(Engine::Sqlite, vec![greeter_made_ahead(1)])
+        .start()
+        .await;
+    assert_eq!(served(&app, None, "").await, (200, 1));
+    // The next request's instance waits, made ahead.
+    assert!(kept_reads(&app, 1).await, "no instance was made ahead");
+    for _ in 0..10 {
+        // Each request runs on an instance that served no one and sees nothing its
+        // predecessor wrote, as with a fresh instance.
+        assert_eq!(served(&app, None, "").await, (200, 1));
+        assert_eq!(pages_seen(&app).await, 0);
+    }
+    // A deploy discards the one made for the version it replaces.
+    assert_eq!(app.deploy("greeter", "greeter_v2").await.status(), 200);
+    let body: Value = app.get("/greeter/served").await.json().await.unwrap();
+    assert_eq!(
+        (body["version"].as_str(), body["served"].as_u64()),
+        (Some("v2"), Some(1))
+    );
+    assert!(
+        kept_reads(&app, 1).await,
+        "no instance of v2 was made ahead"
+    );
+    let body: Value = app.get("/greeter/served").await.json().await.unwrap();
+    assert_eq!(body["version"].as_str(), Some("v2"));
+}
+
+#[tokio::test]
+async fn with_instances_made_ahead_a_kept_instance_still_serves_only_its_organization() {
+    let app = Spawn::new(Engine::Sqlite, vec![greeter_made_ahead(3), vault()])
+        .config(TRUSTS_VAULT)
+        .start()
+        .await;
+    let (acme, globex) = (
+        token(&app, Some("acme")).await,
+        token(&app, Some("globex")).await,
+    );
+    assert_eq!(in_order(&app, None, 4).await, [1, 2, 3, 1]);
+    assert_eq!(served(&app, Some(&acme), "").await, (200, 1));
+    assert_eq!(served(&app, Some(&acme), "").await, (200, 2));
+    assert_eq!(served(&app, Some(&globex), "").await, (200, 1));
+    assert_eq!(served(&app, Some(&acme), "").await, (200, 3));
+    assert_eq!(served(&app, Some(&globex), "").await, (200, 2));
+}

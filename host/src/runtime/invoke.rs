@@ -3,6 +3,7 @@
 //! policy's deadline and memory limit, then commit or roll back the request's transaction —
 //! and, once it committed, hand the emails it queued to the mailer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -161,9 +162,15 @@ impl Runtime {
         };
         let reuse = sandbox.policy.limits.instance_reuse;
         let audience = (reuse > 1).then(|| Audience::of(&request));
-        let kept = audience
-            .as_ref()
-            .and_then(|audience| slot.kept.take(&version, audience));
+        let prestart = sandbox.policy.limits.prestart;
+        let kept = match reuse > 1 || prestart {
+            true => slot.kept.take(&version, audience.as_ref()),
+            false => None,
+        };
+        // The next request's instance is made while this one runs.
+        if prestart {
+            self.prestart(&sandbox.name);
+        }
         let start = match kept {
             Some(kept) => Start::Kept(kept),
             None => match self.pool_place() {
@@ -305,6 +312,56 @@ impl Runtime {
         outcome
     }
 
+    /// Instantiates `component` ahead of its next request, on a task of its own, unless an
+    /// instance is ready or being readied already, or the host's instance pool is full (a
+    /// request's instance never waits for one made ahead).
+    fn prestart(self: &Arc<Self>, component: &str) {
+        let Some(slot) = self.slot(component) else {
+            return;
+        };
+        if !slot.kept.begin_prestart() {
+            return;
+        }
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            if let Some(ready) = runtime.instantiate_ahead(&slot).await {
+                slot.kept
+                    .put(ready, slot.sandbox.policy.limits.max_instances as usize);
+            }
+            slot.kept.end_prestart();
+        });
+    }
+
+    /// A new instance of the slot's current version, for no request yet; `None` when the pool
+    /// has no free place or the instantiation fails (the next request instantiates as usual,
+    /// and reports the failure).
+    async fn instantiate_ahead(&self, slot: &Slot) -> Option<Kept> {
+        let version = slot.current.load_full()?;
+        let place = self.pool.clone().try_acquire_owned().ok()?;
+        let sandbox = &slot.sandbox;
+        let deadline = Instant::now() + sandbox.deadline();
+        let mut store = sandbox.store(&self.engine, "prestart", deadline, None, 0, None);
+        let instantiated = tokio::time::timeout_at(
+            deadline.into(),
+            Box::pin(version.pre.instantiate(&mut store)),
+        )
+        .await;
+        let Ok(Ok(instance)) = instantiated else {
+            retire(store, place);
+            return None;
+        };
+        Some(Kept {
+            version,
+            audience: Audience::Anyone,
+            store,
+            instance,
+            served: 0,
+            pool: place,
+            _counted: Counted::new(&sandbox.metrics.kept),
+            idle_since: Instant::now(),
+        })
+    }
+
     /// A place in the host's instance pool; when every place is taken, a kept instance gives
     /// its place up first.
     fn pool_place(&self) -> Option<OwnedSemaphorePermit> {
@@ -413,12 +470,14 @@ pub(crate) struct Kept {
 }
 
 /// Whom a kept instance may serve: the requests of one organization; a signed-in user without
-/// one is a group of their own, and anonymous requests are another.
+/// one is a group of their own, and anonymous requests are another. An instance made ahead
+/// (`limits.prestart`) has served no one, and may serve anyone.
 #[derive(PartialEq, Eq)]
 enum Audience {
     Organization(String),
     User(String),
     Anonymous,
+    Anyone,
 }
 
 impl Audience {
@@ -432,22 +491,24 @@ impl Audience {
     }
 }
 
-/// A component's kept instances, most recently used last.
+/// A component's kept instances, most recently used last, and whether one is being made
+/// ahead of a request.
 #[derive(Default)]
-pub(crate) struct KeptInstances(Mutex<Vec<Kept>>);
+pub(crate) struct KeptInstances(Mutex<Vec<Kept>>, AtomicBool);
 
 impl KeptInstances {
-    /// The most recently used instance of `version` that served `audience`. Instances of other
-    /// versions (a deploy swapped them out) are dropped on the way.
-    fn take(&self, version: &Arc<Loaded>, audience: &Audience) -> Option<Kept> {
+    /// The most recently used instance of `version` that served `audience` (when the policy
+    /// reuses instances), else one made ahead that served no one. Instances of other versions
+    /// (a deploy swapped them out) are dropped on the way.
+    fn take(&self, version: &Arc<Loaded>, audience: Option<&Audience>) -> Option<Kept> {
         let (found, stale) = {
             let mut kept = self.0.lock().ok()?;
             let stale: Vec<Kept> = kept
                 .extract_if(.., |k| !Arc::ptr_eq(&k.version, version))
                 .collect();
-            let found = kept
-                .iter()
-                .rposition(|k| k.audience == *audience)
+            let found = audience
+                .and_then(|audience| kept.iter().rposition(|k| k.audience == *audience))
+                .or_else(|| kept.iter().rposition(|k| k.audience == Audience::Anyone))
                 .map(|at| kept.remove(at));
             (found, stale)
         };
@@ -466,6 +527,19 @@ impl KeptInstances {
             _ => Some(instance),
         };
         drop(refused);
+    }
+
+    /// Claims the making of an instance ahead of a request: false when one is being made, or
+    /// one is ready.
+    fn begin_prestart(&self) -> bool {
+        let ready = self.0.lock().map_or(true, |kept| {
+            kept.iter().any(|k| k.audience == Audience::Anyone)
+        });
+        !ready && !self.1.swap(true, Ordering::AcqRel)
+    }
+
+    fn end_prestart(&self) {
+        self.1.store(false, Ordering::Release);
     }
 
     /// Drops the least recently used instance; false when none is kept.
