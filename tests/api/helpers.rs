@@ -191,13 +191,12 @@ impl TestApp {
             // Tests send many requests from one address; the rate-limit tests set their own.
             extra.push_str("rate_limit_per_minute = 1000000\n");
         }
+        if !extra.contains("max_instances") {
+            extra.push_str("max_instances = 64\n");
+        }
         std::fs::write(
             dir.path().join("config.toml"),
-            format!(
-                "cache_dir = {:?}\nmax_instances = 64\n{}",
-                cache.display().to_string(),
-                extra
-            ),
+            format!("cache_dir = {:?}\n{}", cache.display().to_string(), extra),
         )
         .expect("write config");
         let data_dir = dir.path().join("data");

@@ -242,3 +242,20 @@ async fn calls_back_into_a_busy_component_still_get_a_connection() {
         assert_eq!(answer["body"]["body"]["caller"], "relay", "{answer}");
     }
 }
+
+#[tokio::test]
+async fn many_calls_in_one_request_fit_a_small_instance_pool() {
+    // Each callee's instance is dropped after its answer, off the caller's path; its place in
+    // the host's pool comes back then, so a caller making call after call never runs the pool
+    // dry however quickly the calls come.
+    let app = Spawn::new(Engine::Sqlite, vec![relay_policy()])
+        .config("max_instances = 4")
+        .start()
+        .await;
+    let spec = json!({
+        "component": "relay", "method": "GET", "path": "/relay/internal/whoami", "times": 40,
+    });
+    let answer = call(&app, None, spec).await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"]["caller"], "relay", "{answer}");
+}

@@ -173,7 +173,7 @@ impl Runtime {
         }
         let start = match kept {
             Some(kept) => Start::Kept(kept),
-            None => match self.pool_place() {
+            None => match self.free_place().await {
                 Some(place) => Start::Fresh(place),
                 None => return Outcome::Busy,
             },
@@ -300,7 +300,7 @@ impl Runtime {
                 },
                 sandbox.policy.limits.max_instances as usize,
             ),
-            _ => retire(store, pool),
+            _ => self.retire(store, pool),
         }
         sandbox
             .metrics
@@ -347,7 +347,7 @@ impl Runtime {
         )
         .await;
         let Ok(Ok(instance)) = instantiated else {
-            retire(store, place);
+            self.retire(store, place);
             return None;
         };
         Some(Kept {
@@ -360,6 +360,35 @@ impl Runtime {
             _counted: Counted::new(&sandbox.metrics.kept),
             idle_since: Instant::now(),
         })
+    }
+
+    /// A place in the host's instance pool ([`Runtime::pool_place`]); while instances done with
+    /// are still to be dropped, waits for their places: their drops run on tasks of their own,
+    /// which a caller that never yields (a guest making call after call) would keep waiting.
+    async fn free_place(&self) -> Option<OwnedSemaphorePermit> {
+        loop {
+            if let Some(place) = self.pool_place() {
+                return Some(place);
+            }
+            if self.retiring.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Drops a store that is done with, off the answer's path: dropping it resets its
+    /// instance's memory for the next one (a big guest's written pages copied back from its
+    /// image), which the client need not wait for. The instance's place in the pool is given
+    /// back only then, so the pool never holds more instances than it has places.
+    fn retire(&self, store: Store<State>, place: OwnedSemaphorePermit) {
+        let retiring = self.retiring.clone();
+        retiring.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            drop(store);
+            drop(place);
+            retiring.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 
     /// A place in the host's instance pool; when every place is taken, a kept instance gives
@@ -375,17 +404,6 @@ impl Runtime {
         }
         None
     }
-}
-
-/// Drops a store that is done with, off the answer's path: dropping it resets its instance's
-/// memory for the next one (a big guest's written pages copied back from its image), which the
-/// client need not wait for. The instance's place in the pool is given back only then, so the
-/// pool never holds more instances than it has places.
-fn retire(store: Store<State>, place: OwnedSemaphorePermit) {
-    tokio::spawn(async move {
-        drop(store);
-        drop(place);
-    });
 }
 
 /// How a request's instance comes to be.

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -383,6 +384,8 @@ pub struct Runtime {
     pub(super) routes: Arc<Routes>,
     pub(super) installs: super::install::Installs,
     pub(crate) pool: Arc<Semaphore>,
+    /// Instances done with whose drop (and place in `pool`) is still to come.
+    pub(crate) retiring: Arc<AtomicUsize>,
     /// Which plugins each organization enabled, as `org` last said.
     pub(crate) enablements: super::plugins::Enablements,
 }
@@ -450,6 +453,7 @@ impl Runtime {
             slots: ArcSwap::from_pointee(slots),
             routes: Arc::new(ArcSwap::from_pointee(routes)),
             pool: Arc::new(Semaphore::new(settings.max_instances as usize)),
+            retiring: Arc::default(),
             enablements: Default::default(),
         };
         runtime.collect_cache();

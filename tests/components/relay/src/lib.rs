@@ -18,6 +18,10 @@ struct CallSpec {
     /// Touch the database before calling, so the request holds its transaction meanwhile.
     #[serde(default)]
     database: bool,
+    /// Make the call this many times, one after the other (at least once); the answer is the
+    /// last one's, or the first failure.
+    #[serde(default)]
+    times: u32,
 }
 
 impl App for Relay {
@@ -66,7 +70,13 @@ fn call(request: &Request) -> Result<Response, Problem> {
         .body
         .map(|b| serde_json::to_vec(&b).unwrap_or_default())
         .unwrap_or_default();
-    let answer = match services::call(&spec.component, &spec.method, &spec.path, &body) {
+    let mut made = 0;
+    let mut outcome = services::call(&spec.component, &spec.method, &spec.path, &body);
+    while outcome.is_ok() && made + 1 < spec.times {
+        made += 1;
+        outcome = services::call(&spec.component, &spec.method, &spec.path, &body);
+    }
+    let answer = match outcome {
         Ok(reply) => json!({
             "status": reply.status,
             "body": serde_json::from_slice::<serde_json::Value>(&reply.body)
@@ -78,7 +88,8 @@ fn call(request: &Request) -> Result<Response, Problem> {
                 CallError::NotFound => "not-found".to_string(),
                 CallError::Busy => "busy".to_string(),
                 CallError::Failed(why) => format!("failed: {why}"),
-            }
+            },
+            "after": made,
         }),
     };
     Response::json(200, &answer)
