@@ -22,6 +22,10 @@ use crate::capabilities::database::Error as DbError;
 const MAX_RESPONSE_HEADERS: usize = 64;
 const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
 
+/// Longest a request waits for the place of an instance still being dropped before it is
+/// refused as busy: a drop takes microseconds once its task runs.
+const PLACE_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// What the gateway needs besides the request itself.
 pub struct RequestMeta {
     pub request_id: String,
@@ -363,14 +367,16 @@ impl Runtime {
     }
 
     /// A place in the host's instance pool ([`Runtime::pool_place`]); while instances done with
-    /// are still to be dropped, waits for their places: their drops run on tasks of their own,
-    /// which a caller that never yields (a guest making call after call) would keep waiting.
+    /// are still to be dropped, waits for their places, for [`PLACE_WAIT`] at most: their drops
+    /// run on tasks of their own, which a caller that never yields (a guest making call after
+    /// call) would keep waiting.
     async fn free_place(&self) -> Option<OwnedSemaphorePermit> {
+        let until = Instant::now() + PLACE_WAIT;
         loop {
             if let Some(place) = self.pool_place() {
                 return Some(place);
             }
-            if self.retiring.load(Ordering::Acquire) == 0 {
+            if self.retiring.load(Ordering::Acquire) == 0 || Instant::now() >= until {
                 return None;
             }
             tokio::task::yield_now().await;
