@@ -292,16 +292,15 @@ impl Runtime {
         // timeout its memory may be anywhere in between.
         match (instance, audience) {
             (Some(instance), Some(audience)) if served + 1 < reuse => slot.kept.put(
-                Kept {
-                    version: version.clone(),
+                Kept::new(
+                    version.clone(),
                     audience,
                     store,
                     instance,
-                    served: served + 1,
+                    served + 1,
                     pool,
-                    _counted: Counted::new(&sandbox.metrics.kept),
-                    idle_since: Instant::now(),
-                },
+                    &sandbox.metrics,
+                ),
                 sandbox.policy.limits.max_instances as usize,
             ),
             _ => self.retire(store, pool),
@@ -354,16 +353,15 @@ impl Runtime {
             self.retire(store, place);
             return None;
         };
-        Some(Kept {
+        Some(Kept::new(
             version,
-            audience: Audience::Anyone,
+            Audience::Anyone,
             store,
             instance,
-            served: 0,
-            pool: place,
-            _counted: Counted::new(&sandbox.metrics.kept),
-            idle_since: Instant::now(),
-        })
+            0,
+            place,
+            &sandbox.metrics,
+        ))
     }
 
     /// A place in the host's instance pool ([`Runtime::pool_place`]); while instances done with
@@ -491,6 +489,30 @@ pub(crate) struct Kept {
     _counted: Counted,
     /// When it was put back after its last request.
     idle_since: Instant,
+}
+
+impl Kept {
+    /// `instance` (in its `store`) kept from now on for `audience`, counted in `metrics`.
+    fn new(
+        version: Arc<Loaded>,
+        audience: Audience,
+        store: Store<State>,
+        instance: Instance,
+        served: u32,
+        pool: OwnedSemaphorePermit,
+        metrics: &CallMetrics,
+    ) -> Self {
+        Self {
+            version,
+            audience,
+            store,
+            instance,
+            served,
+            pool,
+            _counted: Counted::new(&metrics.kept),
+            idle_since: Instant::now(),
+        }
+    }
 }
 
 /// Whom a kept instance may serve: the requests of one organization; a signed-in user without
