@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Engine, Policy, Spawn, TestApp, problem};
+use crate::helpers::{Engine, Policy, Spawn, TestApp, mint_token, problem, vault};
 use crate::on_both_engines;
-use crate::org::tenancy_policies;
+use crate::org::{shipped, tenancy_policies};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -177,3 +177,96 @@ async fn an_organizations_admin_enables_a_plugin_for_that_organization_only(engi
     assert_eq!(greeter_status(&app, &acme, 404).await, 404);
 }
 on_both_engines!(an_organizations_admin_enables_a_plugin_for_that_organization_only);
+
+/// While `org` cannot say which plugins an organization enabled (here: it failed to load), a
+/// plugin serves no one and says so honestly: 503 with `Retry-After`, not a 404 that tells the
+/// client it does not exist. The failure is not kept as an answer: once an operator deploys a
+/// working `org`, the next request is answered from it.
+#[tokio::test]
+async fn while_org_cannot_answer_a_plugin_is_unavailable_not_missing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let garbage = scratch.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not a component").unwrap();
+    let mut org = shipped("org", str::to_string);
+    let garbage_line = format!("wasm = {:?}", garbage.display().to_string());
+    org.toml = org
+        .toml
+        .lines()
+        .map(|line| match line.starts_with("wasm =") {
+            true => garbage_line.clone(),
+            false => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let app = Spawn::new(Engine::Sqlite, vec![org, vault(), plugin()])
+        .config("trusted_components = [\"vault\"]")
+        .start()
+        .await;
+    let claims = json!({
+        "user_id": "user-ada", "email": "ada@example.com", "org_id": "org-acme",
+        "org_slug": "acme", "org_name": "Acme", "roles": ["admin"], "permissions": [],
+        "plan": "free", "session_id": "",
+    });
+    let token = mint_token(&app, &claims).await;
+
+    for _ in 0..3 {
+        let refused = send(&app, reqwest::Method::GET, "/greeter", &token, None).await;
+        assert_eq!(refused.headers()["retry-after"], "1");
+        let body = problem(refused, 503).await;
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("`greeter`") && detail.contains("retry"),
+            "{body}"
+        );
+    }
+
+    assert_eq!(app.deploy("org", "org").await.status(), 200);
+    assert_eq!(
+        send(&app, reqwest::Method::GET, "/greeter", &token, None)
+            .await
+            .status(),
+        404,
+        "org answers now: not enabled for this organization"
+    );
+}
+
+/// How many calls the org component has served, from `/metrics`.
+async fn org_calls(app: &TestApp) -> f64 {
+    let metrics = app.metrics().await;
+    let prefix = "truevalue_component_call_seconds_count{component=\"org\"} ";
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}in {metrics}"))
+}
+
+/// An organization's plugin requests arriving together wait for one question to org: a burst
+/// of them does not become a burst on org.
+#[tokio::test]
+async fn an_organizations_requests_arriving_together_ask_org_once() {
+    let mut policies = tenancy_policies();
+    policies.push(plugin());
+    let app = Spawn::new(Engine::Sqlite, policies).start().await;
+    let (acme, slug) = admin_of_new_org(&app, "acme").await;
+    let enabled = send(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/org/api/organizations/{slug}/plugins/greeter"),
+        &acme,
+        None,
+    )
+    .await;
+    assert_eq!(enabled.status(), 200);
+
+    let before = org_calls(&app).await;
+    let burst = (0..16).map(|_| send(&app, reqwest::Method::GET, "/greeter", &acme, None));
+    for response in futures::future::join_all(burst).await {
+        assert_eq!(response.status(), 200);
+    }
+    let asked = org_calls(&app).await - before;
+    // One question; two if the burst outlived the answer's freshness on a slow machine.
+    assert!(
+        (1.0..=2.0).contains(&asked),
+        "16 requests asked org {asked} times"
+    );
+}

@@ -198,7 +198,10 @@ async fn local(
             _ => None,
         };
         let enabled = match org_id {
-            Some(org_id) => runtime.enabled_for(&org_id, component).await,
+            Some(org_id) => runtime
+                .enabled_for(&org_id, component)
+                .await
+                .map_err(|_| ApiError::EnablementUnknown(component.to_string()))?,
             None => false,
         };
         if !enabled {

@@ -47,6 +47,12 @@ pub enum ApiError {
     /// The component failed to load at start-up; why is in the log and the admin API.
     #[error("`{0}` failed to load and serves nothing until an operator deploys a fixed version")]
     ComponentUnavailable(String),
+    /// A per-organization plugin, while `org` cannot say whether the caller's organization
+    /// enabled it: it does not serve (fail closed), and the client is told to retry.
+    #[error(
+        "whether `{0}` is enabled for your organization cannot be told right now; retry shortly"
+    )]
+    EnablementUnknown(String),
     #[error("`{0}` did not answer within its deadline")]
     Timeout(String),
     #[error("not ready: {0}")]
@@ -107,7 +113,7 @@ impl ApiError {
                 "overloaded",
                 "Service overloaded",
             ),
-            ApiError::ComponentUnavailable(_) => (
+            ApiError::ComponentUnavailable(_) | ApiError::EnablementUnknown(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "component-unavailable",
                 "Component unavailable",
@@ -158,6 +164,7 @@ impl IntoResponse for ApiError {
                     | ApiError::Timeout(_)
                     | ApiError::NotReady(_)
                     | ApiError::ComponentUnavailable(_)
+                    | ApiError::EnablementUnknown(_)
             ) {
             // The detail is for operators: the log middleware writes it with the request id.
             "Something went wrong on our side; quote the request id when reporting it.".to_string()
@@ -194,7 +201,7 @@ impl IntoResponse for ApiError {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let retry_after = match self {
-            ApiError::Busy(_) | ApiError::NotReady(_) => Some("1"),
+            ApiError::Busy(_) | ApiError::NotReady(_) | ApiError::EnablementUnknown(_) => Some("1"),
             // A compilation takes seconds.
             ApiError::CompileQueueFull(_) => Some("5"),
             _ => None,

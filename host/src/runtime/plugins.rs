@@ -3,11 +3,15 @@
 //! component (`/org/api/organizations/{slug}/plugins`); the host asks it
 //! (`GET /org/internal/plugins?org_id=…`, as the caller `@host`, which no component can be) and
 //! keeps each organization's answer for [`FRESH_FOR`], so enabling or disabling takes effect
-//! within that time. Fail closed: without an answer from `org`, no plugin is enabled.
+//! within that time. The requests of one organization arriving together wait for one question.
+//! Fail closed: while `org` cannot answer (overloaded, failing, not loaded), no plugin serves,
+//! and the caller is told to retry ([`NoAnswer`]); no such failure is kept as an answer.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
 
 use super::deliveries::host_context;
 use super::{Outcome, Runtime};
@@ -22,39 +26,56 @@ pub const HOST_CALLER: &str = "@host";
 /// Most organizations whose answers are kept at once.
 const MAX_KEPT: usize = 10_000;
 
-/// The plugins one organization enabled, and when `org` said so.
-type Answer = (Instant, Arc<BTreeSet<String>>);
+/// The plugins one organization enabled, once `org` said so; asked since `since`.
+struct Answer {
+    since: Instant,
+    enabled: Arc<OnceCell<BTreeSet<String>>>,
+}
 
 #[derive(Default)]
 pub struct Enablements(Mutex<HashMap<String, Answer>>);
 
+/// `org` could not say which plugins an organization enabled.
+#[derive(Debug)]
+pub struct NoAnswer;
+
 impl Runtime {
-    /// Whether `org_id` enabled the plugin `component`.
-    pub async fn enabled_for(self: &Arc<Self>, org_id: &str, component: &str) -> bool {
-        let known = self.enablements.0.lock().ok().and_then(|kept| {
-            kept.get(org_id)
-                .filter(|(at, _)| at.elapsed() < FRESH_FOR)
-                .map(|(_, enabled)| enabled.clone())
-        });
-        let enabled = match known {
-            Some(enabled) => enabled,
-            None => {
-                let enabled = Arc::new(self.ask_keeper(org_id).await);
-                if let Ok(mut kept) = self.enablements.0.lock() {
+    /// Whether `org_id` enabled the plugin `component`; [`NoAnswer`] while `org` cannot say.
+    pub async fn enabled_for(
+        self: &Arc<Self>,
+        org_id: &str,
+        component: &str,
+    ) -> Result<bool, NoAnswer> {
+        let enabled = {
+            let Ok(mut kept) = self.enablements.0.lock() else {
+                return Err(NoAnswer);
+            };
+            match kept.get(org_id) {
+                Some(answer) if answer.since.elapsed() < FRESH_FOR => answer.enabled.clone(),
+                _ => {
                     if kept.len() >= MAX_KEPT {
-                        kept.retain(|_, (at, _)| at.elapsed() < FRESH_FOR);
+                        kept.retain(|_, answer| answer.since.elapsed() < FRESH_FOR);
                     }
-                    kept.insert(org_id.to_string(), (Instant::now(), enabled.clone()));
+                    let enabled = Arc::new(OnceCell::new());
+                    let since = Instant::now();
+                    let answer = Answer {
+                        since,
+                        enabled: enabled.clone(),
+                    };
+                    kept.insert(org_id.to_string(), answer);
+                    enabled
                 }
-                enabled
             }
         };
-        enabled.contains(component)
+        // One question at a time per organization; after a failed one, the next caller asks.
+        let enabled = enabled.get_or_try_init(|| self.ask_keeper(org_id)).await?;
+        Ok(enabled.contains(component))
     }
 
-    async fn ask_keeper(self: &Arc<Self>, org_id: &str) -> BTreeSet<String> {
+    async fn ask_keeper(self: &Arc<Self>, org_id: &str) -> Result<BTreeSet<String>, NoAnswer> {
+        // A host without `org` has no enablements: no plugin is enabled anywhere.
         let Some(slot) = self.slot(KEEPER) else {
-            return BTreeSet::new();
+            return Ok(BTreeSet::new());
         };
         let request = Request {
             method: "GET".into(),
@@ -70,20 +91,26 @@ impl Runtime {
                 struct Enabled {
                     enabled: BTreeSet<String>,
                 }
-                match serde_json::from_slice::<Enabled>(&response.body) {
-                    Ok(answer) => answer.enabled,
-                    Err(error) => {
+                serde_json::from_slice::<Enabled>(&response.body)
+                    .map(|answer| answer.enabled)
+                    .map_err(|error| {
                         tracing::warn!(%error, "org answered the enabled plugins with something else");
-                        BTreeSet::new()
-                    }
-                }
+                        NoAnswer
+                    })
             }
-            _ => {
+            outcome => {
+                let why = match outcome {
+                    Outcome::Response { response, .. } => format!("answered {}", response.status),
+                    Outcome::Busy => "busy".into(),
+                    Outcome::Unavailable => "not loaded".into(),
+                    Outcome::Failed(failure) => failure.kind().to_string(),
+                };
                 tracing::warn!(
                     org_id,
-                    "org did not say which plugins are enabled; none are"
+                    why,
+                    "org did not say which plugins are enabled; none serve until it does"
                 );
-                BTreeSet::new()
+                Err(NoAnswer)
             }
         }
     }
