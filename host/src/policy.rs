@@ -373,11 +373,13 @@ pub fn check_installed(
     let mut problems = check(&policy, max_memory_mib);
     problems.extend(approve(&mut policy, trusted));
     for route in &policy.routes {
-        if let Some(other) = others.iter().find(|other| other.routes.contains(route)) {
-            problems.push(format!(
-                "route {route:?} is claimed by `{}` already",
-                other.name
-            ));
+        for other in others.iter().filter(|other| other.name != policy.name) {
+            if let Some(held) = other.routes.iter().find(|held| overlap(route, held)) {
+                problems.push(format!(
+                    "route {route:?} {}",
+                    clash(route, held, &other.name)
+                ));
+            }
         }
     }
     policy.installed = true;
@@ -672,19 +674,51 @@ fn approve(policy: &mut Policy, trusted: &[String]) -> Option<String> {
 const MAX_CACHE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 fn check_routes(policies: &[Policy]) -> Vec<String> {
-    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
     let mut problems = Vec::new();
-    for policy in policies {
-        for route in &policy.routes {
-            if let Some(other) = owners.insert(route, &policy.name) {
-                problems.push(format!(
-                    "route {route:?} is claimed by both `{other}` and `{}`",
-                    policy.name
-                ));
+    for (at, policy) in policies.iter().enumerate() {
+        for other in &policies[at + 1..] {
+            for route in &policy.routes {
+                let Some(held) = other.routes.iter().find(|held| overlap(route, held)) else {
+                    continue;
+                };
+                // Told from the side of the route that lies under the other.
+                let ((inner, owner), (outer, holder)) = match under(route, held) {
+                    true => ((route, policy), (held, other)),
+                    false => ((held, other), (route, policy)),
+                };
+                problems.push(match inner == outer {
+                    true => format!(
+                        "route {inner:?} is claimed by both `{}` and `{}`",
+                        holder.name, owner.name
+                    ),
+                    false => format!(
+                        "route {inner:?} of `{}` {}",
+                        owner.name,
+                        clash(inner, outer, &holder.name)
+                    ),
+                });
             }
         }
     }
     problems
+}
+
+/// Whether two components' routes would share paths: the gateway serves a path by the longest
+/// route it is under, so a route under another component's would take that part of it (a
+/// plugin at `/auth/login` would read every password), and one above it would take the rest.
+fn overlap(route: &str, other: &str) -> bool {
+    under(route, other) || under(other, route)
+}
+
+/// How `route` clashes with `other`'s overlapping route `held`, for a problem's text.
+fn clash(route: &str, held: &str, other: &str) -> String {
+    if route == held {
+        format!("is claimed by `{other}` already")
+    } else if under(route, held) {
+        format!("lies under `{other}`'s route {held:?}, which it would take part of")
+    } else {
+        format!("holds `{other}`'s route {held:?} under it")
+    }
 }
 
 /// The route table as the gateway reads it: replaced whole when a component is installed or

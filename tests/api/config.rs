@@ -75,13 +75,20 @@ async fn a_policy_config_value_must_be_a_scalar() {
 async fn every_policy_problem_is_reported_at_once() {
     let bad_limits = Policy::new("greeter", "greeter", "greeter", "[limits]\nmemory_mib = 0");
     let clash = Policy::new("other", "greeter", "greeter", "");
-    let stderr = Spawn::new(Engine::Sqlite, vec![bad_limits, clash])
+    let nested = Policy::new("nested", "greeter", "greeter/admin", "");
+    let stderr = Spawn::new(Engine::Sqlite, vec![bad_limits, clash, nested])
         .start_refused()
         .await;
     assert!(stderr.contains("memory_mib"), "reports the limit: {stderr}");
     assert!(
         stderr.contains("claimed by both"),
         "reports the route clash: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "route \"/greeter/admin\" of `nested` lies under `greeter`'s route \"/greeter\""
+        ),
+        "reports a route under another component's: {stderr}"
     );
 }
 

@@ -171,7 +171,7 @@ async fn a_bad_install_is_refused_with_what_to_fix_and_changes_nothing() {
     let greeter = std::fs::read(wasm("greeter")).unwrap();
     let policy = "routes = [\"/plugin\"]\npublic_routes = [\"/plugin\"]\n";
 
-    let cases: [(&str, String, Vec<u8>, &str); 6] = [
+    let cases: [(&str, String, Vec<u8>, &str); 7] = [
         ("Bad-Name", policy.into(), greeter.clone(), "component name"),
         (
             "plugin",
@@ -190,6 +190,14 @@ async fn a_bad_install_is_refused_with_what_to_fix_and_changes_nothing() {
             "routes = [\"/greeter\"]\n".into(),
             greeter.clone(),
             "claimed by `greeter`",
+        ),
+        // The longest route wins: a plugin under another component's route would take over
+        // that part of it (a login route, say, and every password sent to it).
+        (
+            "plugin",
+            "routes = [\"/greeter/login\"]\npublic_routes = [\"/greeter/login\"]\n".into(),
+            greeter.clone(),
+            "lies under `greeter`'s route \"/greeter\"",
         ),
         (
             "plugin",
