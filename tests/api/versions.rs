@@ -86,3 +86,62 @@ async fn an_operator_rolls_back_to_a_named_version_and_it_survives_a_restart() {
     assert_eq!(version(&app).await, "v1", "the named version stays pinned");
     assert_eq!(versions(&app).await.len(), 2);
 }
+
+async fn rollback(app: &TestApp) -> reqwest::Response {
+    app.admin(reqwest::Method::POST, "/admin/components/greeter/rollback")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An upgrade ships a new `wasm` file for a component the operator never pinned: after the
+/// restart, the version that ran before it is the one a rollback goes back to. And when the
+/// shipped file does not load, the component is left out with that version still there to
+/// roll back to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_upgrade_a_rollback_goes_back_to_the_version_that_ran_before() {
+    let shipped = tempfile::tempdir().unwrap();
+    let file = shipped.path().join("greeter.wasm");
+    std::fs::copy(wasm("greeter"), &file).unwrap();
+    let policy = Policy {
+        name: "greeter".into(),
+        toml: format!(
+            "wasm = {:?}\nroutes = [\"/greeter\"]\npublic_routes = [\"/greeter\"]\n",
+            file.display().to_string()
+        ),
+    };
+    let mut app = Spawn::new(Engine::Sqlite, vec![policy]).start().await;
+    let (v1, v2) = (digest_of("greeter"), digest_of("greeter_v2"));
+    assert_eq!(version(&app).await, "v1");
+
+    std::fs::copy(wasm("greeter_v2"), &file).unwrap();
+    app.crash_and_restart().await;
+    assert_eq!(version(&app).await, "v2", "the upgrade's file serves");
+    let listed = versions(&app).await;
+    let flags = |digest: &str| {
+        let kept = listed.iter().find(|v| v["digest"] == digest).unwrap();
+        (kept["current"].clone(), kept["previous"].clone())
+    };
+    assert_eq!(flags(&v2), (json!(true), json!(false)), "{listed:?}");
+    assert_eq!(flags(&v1), (json!(false), json!(true)), "{listed:?}");
+    assert_eq!(rollback(&app).await.status(), 200);
+    assert_eq!(version(&app).await, "v1");
+
+    // Back on the policy's file (v2), then an upgrade whose file is broken.
+    let reset = app
+        .admin(reqwest::Method::POST, "/admin/components/greeter/reset")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 200);
+    assert_eq!(version(&app).await, "v2");
+    std::fs::write(&file, b"not a component").unwrap();
+    app.crash_and_restart().await;
+    problem(app.get("/greeter").await, 503).await;
+    assert_eq!(rollback(&app).await.status(), 200);
+    assert_eq!(
+        version(&app).await,
+        "v2",
+        "the version that ran before the broken upgrade"
+    );
+}

@@ -423,10 +423,12 @@ impl Runtime {
                             .ok()
                             .map(|bytes| loader::digest(&bytes)),
                     };
+                    // The version that ran before stays the one to roll back to.
+                    let previous = previous_after_failure(&engine, &compiler, &sandbox, &dir).await;
                     Slot::new(
                         sandbox,
                         None,
-                        None,
+                        previous,
                         Some(bounded(&format!("{error:#}"))),
                         pin,
                     )
@@ -889,31 +891,83 @@ async fn load_versions(
     // it even after a restart.
     keep_version(dir, &current.digest, &current_bytes)?;
     keep_signature(dir, &current.digest, current_signature.as_deref())?;
-    let previous = match state.and_then(|state| state.previous) {
-        Some(digest) => {
-            let loaded = async {
-                let bytes = read_version(dir, &digest)?;
-                let signature = read_signature(&signature_path(dir, &digest));
-                loader::load(
-                    engine,
-                    compiler,
-                    sandbox,
-                    Arc::new(bytes),
-                    signature.as_deref(),
-                )
-                .await
-            };
-            match loaded.await {
-                Ok(previous) => Some(previous),
-                Err(error) => {
-                    tracing::warn!(component = %sandbox.name, %digest, error = %format!("{error:#}"), "the previous version does not load: no rollback until the next deploy");
-                    None
-                }
-            }
-        }
+    let previous = previous_of(state.as_ref(), Some(&current.digest));
+    // What runs now is recorded, so that the next start (or a rollback) knows what ran before.
+    let recorded = state
+        .as_ref()
+        .is_some_and(|state| state.current == current.digest && state.previous == previous);
+    if !recorded {
+        let state = DeployState {
+            current: current.digest.clone(),
+            previous: previous.clone(),
+            pinned: pin.pinned,
+        };
+        write_state(dir, &state)?;
+    }
+    let previous = match previous {
+        Some(digest) => load_kept(engine, compiler, sandbox, dir, &digest).await,
         None => None,
     };
     Ok((current, previous, pin))
+}
+
+/// The version that ran before `current` (`None`: a version that cannot be read), by the
+/// recorded state: its current one when `current` replaced it (a new `wasm` file shipped in an
+/// upgrade, or one that failed to load), else its previous one.
+fn previous_of(state: Option<&DeployState>, current: Option<&str>) -> Option<String> {
+    let state = state?;
+    match current {
+        Some(current) if state.current == current => state.previous.clone(),
+        _ => Some(state.current.clone()),
+    }
+}
+
+/// The version to roll back to for a component whose current version failed to load at
+/// start-up: the one that ran before, kept by digest.
+async fn previous_after_failure(
+    engine: &Engine,
+    compiler: &Compiler,
+    sandbox: &Sandbox,
+    dir: &Path,
+) -> Option<Loaded> {
+    let state = read_state(dir).ok()??;
+    let failed = match state.pinned {
+        true => Some(state.current.clone()),
+        false => read_policy_wasm(&sandbox.policy)
+            .ok()
+            .map(|bytes| loader::digest(&bytes)),
+    };
+    let digest = previous_of(Some(&state), failed.as_deref())?;
+    load_kept(engine, compiler, sandbox, dir, &digest).await
+}
+
+/// A kept version, for a rollback; one that no longer loads is dropped with a warning.
+async fn load_kept(
+    engine: &Engine,
+    compiler: &Compiler,
+    sandbox: &Sandbox,
+    dir: &Path,
+    digest: &str,
+) -> Option<Loaded> {
+    let loaded = async {
+        let bytes = read_version(dir, digest)?;
+        let signature = read_signature(&signature_path(dir, digest));
+        loader::load(
+            engine,
+            compiler,
+            sandbox,
+            Arc::new(bytes),
+            signature.as_deref(),
+        )
+        .await
+    };
+    match loaded.await {
+        Ok(previous) => Some(previous),
+        Err(error) => {
+            tracing::warn!(component = %sandbox.name, %digest, error = %format!("{error:#}"), "the previous version does not load: no rollback to it until the next deploy");
+            None
+        }
+    }
 }
 
 /// A version kept in the data directory, as `GET /admin/components/{name}/versions` lists it.
