@@ -329,7 +329,7 @@ pub fn load_dir(
 }
 
 /// The `*.toml` files in `dir`, sorted.
-fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))

@@ -468,6 +468,11 @@ macro_rules! on_both_engines {
 }
 
 impl TestApp {
+    /// The policies directory the host reads at start-up.
+    pub fn policies_dir(&self) -> PathBuf {
+        self.dir.path().join("policies")
+    }
+
     /// The Prometheus text, from the admin listener (the public port does not serve it).
     pub async fn metrics(&self) -> String {
         let response = self

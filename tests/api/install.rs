@@ -461,3 +461,54 @@ async fn deploys_past_the_compile_queue_are_refused_and_cached_versions_never_wa
     let body: Value = app.get("/greeter").await.json().await.unwrap();
     assert_eq!(body["version"], "v2");
 }
+
+/// An installed component whose kept policy no longer passes at start-up (a policy file added to
+/// the policies directory claims its route) is left out — and says so: `/readyz` names it with
+/// why, and the operator can uninstall it through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installed_component_left_out_at_start_up_is_named_and_can_be_uninstalled() {
+    let mut app = Spawn::new(
+        Engine::Sqlite,
+        vec![Policy::new("greeter", "greeter", "greeter", "")],
+    )
+    .start()
+    .await;
+    let policy = "routes = [\"/late\"]\npublic_routes = [\"/late\"]\n";
+    let installed = install(
+        &app,
+        "late",
+        policy,
+        std::fs::read(wasm("greeter")).unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(installed.status(), 201);
+    let other = format!(
+        "wasm = {:?}\n{policy}",
+        wasm("greeter").display().to_string()
+    );
+    std::fs::write(app.policies_dir().join("other.toml"), other).unwrap();
+    app.crash_and_restart().await;
+
+    let ready: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    let why = ready["components"]["late"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("left out") && why.contains("`other`"),
+        "{ready}"
+    );
+
+    assert_eq!(
+        uninstall(&app, "late").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let ready: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(
+        uninstall(&app, "late").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    app.crash_and_restart().await;
+    let ready: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "and stays uninstalled: {ready}");
+}

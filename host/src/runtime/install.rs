@@ -155,9 +155,18 @@ impl Runtime {
     /// database and kept versions stay; events to it wait for it to be installed again.
     pub async fn uninstall(&self, name: &str) -> Result<(), DeployError> {
         let _changing = self.installs.changing.lock().await;
-        let slot = self
-            .slot(name)
-            .ok_or_else(|| DeployError::UnknownComponent(name.into()))?;
+        let Some(slot) = self.slot(name) else {
+            // One that start-up left out has nothing running: only its files go.
+            let source = self.installs.dir.join(format!("{name}.toml"));
+            if !policy::valid_name(name) || !source.is_file() {
+                return Err(DeployError::UnknownComponent(name.into()));
+            }
+            remove(&source)?;
+            remove(&source.with_extension("wasm"))?;
+            remove(&self.installs.dir.join(format!("{name}.wasm.sig")))?;
+            tracing::info!(component = %name, "uninstalled (it was left out at start-up); its database and kept versions stay");
+            return Ok(());
+        };
         let policy = &slot.sandbox.policy;
         if !policy.installed {
             return Err(DeployError::NotInstalled(
@@ -178,6 +187,45 @@ impl Runtime {
         self.collect_cache();
         tracing::info!(component = %name, "uninstalled; its database and kept versions stay");
         Ok(())
+    }
+
+    /// Components installed through the admin API that start-up left out, with why: their kept
+    /// policy no longer passes the checks (a policy file now claims their name or a route, or
+    /// the host's configuration changed). They serve nothing until uninstalled or installed
+    /// again; an install or uninstall in progress is not looked at.
+    pub(crate) fn left_out(&self) -> Vec<(String, String)> {
+        let Ok(_idle) = self.installs.changing.try_lock() else {
+            return Vec::new();
+        };
+        let Ok(paths) = policy::toml_files(&self.installs.dir) else {
+            return Vec::new();
+        };
+        let others = self.policies();
+        paths
+            .into_iter()
+            .filter_map(|path| {
+                let name = path.file_stem()?.to_str()?.to_string();
+                if self.slot(&name).is_some() {
+                    return None;
+                }
+                let problems = match policy::load_file(&path) {
+                    Err(error) => format!("{error:#}"),
+                    Ok(kept) => match policy::check_installed(
+                        kept,
+                        &others,
+                        self.installs.max_memory_mib,
+                        &self.installs.trusted,
+                    ) {
+                        Err(problems) => problems.join("; "),
+                        Ok(_) => "it passes the checks now: a restart loads it".into(),
+                    },
+                };
+                let why = format!(
+                    "installed, but left out at start-up: {problems}; uninstall it, or install it again"
+                );
+                Some((name, why))
+            })
+            .collect()
     }
 
     /// Starts consuming the topics `policy` subscribes to, for those not consumed yet.

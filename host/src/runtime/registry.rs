@@ -511,13 +511,22 @@ impl Runtime {
         self.slots.load().values().map(|slot| info(slot)).collect()
     }
 
-    /// The components that failed to load and serve nothing, with why (bounded).
+    /// The components that failed to load and serve nothing, with why (bounded): those of
+    /// the policies directory, and those installed through the admin API that start-up left
+    /// out.
     pub fn failed(&self) -> Vec<(String, Arc<String>)> {
-        self.slots
+        let mut failed: Vec<(String, Arc<String>)> = self
+            .slots
             .load()
             .iter()
             .filter_map(|(name, slot)| Some((name.clone(), slot.failure()?)))
-            .collect()
+            .collect();
+        failed.extend(
+            self.left_out()
+                .into_iter()
+                .map(|(name, why)| (name, Arc::new(bounded(&why)))),
+        );
+        failed
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
