@@ -512,3 +512,79 @@ async fn an_installed_component_left_out_at_start_up_is_named_and_can_be_uninsta
     let ready: Value = app.get("/readyz").await.json().await.unwrap();
     assert_eq!(ready["status"], "ready", "and stays uninstalled: {ready}");
 }
+
+/// Sends `head` to the admin listener, then 1 MiB chunks of a chunked body until the host
+/// answers (or `chunks` are sent), and returns what it answered.
+async fn admin_raw(app: &TestApp, head: &str, chunks: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.admin_address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, "w".repeat(1 << 20));
+    for _ in 0..chunks {
+        // The host stops reading once the body is past its limit.
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A deploy, rollback or install body past the admin API's limit (256 MiB) is a 413 problem,
+/// whether its length is declared (refused before any of it is read) or streamed, and the
+/// component serves on as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_body_past_the_limit_is_a_413_problem() {
+    let app = Spawn::new(
+        Engine::Sqlite,
+        vec![Policy::new("greeter", "greeter", "greeter", "")],
+    )
+    .start()
+    .await;
+    let token = &app.admin_token;
+    let declared = format!(
+        "PUT /admin/components/greeter HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\nContent-Length: 300000000\r\n\r\n"
+    );
+    let streamed = |method: &str, path: &str, content_type: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+    };
+    let form = "multipart/form-data; boundary=X";
+    let cases = [
+        (declared, 0),
+        (
+            streamed("PUT", "/admin/components/greeter", "application/wasm"),
+            300,
+        ),
+        (
+            streamed(
+                "POST",
+                "/admin/components/greeter/rollback",
+                "application/json",
+            ),
+            300,
+        ),
+        (streamed("POST", "/admin/components", form), 300),
+    ];
+    for (head, chunks) in cases {
+        let answer = admin_raw(&app, &head, chunks).await;
+        let request_line = head.lines().next().unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "{request_line}: {answer}"
+        );
+        assert!(
+            answer.contains("application/problem+json")
+                && answer.contains("larger than the limit of 268435456 bytes"),
+            "{request_line}: {answer}"
+        );
+    }
+    assert_eq!(app.get("/greeter").await.status(), 200);
+}

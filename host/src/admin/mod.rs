@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::multipart::MultipartRejection;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path as UrlPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -92,11 +93,32 @@ async fn authorize(
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(ApiError::Unauthorized)?;
     let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-    if bool::from(digest.ct_eq(&state.token_digest)) {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::Unauthorized)
+    if !bool::from(digest.ct_eq(&state.token_digest)) {
+        return Err(ApiError::Unauthorized);
     }
+    // A body declared past the limit is refused before any of it is read.
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_COMPONENT_BYTES) {
+        return Err(ApiError::PayloadTooLarge(MAX_COMPONENT_BYTES));
+    }
+    Ok(next.run(request).await)
+}
+
+/// A body that could not be read: past [`MAX_COMPONENT_BYTES`] a 413 problem, as on the
+/// public API; else `otherwise`.
+fn unread_body(status: StatusCode, otherwise: impl FnOnce() -> ApiError) -> ApiError {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(MAX_COMPONENT_BYTES),
+        _ => otherwise(),
+    }
+}
+
+/// The whole body, or why it could not be read.
+fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| unread_body(e.status(), || ApiError::BadBody(e.body_text())))
 }
 
 async fn list(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
@@ -110,8 +132,9 @@ async fn deploy(
     State(state): State<Arc<AdminState>>,
     UrlPath(name): UrlPath<String>,
     headers: axum::http::HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ComponentInfo>, ApiError> {
+    let body = read(body)?;
     let signature = match headers.get(SIGNATURE_HEADER).map(|v| v.to_str()) {
         None => None,
         Some(Ok(signature)) => Some(signature),
@@ -154,7 +177,9 @@ async fn install(
         ))
     })?;
     let unreadable = |e: axum::extract::multipart::MultipartError| {
-        ApiError::Unprocessable(format!("the body is not a readable multipart form: {e}"))
+        unread_body(e.status(), || {
+            ApiError::Unprocessable(format!("the body is not a readable multipart form: {e}"))
+        })
     };
     let (mut name, mut policy, mut wasm, mut signature) = (None, None, None, None);
     while let Some(part) = form.next_field().await.map_err(unreadable)? {
@@ -211,8 +236,9 @@ async fn uninstall(
 async fn rollback(
     State(state): State<Arc<AdminState>>,
     UrlPath(name): UrlPath<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ComponentInfo>, ApiError> {
+    let body = read(body)?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct To {
