@@ -86,7 +86,8 @@ pub enum ComponentCommand {
     /// Go back to the version that ran before the last deploy, or with --to to any kept version.
     Rollback {
         name: String,
-        /// The digest of a kept version (`component versions` lists them).
+        /// The digest of a kept version (`component versions` lists them), or its first 8 or
+        /// more hex digits.
         #[arg(long)]
         to: Option<String>,
         #[command(flatten)]

@@ -85,6 +85,12 @@ async fn an_operator_rolls_back_to_a_named_version_and_it_survives_a_restart() {
     app.crash_and_restart().await;
     assert_eq!(version(&app).await, "v1", "the named version stays pinned");
     assert_eq!(versions(&app).await.len(), 2);
+
+    // Named by the start of its digest, as `git` takes a short commit id: 8 digits or more.
+    assert_eq!(rollback_to(&app, &v2[..8]).await.status(), 200);
+    assert_eq!(version(&app).await, "v2");
+    problem(rollback_to(&app, &v1[..7]).await, 404).await;
+    assert_eq!(version(&app).await, "v2");
 }
 
 async fn rollback(app: &TestApp) -> reqwest::Response {

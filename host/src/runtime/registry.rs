@@ -624,14 +624,12 @@ impl Runtime {
         let slot = self.known(name)?;
         let _deploying = slot.deploying.lock().await;
         let dir = self.store_dir.join(name);
-        let kept = digest.len() == 64
-            && digest
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-            && dir.join(format!("{digest}.wasm")).is_file();
-        if !kept {
-            return Err(DeployError::UnknownVersion(name.into(), digest.into()));
-        }
+        let digest = &kept_digest(&dir, digest).map_err(|found| match found {
+            0 => DeployError::UnknownVersion(name.into(), digest.into()),
+            _ => DeployError::Refused(anyhow::anyhow!(
+                "{digest} is the start of {found} kept versions' digests; give more of it"
+            )),
+        })?;
         let bytes = read_version(&dir, digest).map_err(DeployError::Refused)?;
         let signature = read_signature(&signature_path(&dir, digest));
         let swapped = self.swap_in(&slot, bytes, signature.as_deref(), true).await;
@@ -919,6 +917,33 @@ async fn load_versions(
     };
     Ok((current, previous, pin))
 }
+
+/// The digest of the one version kept in `dir` whose digest is `digest` or starts with it (at
+/// least [`SHORT_DIGEST`] lowercase hex digits, as `git` takes a short commit id); else how
+/// many there are (0 or several).
+fn kept_digest(dir: &Path, digest: &str) -> Result<String, usize> {
+    let hex = digest
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if !hex || !(SHORT_DIGEST..=64).contains(&digest.len()) {
+        return Err(0);
+    }
+    let entries = std::fs::read_dir(dir).map_err(|_| 0usize)?;
+    let found: Vec<String> = entries
+        .filter_map(|entry| {
+            let file = entry.ok()?.file_name().into_string().ok()?;
+            let kept = file.strip_suffix(".wasm")?;
+            (kept.len() == 64 && kept.starts_with(digest)).then(|| kept.to_string())
+        })
+        .collect();
+    match <[String; 1]>::try_from(found) {
+        Ok([one]) => Ok(one),
+        Err(found) => Err(found.len()),
+    }
+}
+
+/// The fewest hex digits of a digest a rollback takes.
+const SHORT_DIGEST: usize = 8;
 
 /// The version that ran before `current` (`None`: a version that cannot be read), by the
 /// recorded state: its current one when `current` replaced it (a new `wasm` file shipped in an
