@@ -177,7 +177,7 @@ async fn a_bad_install_is_refused_with_what_to_fix_and_changes_nothing() {
             "plugin",
             "routes = [\"/plugin\"\n".into(),
             greeter.clone(),
-            "plugin.toml",
+            "the policy of `plugin`: TOML parse error",
         ),
         (
             "plugin",

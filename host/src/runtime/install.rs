@@ -70,8 +70,9 @@ impl Runtime {
             return Err(DeployError::Exists(name));
         }
         let source = self.installs.dir.join(format!("{name}.toml"));
-        let parsed =
-            policy::parse(&install.policy, &name, &source).map_err(DeployError::Refused)?;
+        // Problems name the policy as the operator sent it, not the file it will be kept in.
+        let sent = std::path::PathBuf::from(format!("the policy of `{name}`"));
+        let parsed = policy::parse(&install.policy, &name, &sent).map_err(DeployError::Refused)?;
         let mut policy = policy::check_installed(
             parsed,
             &self.policies(),
@@ -85,6 +86,7 @@ impl Runtime {
             ))
         })?;
         policy.wasm = source.with_extension("wasm");
+        policy.source = source.clone();
 
         // The version is compiled, checked, linked and its manifest read before the database
         // is opened: a refused install leaves nothing behind but its compiled artefact.

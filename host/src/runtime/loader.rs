@@ -18,7 +18,7 @@ use super::registry::Sandbox;
 use crate::bindings::plugin::PluginPre;
 use crate::bindings::{Service, ServicePre};
 use crate::capabilities::database::Migration;
-use crate::policy::Capability;
+use crate::policy::{Capability, Policy};
 
 /// One version of a component, ready to instantiate.
 pub struct Loaded {
@@ -272,7 +272,7 @@ pub fn classify_imports(
                     Some(format!(
                         "a trusted capability only operator-approved components may hold: \
                      it needs \"{interface}\" in `capabilities` in {} and \"{name}\" in `trusted_components` in the host config",
-                        policy.source.display(),
+                        policy_file(policy),
                     )),
                 ),
                 Some(_) => import(
@@ -280,7 +280,7 @@ pub fn classify_imports(
                     ImportStatus::Denied,
                     Some(format!(
                         "its policy does not grant it: add \"{interface}\" to `capabilities` in {}",
-                        policy.source.display()
+                        policy_file(policy)
                     )),
                 ),
                 None => import(
@@ -361,6 +361,17 @@ pub fn missing_exports(engine: &Engine, component: &Component) -> Vec<&'static s
         missing.push("manifest");
     }
     missing
+}
+
+/// Where an operator changes `policy`'s grants: its file in the policies directory; for one
+/// installed through the admin API, the policy it was installed with, installed again.
+fn policy_file(policy: &Policy) -> String {
+    match policy.installed {
+        true => "its policy, then install it again (sign it again first if it is signed, \
+                 uninstall it, install it with the new policy; its data stays)"
+            .into(),
+        false => policy.source.display().to_string(),
+    }
 }
 
 /// Links each denied import to a stand-in: every function traps, naming the interface and the
