@@ -129,7 +129,7 @@ pub fn new(name: &str, lang: Lang, dir: &Path, sdk: Option<&Path>) -> anyhow::Re
     }
     make_executable(&dir.join("build.sh"))?;
     Ok(format!(
-        "wrote {} files into {dir}\nnext:\n  cd {dir} && {next}\n  truevalue component check {dir}/{name}.wasm --policy {dir}/{name}.toml\n  truevalue component install {name} {dir}/{name}.wasm --policy {dir}/{name}.toml   (into a running host)",
+        "wrote {} files into {dir}\nnext:\n  (cd {dir} && {next})\n  truevalue component check {dir}/{name}.wasm --policy {dir}/{name}.toml\n  truevalue component install {name} {dir}/{name}.wasm --policy {dir}/{name}.toml   (into a running host)",
         files.len(),
         dir = dir.display()
     ))
