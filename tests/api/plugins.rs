@@ -10,6 +10,8 @@ use crate::on_both_engines;
 use crate::org::{shipped, tenancy_policies};
 
 const PASSWORD: &str = "correct horse battery staple";
+/// How long the host keeps an organization's enabled plugins (`runtime::plugins::FRESH_FOR`).
+const FRESH_FOR: Duration = Duration::from_secs(2);
 
 fn plugin() -> Policy {
     Policy::new("greeter", "greeter", "greeter", "per_organization = true")
@@ -258,15 +260,28 @@ async fn an_organizations_requests_arriving_together_ask_org_once() {
     .await;
     assert_eq!(enabled.status(), 200);
 
-    let before = org_calls(&app).await;
-    let burst = (0..16).map(|_| send(&app, reqwest::Method::GET, "/greeter", &acme, None));
-    for response in futures::future::join_all(burst).await {
-        assert_eq!(response.status(), 200);
+    // Sixteen connections open first, so that the requests arrive together rather than one
+    // connection's set-up after another.
+    let open = (0..16).map(|_| app.client.get(app.url("/healthz")).send());
+    for response in futures::future::join_all(open).await {
+        assert_eq!(response.unwrap().status(), 200);
     }
-    let asked = org_calls(&app).await - before;
-    // One question; two if the burst outlived the answer's freshness on a slow machine.
-    assert!(
-        (1.0..=2.0).contains(&asked),
-        "16 requests asked org {asked} times"
-    );
+    // Three bursts, each once the answer before is stale: requests that happened to arrive one
+    // after another would ask once without waiting for each other.
+    for round in 0..3 {
+        if round > 0 {
+            tokio::time::sleep(FRESH_FOR + Duration::from_millis(100)).await;
+        }
+        let before = org_calls(&app).await;
+        let burst = (0..16).map(|_| send(&app, reqwest::Method::GET, "/greeter", &acme, None));
+        for response in futures::future::join_all(burst).await {
+            assert_eq!(response.status(), 200);
+        }
+        let asked = org_calls(&app).await - before;
+        // One question; two if the burst outlived the answer's freshness on a slow machine.
+        assert!(
+            (1.0..=2.0).contains(&asked),
+            "16 requests asked org {asked} times"
+        );
+    }
 }
