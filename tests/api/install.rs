@@ -253,6 +253,74 @@ async fn a_bad_install_is_refused_with_what_to_fix_and_changes_nothing() {
     assert!(!app.data_dir.join("installed/plugin.toml").exists());
 }
 
+/// An install refused once its database was opened (a migration failed) leaves no database
+/// behind, and no refused install shows in `/metrics` as if the component existed; the fixed
+/// version then installs as a first install would.
+async fn a_refused_install_leaves_no_database_and_no_metrics(engine: Engine) {
+    let app = Spawn::new(engine, Vec::new()).start().await;
+    let policy = "routes = [\"/hostile\"]\ncapabilities = [\"database\"]\n";
+    let broken = std::fs::read(wasm("bad_migration")).unwrap();
+    let body = problem(install(&app, "hostile", policy, broken, None).await, 422).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("migration 3"),
+        "{body}"
+    );
+    let garbage = b"\0asm not really".to_vec();
+    problem(install(&app, "garbage", policy, garbage, None).await, 422).await;
+
+    let metrics = app.metrics().await;
+    for name in ["hostile", "garbage"] {
+        let series = format!("component=\"{name}\"");
+        assert!(!metrics.contains(&series), "{name} in /metrics:\n{metrics}");
+    }
+    assert!(
+        !database_exists(&app, "hostile").await,
+        "the refused install's database stays"
+    );
+
+    let fixed = std::fs::read(wasm("hostile")).unwrap();
+    assert_eq!(
+        install(&app, "hostile", policy, fixed, None).await.status(),
+        StatusCode::CREATED
+    );
+    assert!(
+        app.metrics()
+            .await
+            .contains("truevalue_instances_live{component=\"hostile\"}")
+    );
+
+    // Uninstalled, its database stays for a later install; a refused one does not take it.
+    let response = app
+        .admin(Method::DELETE, "/admin/components/hostile")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let broken = std::fs::read(wasm("bad_migration")).unwrap();
+    problem(install(&app, "hostile", policy, broken, None).await, 422).await;
+    assert!(
+        database_exists(&app, "hostile").await,
+        "the kept database was removed"
+    );
+}
+on_both_engines!(a_refused_install_leaves_no_database_and_no_metrics);
+
+/// Whether the component has a database: its SQLite file, or its PostgreSQL schema or role.
+async fn database_exists(app: &TestApp, component: &str) -> bool {
+    let Some(url) = &app.database_url else {
+        return app.data_dir.join(format!("db/{component}.sqlite")).exists();
+    };
+    let database = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) \
+         OR EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_database() || '_' || $1)",
+    )
+    .bind(component)
+    .fetch_one(&database)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_installs_a_signed_plugin_and_uninstalls_it() {
     let dir = tempfile::tempdir().unwrap();

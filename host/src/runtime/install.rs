@@ -13,10 +13,11 @@ use anyhow::Context;
 
 use super::deployed::{DeployState, keep_version, write_atomic, write_state};
 use super::registry::{
-    Pin, Slot, info, keep_signature, migrate, open_db, register_metrics, sandbox_without_db,
+    Pin, Sandbox, Slot, info, keep_signature, migrate, open_db, register_metrics,
+    sandbox_without_db, watch_outbox,
 };
 use super::{ComponentInfo, Deliveries, DeployError, Runtime, loader};
-use crate::policy::{self, Policy, RouteTable};
+use crate::policy::{self, Capability, Policy, RouteTable};
 
 /// The directory under the data directory that keeps installed components.
 pub const DIR: &str = "installed";
@@ -103,35 +104,51 @@ impl Runtime {
         )
         .await
         .map_err(DeployError::from_load)?;
-        open_db(&mut sandbox, &self.capabilities).await?;
-        migrate(&sandbox, &loaded)
-            .await
-            .map_err(DeployError::Refused)?;
+        // A database this install makes is removed again if the install goes no further: a
+        // refused install leaves no database behind (one kept from an uninstalled component of
+        // the same name stays, with its data).
+        let created = sandbox.policy.grants(Capability::Database)
+            && !self.capabilities.database.exists(&name).await?;
+        let kept: Result<(), DeployError> = async {
+            open_db(&mut sandbox, &self.capabilities).await?;
+            migrate(&sandbox, &loaded)
+                .await
+                .map_err(DeployError::Refused)?;
 
-        let versions = self.store_dir.join(&name);
-        keep_version(&versions, &loaded.digest, &bytes)?;
-        keep_signature(&versions, &loaded.digest, signature)?;
-        write_state(
-            &versions,
-            &DeployState {
-                current: loaded.digest.clone(),
-                previous: None,
-                pinned: false,
-            },
-        )?;
-        // The policy last: start-up installs what has a policy file here, so a crash before
-        // this line leaves the component uninstalled, and after it installed whole.
-        std::fs::create_dir_all(&self.installs.dir)
-            .with_context(|| format!("creating {}", self.installs.dir.display()))?;
-        write_atomic(&sandbox.policy.wasm, &bytes)?;
-        let signature_file = self.installs.dir.join(format!("{name}.wasm.sig"));
-        match signature {
-            Some(signature) => write_atomic(&signature_file, signature.as_bytes())?,
-            None => remove(&signature_file)?,
+            let versions = self.store_dir.join(&name);
+            keep_version(&versions, &loaded.digest, &bytes)?;
+            keep_signature(&versions, &loaded.digest, signature)?;
+            write_state(
+                &versions,
+                &DeployState {
+                    current: loaded.digest.clone(),
+                    previous: None,
+                    pinned: false,
+                },
+            )?;
+            // The policy last: start-up installs what has a policy file here, so a crash before
+            // this line leaves the component uninstalled, and after it installed whole.
+            std::fs::create_dir_all(&self.installs.dir)
+                .with_context(|| format!("creating {}", self.installs.dir.display()))?;
+            write_atomic(&sandbox.policy.wasm, &bytes)?;
+            let signature_file = self.installs.dir.join(format!("{name}.wasm.sig"));
+            match signature {
+                Some(signature) => write_atomic(&signature_file, signature.as_bytes())?,
+                None => remove(&signature_file)?,
+            }
+            write_atomic(&source, install.policy.as_bytes())?;
+            Ok(())
         }
-        write_atomic(&source, install.policy.as_bytes())?;
+        .await;
+        if let Err(error) = kept {
+            if created {
+                self.discard_database(&mut sandbox).await;
+            }
+            return Err(error);
+        }
+        watch_outbox(&sandbox, &self.capabilities);
 
-        register_metrics(&sandbox.policy);
+        register_metrics(&mut sandbox);
         let pin = Pin {
             pinned: false,
             policy_digest: Some(loaded.digest.clone()),
@@ -150,6 +167,16 @@ impl Runtime {
             "installed"
         );
         Ok(info)
+    }
+
+    /// Closes and removes the database an install made before it was refused.
+    async fn discard_database(&self, sandbox: &mut Sandbox) {
+        if let Some(db) = sandbox.db.take() {
+            db.close().await;
+        }
+        if let Err(error) = self.capabilities.database.discard(&sandbox.name).await {
+            tracing::warn!(component = %sandbox.name, error = %format!("{error:#}"), "could not remove the database of a refused install");
+        }
     }
 
     /// Uninstalls a component installed through the admin API: its routes answer 404 from now

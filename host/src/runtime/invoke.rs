@@ -97,6 +97,17 @@ pub(crate) struct CallMetrics {
 }
 
 impl CallMetrics {
+    /// Metrics that record nothing, for a component not yet loaded: a refused install or
+    /// deploy must leave no series in `/metrics` for a component that does not exist.
+    pub(crate) fn unregistered() -> Self {
+        Self {
+            live: metrics::Gauge::noop(),
+            kept: metrics::Gauge::noop(),
+            seconds: metrics::Histogram::noop(),
+            traps: Failure::KINDS.map(|_| metrics::Counter::noop()),
+        }
+    }
+
     pub(crate) fn register(component: &str) -> Self {
         let live =
             metrics::gauge!("truevalue_instances_live", "component" => component.to_string());

@@ -406,11 +406,11 @@ impl Runtime {
         let mut slots = BTreeMap::new();
         for policy in policies {
             let name = policy.name.clone();
-            let sandbox = sandbox(&engine, &capabilities, policy)
+            let mut sandbox = sandbox(&engine, &capabilities, policy)
                 .await
                 .with_context(|| format!("loading component `{name}`"))?;
             let dir = store_dir.join(&name);
-            register_metrics(&sandbox.policy);
+            register_metrics(&mut sandbox);
             let slot = match load_versions(&engine, &compiler, &sandbox, &dir).await {
                 Ok((current, previous, pin)) => {
                     Slot::new(sandbox, Some(current), previous, None, pin)
@@ -768,11 +768,20 @@ async fn sandbox(
 ) -> anyhow::Result<Sandbox> {
     let mut sandbox = sandbox_without_db(engine, capabilities, policy)?;
     open_db(&mut sandbox, capabilities).await?;
+    watch_outbox(&sandbox, capabilities);
     Ok(sandbox)
 }
 
-/// Opens the component's database when its policy grants one (creating it the first time),
-/// and has the relay watch its outbox when it publishes events.
+/// Has the relay watch the component's outbox when it publishes events.
+pub(super) fn watch_outbox(sandbox: &Sandbox, capabilities: &Capabilities) {
+    if let Some(db) = &sandbox.db
+        && !sandbox.topics.is_empty()
+    {
+        capabilities.events.watch(&sandbox.name, db.clone());
+    }
+}
+
+/// Opens the component's database when its policy grants one (creating it the first time).
 pub(super) async fn open_db(
     sandbox: &mut Sandbox,
     capabilities: &Capabilities,
@@ -789,9 +798,6 @@ pub(super) async fn open_db(
             &policy.append_only,
         )
         .await?;
-    if !sandbox.topics.is_empty() {
-        capabilities.events.watch(&policy.name, db.clone());
-    }
     sandbox.db = Some(db);
     Ok(())
 }
@@ -809,7 +815,7 @@ pub(super) fn sandbox_without_db(
     };
     Ok(Sandbox {
         name: policy.name.as_str().into(),
-        metrics: super::invoke::CallMetrics::register(&policy.name),
+        metrics: super::invoke::CallMetrics::unregistered(),
         linker: linker_for(engine, &policy)?,
         db: None,
         dialect: capabilities.database.dialect(),
@@ -1098,11 +1104,12 @@ pub(super) fn info(slot: &Slot) -> ComponentInfo {
     }
 }
 
-/// A component's email metrics at zero, so the first scrape after start shows them (its call
-/// metrics come with its sandbox).
-pub(super) fn register_metrics(policy: &Policy) {
-    if policy.grants(Capability::Email) {
-        crate::capabilities::email::register_metrics(&policy.name);
+/// A component's call and email metrics at zero, so the first scrape shows them: registered
+/// once the component is known to exist (loaded at start-up, or its install passed).
+pub(super) fn register_metrics(sandbox: &mut Sandbox) {
+    sandbox.metrics = super::invoke::CallMetrics::register(&sandbox.name);
+    if sandbox.policy.grants(Capability::Email) {
+        crate::capabilities::email::register_metrics(&sandbox.name);
     }
 }
 

@@ -43,6 +43,14 @@ pub trait Backend: Send + Sync {
 
     /// Checks that the engine answers, for `/readyz`.
     async fn ping(&self) -> anyhow::Result<()>;
+
+    /// Whether the component has a database here (made by an earlier [`Backend::open`]).
+    async fn exists(&self, component: &str) -> anyhow::Result<bool>;
+
+    /// Removes the component's database and everything made for it: for an install refused
+    /// after [`Backend::open`] made its database, which holds nothing (its migrations were
+    /// rolled back). Its pools must be closed first.
+    async fn discard(&self, component: &str) -> anyhow::Result<()>;
 }
 
 /// One component's database.
@@ -55,6 +63,9 @@ pub trait ComponentDb: Send + Sync {
         bounds: Bounds,
         tenant: Option<&str>,
     ) -> Result<Box<dyn Transaction>, Error>;
+
+    /// Closes the pool: its connections end now rather than when the last handle drops.
+    async fn close(&self);
 
     /// Begins a transaction for the host's own statements, without bounds.
     async fn begin(&self) -> Result<Box<dyn Transaction>, Error> {

@@ -164,6 +164,24 @@ impl Backend for PostgresBackend {
         sqlx::query("SELECT 1").execute(&self.admin).await?;
         Ok(())
     }
+
+    async fn exists(&self, component: &str) -> anyhow::Result<bool> {
+        let role = self.role(component)?;
+        let exists = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) \
+             OR EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)",
+        )
+        .bind(component)
+        .bind(&role)
+        .fetch_one(&self.admin)
+        .await?;
+        Ok(exists)
+    }
+
+    async fn discard(&self, component: &str) -> anyhow::Result<()> {
+        let role = self.role(component)?;
+        postgres_setup::discard(&self.admin, component, &role).await
+    }
 }
 
 struct PostgresDb {
@@ -193,6 +211,10 @@ const SETUP_TENANT: &str = "SELECT pg_backend_pid(), now() FROM (SELECT set_conf
 
 #[async_trait]
 impl ComponentDb for PostgresDb {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn begin_with(
         &self,
         bounds: Bounds,

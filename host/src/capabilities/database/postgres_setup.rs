@@ -400,3 +400,44 @@ pub async fn provision(
     transaction.commit().await?;
     Ok(())
 }
+
+/// Undoes [`provision`] and the role's creation: the schema with whatever is in it, the role's
+/// rights and the role, its stored password and its migration records. Identifiers were
+/// checked to be plain by the caller.
+pub async fn discard(admin: &PgPool, schema: &str, role: &str) -> anyhow::Result<()> {
+    let mut transaction = admin.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(SETUP_LOCK)
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&mut *transaction)
+        .await
+        .with_context(|| format!("dropping schema {schema}"))?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(role)
+            .fetch_one(&mut *transaction)
+            .await?;
+    if exists {
+        for statement in [
+            format!("DROP OWNED BY \"{role}\""),
+            format!("DROP ROLE \"{role}\""),
+        ] {
+            sqlx::query(&statement)
+                .execute(&mut *transaction)
+                .await
+                .with_context(|| statement.clone())?;
+        }
+    }
+    sqlx::query("DELETE FROM truevalue_host.component_roles WHERE role = $1")
+        .bind(role)
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::query("DELETE FROM truevalue_host.migrations WHERE component = $1")
+        .bind(schema)
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await?;
+    Ok(())
+}

@@ -26,6 +26,10 @@ pub struct SqliteBackend {
 }
 
 impl SqliteBackend {
+    fn path(&self, component: &str) -> PathBuf {
+        self.dir.join(format!("{component}.sqlite"))
+    }
+
     pub fn new(dir: PathBuf) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Self { dir })
@@ -44,7 +48,7 @@ impl Backend for SqliteBackend {
         max_connections: u32,
         append_only: &[String],
     ) -> anyhow::Result<Arc<dyn ComponentDb>> {
-        let path = self.dir.join(format!("{component}.sqlite"));
+        let path = self.path(component);
         let options = SqliteConnectOptions::new()
             // The worker thread reads one row ahead of the host, not sqlx's default 50: each row
             // is counted against the request's result bound before the next is read.
@@ -87,6 +91,25 @@ impl Backend for SqliteBackend {
             .with_context(|| format!("writing {}", probe.display()))?;
         Ok(())
     }
+
+    async fn exists(&self, component: &str) -> anyhow::Result<bool> {
+        Ok(self.path(component).try_exists()?)
+    }
+
+    async fn discard(&self, component: &str) -> anyhow::Result<()> {
+        let path = self.path(component);
+        // The write-ahead log and its index go with the file.
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", file.display()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 struct SqliteDb {
@@ -104,6 +127,10 @@ const OUTBOX: &str = "truevalue_outbox";
 
 #[async_trait]
 impl ComponentDb for SqliteDb {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// SQLite has no row-level security: a tenant binding changes nothing here (see README,
     /// "Tenant isolation").
     async fn begin_with(
