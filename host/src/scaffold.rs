@@ -71,7 +71,7 @@ pub fn new(name: &str, lang: Lang, dir: &Path, sdk: Option<&Path>) -> anyhow::Re
             files.push((
                 "build.sh".into(),
                 format!(
-                    "#!/bin/sh\n# Builds {name}.wasm with componentize-py (`pip install componentize-py`).\nset -e\ncd \"$(dirname \"$0\")\"\ncomponentize-py -d wit -w plugin componentize app -o {name}.wasm\n"
+                    "#!/bin/sh\n# Builds {name}.wasm with componentize-py (`pip install componentize-py==0.25.1`).\nset -e\ncd \"$(dirname \"$0\")\"\ncomponentize-py -d wit -w plugin componentize app -o {name}.wasm\n"
                 ),
             ));
             "./build.sh"
