@@ -49,7 +49,8 @@ pub trait Backend: Send + Sync {
 
     /// Removes the component's database and everything made for it: for an install refused
     /// after [`Backend::open`] made its database, which holds nothing (its migrations were
-    /// rolled back). Its pools must be closed first.
+    /// rolled back). Its pools must be closed first. A database shared with other hosts is
+    /// left alone once one of them recorded a migration in it.
     async fn discard(&self, component: &str) -> anyhow::Result<()>;
 }
 

@@ -401,8 +401,9 @@ pub async fn provision(
     Ok(())
 }
 
-/// Undoes [`provision`] and the role's creation: the schema with whatever is in it, the role's
-/// rights and the role, its stored password and its migration records. Identifiers were
+/// Undoes [`provision`] and the role's creation: the schema, the role's rights and the role,
+/// and its stored password; unless a migration was recorded for it (another host sharing the
+/// database installed the component meanwhile), and then it changes nothing. Identifiers were
 /// checked to be plain by the caller.
 pub async fn discard(admin: &PgPool, schema: &str, role: &str) -> anyhow::Result<()> {
     let mut transaction = admin.begin().await?;
@@ -410,6 +411,15 @@ pub async fn discard(admin: &PgPool, schema: &str, role: &str) -> anyhow::Result
         .bind(SETUP_LOCK)
         .execute(&mut *transaction)
         .await?;
+    let migrated: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM truevalue_host.migrations WHERE component = $1)",
+    )
+    .bind(schema)
+    .fetch_one(&mut *transaction)
+    .await?;
+    if migrated {
+        return Ok(());
+    }
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
         .execute(&mut *transaction)
         .await
@@ -432,10 +442,6 @@ pub async fn discard(admin: &PgPool, schema: &str, role: &str) -> anyhow::Result
     }
     sqlx::query("DELETE FROM truevalue_host.component_roles WHERE role = $1")
         .bind(role)
-        .execute(&mut *transaction)
-        .await?;
-    sqlx::query("DELETE FROM truevalue_host.migrations WHERE component = $1")
-        .bind(schema)
         .execute(&mut *transaction)
         .await?;
     transaction.commit().await?;
