@@ -351,6 +351,54 @@ pub(crate) fn load_file(path: &Path) -> anyhow::Result<Policy> {
     Ok(policy)
 }
 
+/// The first segment of the paths gateways ask their nodes on (`/_truevalue/installed`): no
+/// component's route may cover it.
+pub const HOST_SEGMENT: &str = "_truevalue";
+
+/// What a gateway needs of a component installed on its nodes to route to it, and nothing
+/// else of its policy (its `[config]` stays on the nodes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Routing {
+    pub name: String,
+    pub routes: Vec<String>,
+    #[serde(default)]
+    pub public_routes: Vec<String>,
+    #[serde(default)]
+    pub internal_routes: Vec<String>,
+    #[serde(default)]
+    pub org_routes: Vec<String>,
+}
+
+impl Routing {
+    pub fn of(policy: &Policy) -> Self {
+        Self {
+            name: policy.name.clone(),
+            routes: policy.routes.clone(),
+            public_routes: policy.public_routes.clone(),
+            internal_routes: policy.internal_routes.clone(),
+            org_routes: policy.org_routes.clone(),
+        }
+    }
+
+    /// A policy with these routes and nothing granted, checked as an install is against the
+    /// gateway's own policies (`others`).
+    pub fn policy(
+        &self,
+        others: &[Arc<Policy>],
+        max_memory_mib: u32,
+    ) -> Result<Policy, Vec<String>> {
+        let at = PathBuf::from(format!("the nodes' installed component `{}`", self.name));
+        let mut policy =
+            parse("routes = []", &self.name, &at).map_err(|e| vec![format!("{e:#}")])?;
+        policy.routes = self.routes.clone();
+        policy.public_routes = self.public_routes.clone();
+        policy.internal_routes = self.internal_routes.clone();
+        policy.org_routes = self.org_routes.clone();
+        policy.installed = true;
+        check_installed(policy, others, max_memory_mib, &[])
+    }
+}
+
 /// The policy of component `name` in `text`; `source` says where it came from in messages.
 /// Its `wasm` is as written (relative to the policy file).
 pub(crate) fn parse(text: &str, name: &str, source: &Path) -> anyhow::Result<Policy> {
@@ -455,6 +503,11 @@ pub(crate) fn check(policy: &Policy, max_memory_mib: u32) -> Vec<String> {
         ));
     }
     for route in &policy.routes {
+        if overlap(route, &format!("/{HOST_SEGMENT}")) {
+            problems.push(format!(
+                "{at}: route {route:?} covers /{HOST_SEGMENT}, which the host keeps for itself"
+            ));
+        }
         let valid = route.starts_with('/')
             && route.len() > 1
             && !route.ends_with('/')

@@ -96,13 +96,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // A gateway runs no components: it only needs the policies' routes.
     let (upstream, routes, runtime) = match config.role {
         Role::Gateway => {
-            let routes = RouteTable::new(&policies.into_iter().map(Arc::new).collect::<Vec<_>>());
-            let routes = Arc::new(arc_swap::ArcSwap::from_pointee(routes));
-            let nodes = Nodes::new(
+            let own: Vec<Arc<policy::Policy>> = policies.into_iter().map(Arc::new).collect();
+            let routes = Arc::new(arc_swap::ArcSwap::from_pointee(RouteTable::new(&own)));
+            let nodes = Arc::new(Nodes::new(
                 config.nodes.clone(),
                 gateway_secret(&config)?,
                 config.nodes_ca_file.as_deref(),
-            )?;
+            )?);
+            // Components installed on the nodes join the routes while the gateway runs.
+            gateway::forward::follow_installed(
+                nodes.clone(),
+                own,
+                routes.clone(),
+                config.max_memory_mib,
+            );
             (Upstream::Nodes(nodes), routes, None)
         }
         Role::All | Role::Node => {

@@ -171,7 +171,7 @@ async fn a_bad_install_is_refused_with_what_to_fix_and_changes_nothing() {
     let greeter = std::fs::read(wasm("greeter")).unwrap();
     let policy = "routes = [\"/plugin\"]\npublic_routes = [\"/plugin\"]\n";
 
-    let cases: [(&str, String, Vec<u8>, &str); 7] = [
+    let cases: [(&str, String, Vec<u8>, &str); 8] = [
         ("Bad-Name", policy.into(), greeter.clone(), "component name"),
         (
             "plugin",
@@ -198,6 +198,13 @@ async fn a_bad_install_is_refused_with_what_to_fix_and_changes_nothing() {
             "routes = [\"/greeter/login\"]\npublic_routes = [\"/greeter/login\"]\n".into(),
             greeter.clone(),
             "lies under `greeter`'s route \"/greeter\"",
+        ),
+        // Gateways ask their nodes on /_truevalue: a route there would answer for the host.
+        (
+            "plugin",
+            "routes = [\"/_truevalue/installed\"]\n".into(),
+            greeter.clone(),
+            "which the host keeps for itself",
         ),
         (
             "plugin",

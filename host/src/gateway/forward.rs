@@ -3,6 +3,7 @@
 //! must present a certificate from the configured CA.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use secrecy::SecretString;
 use super::auth::Caller;
 use super::problem::ApiError;
 use super::request_id;
+use crate::policy::{Policy, RouteTable, Routes, Routing};
 use crate::signing::{self, Signed};
 
 /// Whether a request header stays at the gateway: credentials were verified here, hop-by-hop
@@ -28,6 +30,8 @@ fn stays(name: &str) -> bool {
 pub struct Nodes {
     urls: Vec<String>,
     next: AtomicUsize,
+    /// The next node to ask which components are installed.
+    asked: AtomicUsize,
     client: reqwest::Client,
     secret: SecretString,
 }
@@ -67,12 +71,21 @@ impl Nodes {
         Ok(Self {
             urls,
             next: AtomicUsize::new(0),
+            asked: AtomicUsize::new(0),
             client,
             secret,
         })
     }
 
+    /// Forwards a client's request to the next node in turn.
     pub async fn forward(&self, parts: Parts, body: Bytes) -> Result<Response, ApiError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        self.send(start, parts, body).await
+    }
+
+    /// Sends a request signed to the node at `start` (modulo their number), or the next one
+    /// that can be reached.
+    async fn send(&self, start: usize, parts: Parts, body: Bytes) -> Result<Response, ApiError> {
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -117,7 +130,6 @@ impl Nodes {
         }
         .sign(&self.secret);
 
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last_error = String::new();
         for attempt in 0..self.urls.len() {
             let url = format!(
@@ -202,4 +214,80 @@ async fn relay(response: reqwest::Response) -> Result<Response, ApiError> {
         }
     }
     Ok(relayed)
+}
+
+/// How often a gateway asks its nodes which components were installed on them.
+pub const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+
+/// Most bytes of a node's list of installed components.
+const MOST_INSTALLED_BYTES: usize = 4 * 1024 * 1024;
+
+impl Nodes {
+    /// The components installed on the nodes through their admin API, with their routes: asked
+    /// of one node (the next when it cannot be reached), signed like every request to a node.
+    pub async fn installed(&self) -> anyhow::Result<Vec<Routing>> {
+        let (parts, ()) = axum::http::Request::get(super::node::INSTALLED_PATH)
+            .body(())?
+            .into_parts();
+        // An id of its own: a node refuses a signature it has seen before.
+        let id = uuid::Uuid::now_v7().to_string();
+        // Asked in turn too, apart from the clients' turns.
+        let start = self.asked.fetch_add(1, Ordering::Relaxed);
+        let response = request_id::scope(id, self.send(start, parts, Bytes::new()))
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let status = response.status();
+        anyhow::ensure!(status.is_success(), "the node answered {status}");
+        let body = axum::body::to_bytes(response.into_body(), MOST_INSTALLED_BYTES).await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+}
+
+/// Keeps the gateway's `routes` at its own policies plus the components installed on its
+/// nodes through their admin API, asking every [`FOLLOW_EVERY`]: an install or uninstall on
+/// the nodes reaches the gateway's routing without a restart. A policy file of the gateway's
+/// own wins over an installed component of the same name; an installed component whose routes
+/// clash with the gateway's policies is logged and not routed.
+pub fn follow_installed(
+    nodes: Arc<Nodes>,
+    own: Vec<Arc<Policy>>,
+    routes: Arc<Routes>,
+    max_memory_mib: u32,
+) {
+    tokio::spawn(async move {
+        let mut known: Vec<Routing> = Vec::new();
+        let mut every = tokio::time::interval(FOLLOW_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let installed = match nodes.installed().await {
+                Ok(installed) => installed,
+                Err(error) => {
+                    tracing::debug!(error = %format!("{error:#}"), "could not ask the nodes which components are installed");
+                    continue;
+                }
+            };
+            if installed == known {
+                continue;
+            }
+            let mut all = own.clone();
+            for routing in &installed {
+                if own.iter().any(|policy| policy.name == routing.name) {
+                    continue;
+                }
+                match routing.policy(&all, max_memory_mib) {
+                    Ok(policy) => all.push(Arc::new(policy)),
+                    Err(problems) => tracing::warn!(
+                        component = %routing.name,
+                        problems = %problems.join("; "),
+                        "not routing a component installed on the nodes"
+                    ),
+                }
+            }
+            routes.store(Arc::new(RouteTable::new(&all)));
+            let names: Vec<&str> = installed.iter().map(|r| r.name.as_str()).collect();
+            tracing::info!(installed = ?names, "routing the components installed on the nodes");
+            known = installed;
+        }
+    });
 }

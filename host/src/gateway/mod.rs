@@ -48,7 +48,7 @@ pub enum Upstream {
     /// The components in this process (`--role all` and `--role node`).
     Local(Arc<Runtime>),
     /// Nodes over the network, signed (`--role gateway`).
-    Nodes(forward::Nodes),
+    Nodes(Arc<forward::Nodes>),
 }
 
 /// What every gateway handler shares.
@@ -127,7 +127,8 @@ pub async fn checks(
 /// A node (`node` role): serves only requests a gateway signed; tokens, rate limits and CORS
 /// were the gateway's job.
 pub fn node_router(state: Arc<AppState>, guard: Arc<node::NodeGuard>) -> Router {
-    base(state)
+    base(state.clone())
+        .route(node::INSTALLED_PATH, get(node::installed).with_state(state))
         .layer(middleware::from_fn(log_errors))
         .layer(middleware::from_fn_with_state(guard, node::verify))
         .layer(TraceLayer::new_for_http())

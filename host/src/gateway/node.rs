@@ -166,3 +166,24 @@ fn keep_signed(headers: &mut HeaderMap, names: &[String]) {
         headers.remove(name);
     }
 }
+
+/// Where a gateway asks a node which components were installed on it (signed, as every
+/// request to a node): their names and routes, so that the gateway routes to them without
+/// a restart.
+pub const INSTALLED_PATH: &str = "/_truevalue/installed";
+
+/// The components installed on this node through the admin API, with their routes.
+pub async fn installed(
+    State(state): State<Arc<super::AppState>>,
+) -> axum::Json<Vec<crate::policy::Routing>> {
+    let installed = match &state.upstream {
+        super::Upstream::Local(runtime) => runtime
+            .policies()
+            .iter()
+            .filter(|policy| policy.installed)
+            .map(|policy| crate::policy::Routing::of(policy))
+            .collect(),
+        super::Upstream::Nodes(_) => Vec::new(),
+    };
+    axum::Json(installed)
+}

@@ -17,6 +17,11 @@ pub fn current() -> String {
     CURRENT.try_with(Clone::clone).unwrap_or_default()
 }
 
+/// Runs `work` under the request id `id`: for the host's own requests, outside any client's.
+pub async fn scope<F: std::future::Future>(id: String, work: F) -> F::Output {
+    CURRENT.scope(id, work).await
+}
+
 /// A sane id: 1 to 128 characters of letters, digits and `-_.:`.
 fn sane(value: &str) -> bool {
     (1..=128).contains(&value.len())
