@@ -358,14 +358,41 @@ async fn gateways_and_nodes_serve_metrics_only_on_their_admin_listeners() {
 }
 
 /// A component installed on the nodes through their admin API is routed by the gateway
-/// without a restart, and an uninstalled one is not; the gateway's own policies stay first.
+/// without a restart once every node serves it, and no longer once one uninstalled it; its
+/// routes are as the nodes' policy says.
 #[tokio::test]
 async fn a_gateway_routes_to_components_installed_on_its_nodes_without_a_restart() {
     let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
-    let node = node(&prefix).await;
-    let gateway = gateway(&prefix, &[&node]).await;
-    problem(gateway.get("/hostile/counter").await, 404).await;
+    let (first, second) = (node(&prefix).await, node(&prefix).await);
+    let gateway = gateway(&prefix, &[&first, &second]).await;
+    let counter = "/hostile/counter";
+    problem(gateway.get(counter).await, 404).await;
 
+    // On one node of two: the gateway does not send requests to the other yet.
+    install_hostile(&first).await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    for _ in 0..4 {
+        problem(gateway.get(counter).await, 404).await;
+    }
+
+    install_hostile(&second).await;
+    wait_for_status(&gateway, counter, 200).await;
+    for _ in 0..4 {
+        assert_eq!(gateway.get(counter).await.status(), 200);
+    }
+    // Only its public route is served without a token.
+    problem(gateway.get("/hostile/notes").await, 401).await;
+
+    let response = first
+        .admin(reqwest::Method::DELETE, "/admin/components/hostile")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    wait_for_status(&gateway, counter, 404).await;
+}
+
+async fn install_hostile(node: &TestApp) {
     let form = reqwest::multipart::Form::new()
         .text("name", "hostile")
         .text(
@@ -383,17 +410,6 @@ async fn a_gateway_routes_to_components_installed_on_its_nodes_without_a_restart
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-    wait_for_status(&gateway, "/hostile/counter", 200).await;
-    // Its routes are as the node's policy says: the others need a token at the gateway.
-    problem(gateway.get("/hostile/notes").await, 401).await;
-
-    let response = node
-        .admin(reqwest::Method::DELETE, "/admin/components/hostile")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
-    wait_for_status(&gateway, "/hostile/counter", 404).await;
 }
 
 /// Polls `path` on `app` until it answers `status` (within a few of the gateway's rounds of

@@ -30,8 +30,6 @@ fn stays(name: &str) -> bool {
 pub struct Nodes {
     urls: Vec<String>,
     next: AtomicUsize,
-    /// The next node to ask which components are installed.
-    asked: AtomicUsize,
     client: reqwest::Client,
     secret: SecretString,
 }
@@ -71,7 +69,6 @@ impl Nodes {
         Ok(Self {
             urls,
             next: AtomicUsize::new(0),
-            asked: AtomicUsize::new(0),
             client,
             secret,
         })
@@ -223,17 +220,33 @@ pub const FOLLOW_EVERY: Duration = Duration::from_secs(2);
 const MOST_INSTALLED_BYTES: usize = 4 * 1024 * 1024;
 
 impl Nodes {
-    /// The components installed on the nodes through their admin API, with their routes: asked
-    /// of one node (the next when it cannot be reached), signed like every request to a node.
+    /// The components installed on every node that answers, through its admin API, with their
+    /// routes: a component is routed only once all the nodes serve it, so that during an
+    /// install or uninstall across the nodes no request is sent to one that lacks it.
     pub async fn installed(&self) -> anyhow::Result<Vec<Routing>> {
+        let answers =
+            futures::future::join_all((0..self.urls.len()).map(|at| self.installed_at(at))).await;
+        let mut answered = answers.into_iter().filter_map(|answer| {
+            answer
+                .map_err(|error| tracing::debug!(error = %format!("{error:#}"), "a node did not say which components are installed"))
+                .ok()
+        });
+        let first = answered
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no node said which components are installed"))?;
+        Ok(answered.fold(first, |common, other| {
+            common.into_iter().filter(|r| other.contains(r)).collect()
+        }))
+    }
+
+    /// What the node at `at` says is installed on it (signed like every request to a node).
+    async fn installed_at(&self, at: usize) -> anyhow::Result<Vec<Routing>> {
         let (parts, ()) = axum::http::Request::get(super::node::INSTALLED_PATH)
             .body(())?
             .into_parts();
         // An id of its own: a node refuses a signature it has seen before.
         let id = uuid::Uuid::now_v7().to_string();
-        // Asked in turn too, apart from the clients' turns.
-        let start = self.asked.fetch_add(1, Ordering::Relaxed);
-        let response = request_id::scope(id, self.send(start, parts, Bytes::new()))
+        let response = request_id::scope(id, self.send(at, parts, Bytes::new()))
             .await
             .map_err(|error| anyhow::anyhow!("{error}"))?;
         let status = response.status();
@@ -243,7 +256,7 @@ impl Nodes {
     }
 }
 
-/// Keeps the gateway's `routes` at its own policies plus the components installed on its
+/// Keeps the gateway's `routes` at its own policies plus the components installed on all its
 /// nodes through their admin API, asking every [`FOLLOW_EVERY`]: an install or uninstall on
 /// the nodes reaches the gateway's routing without a restart. A policy file of the gateway's
 /// own wins over an installed component of the same name; an installed component whose routes
