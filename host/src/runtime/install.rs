@@ -31,6 +31,9 @@ pub struct Installs {
     /// The topics whose events are being consumed for each component: consumers are started
     /// once per component and topic, and outlive an uninstall (its events wait, see `uninstall`).
     consuming: std::sync::Mutex<BTreeSet<(String, String)>>,
+    /// Installed components that start-up left out, with why (see [`Runtime::left_out`]):
+    /// found once at start-up; an uninstall or install of one takes it off.
+    left_out: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl Installs {
@@ -41,6 +44,7 @@ impl Installs {
             trusted,
             changing: Default::default(),
             consuming: Default::default(),
+            left_out: Default::default(),
         }
     }
 }
@@ -157,6 +161,7 @@ impl Runtime {
         self.replace_slots(|slots| {
             slots.insert(name.clone(), slot.clone());
         });
+        self.no_longer_left_out(&name);
         self.consume_events(&slot.sandbox.policy)?;
         let info = info(&slot);
         tracing::info!(
@@ -193,6 +198,7 @@ impl Runtime {
             remove(&source)?;
             remove(&source.with_extension("wasm"))?;
             remove(&self.installs.dir.join(format!("{name}.wasm.sig")))?;
+            self.no_longer_left_out(name);
             tracing::info!(component = %name, "uninstalled (it was left out at start-up); its database and kept versions stay");
             return Ok(());
         };
@@ -221,11 +227,31 @@ impl Runtime {
     /// Components installed through the admin API that start-up left out, with why: their kept
     /// policy no longer passes the checks (a policy file now claims their name or a route, or
     /// the host's configuration changed). They serve nothing until uninstalled or installed
-    /// again; an install or uninstall in progress is not looked at.
+    /// again.
     pub(crate) fn left_out(&self) -> Vec<(String, String)> {
-        let Ok(_idle) = self.installs.changing.try_lock() else {
-            return Vec::new();
-        };
+        self.installs
+            .left_out
+            .lock()
+            .map(|left_out| left_out.clone())
+            .unwrap_or_default()
+    }
+
+    /// Finds the installed components that start-up left out; once, at the end of start-up.
+    pub(super) fn note_left_out(&self) {
+        let found = self.find_left_out();
+        if let Ok(mut left_out) = self.installs.left_out.lock() {
+            *left_out = found;
+        }
+    }
+
+    /// Takes `name` off the components left out at start-up: it was uninstalled or installed.
+    fn no_longer_left_out(&self, name: &str) {
+        if let Ok(mut left_out) = self.installs.left_out.lock() {
+            left_out.retain(|(left, _)| left != name);
+        }
+    }
+
+    fn find_left_out(&self) -> Vec<(String, String)> {
         let Ok(paths) = policy::toml_files(&self.installs.dir) else {
             return Vec::new();
         };

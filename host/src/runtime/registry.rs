@@ -459,6 +459,7 @@ impl Runtime {
             enablements: Default::default(),
         };
         runtime.collect_cache();
+        runtime.note_left_out();
         Ok(runtime)
     }
 

@@ -97,10 +97,9 @@ impl Backend for SqliteBackend {
     }
 
     async fn discard(&self, component: &str) -> anyhow::Result<()> {
-        let path = self.path(component);
         // The write-ahead log and its index go with the file.
         for suffix in ["", "-wal", "-shm"] {
-            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            let file = self.dir.join(format!("{component}.sqlite{suffix}"));
             match std::fs::remove_file(&file) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(e).with_context(|| format!("removing {}", file.display()));
