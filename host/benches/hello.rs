@@ -316,7 +316,7 @@ async fn runtime_in_process(
     )
     .unwrap();
     let policies = truevalue::policy::load_dir(&host_dir.join("policies"), 64, &[]).unwrap();
-    let engine = new_engine(64, 64).unwrap();
+    let engine = new_engine(64, 64, false).unwrap();
     let cache: Arc<dyn truevalue::capabilities::cache::CacheStore> =
         Arc::new(truevalue::capabilities::cache::MemoryCache::default());
     let secret: secrecy::SecretString = "bench secret key, 32 chars long!".to_string().into();

@@ -99,6 +99,8 @@ pub struct Config {
     pub max_memory_mib: u32,
     /// How long an instance kept for reuse (`instance_reuse`) may wait idle before it is freed.
     pub kept_idle_ms: u64,
+    /// Writes `/tmp/perf-<pid>.map`, naming each compiled guest function for `perf`.
+    pub perf_map: bool,
     /// How long a client has to send a request's headers (the TLS handshake included), from
     /// connecting or from the first byte of a later request on a kept-alive connection.
     pub header_read_timeout_ms: u64,
@@ -149,6 +151,7 @@ impl Default for Config {
             max_instances: 256,
             max_memory_mib: 256,
             kept_idle_ms: 60_000,
+            perf_map: false,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 75_000,
             body_read_timeout_ms: 30_000,

@@ -153,7 +153,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     "smtp_url is not set: emails are logged by recipient and subject, and dropped"
                 ),
             }
-            let engine = new_engine(config.max_instances, config.max_memory_mib)
+            let engine = new_engine(config.max_instances, config.max_memory_mib, config.perf_map)
                 .map_err(|e| anyhow::anyhow!("{e:#}"))?;
             let runtime = Arc::new(
                 Runtime::start(

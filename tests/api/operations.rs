@@ -251,3 +251,36 @@ async fn a_reset_of_an_unknown_component_is_not_found() {
     let app = app().await;
     problem(reset(&app, "nobody").await, 404).await;
 }
+
+/// Operators profile a slow plugin with `perf`: with `perf_map = true` the host names every
+/// compiled guest function in `/tmp/perf-<pid>.map`, and without it writes nothing there.
+#[tokio::test]
+async fn perf_map_names_the_guest_functions_for_perf_only_when_asked() {
+    let mapped = Spawn::new(
+        Engine::Sqlite,
+        vec![Policy::new("wasi_py", "wasi_py", "wasi-py", "")],
+    )
+    .config("perf_map = true")
+    .start()
+    .await;
+    let plain = app().await;
+    assert_eq!(mapped.get("/wasi-py/now").await.status(), 200);
+    assert_eq!(plain.get("/greeter").await.status(), 200);
+
+    let map_of = |app: &TestApp| std::path::PathBuf::from(format!("/tmp/perf-{}.map", app.pid()));
+    let map = std::fs::read_to_string(map_of(&mapped)).expect("the perf map");
+    let _ = std::fs::remove_file(map_of(&mapped));
+    // `perf`'s format, a line per function: `0x<start> <size hex> <name>`. The plugin's
+    // interpreter loop, which every Python request runs, is named from the component.
+    let named = map.lines().any(|line| {
+        let fields: Vec<&str> = line.splitn(3, ' ').collect();
+        fields.len() == 3
+            && fields[0]
+                .strip_prefix("0x")
+                .is_some_and(|start| u64::from_str_radix(start, 16).is_ok_and(|a| a > 0))
+            && u64::from_str_radix(fields[1], 16).is_ok_and(|size| size > 0)
+            && fields[2].ends_with("::_PyEval_EvalFrameDefault")
+    });
+    assert!(named, "the interpreter loop is not named in the perf map");
+    assert!(!map_of(&plain).exists(), "a perf map without perf_map");
+}

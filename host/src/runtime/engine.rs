@@ -3,14 +3,21 @@
 
 use std::time::Duration;
 
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 /// How often the epoch advances: guest code yields at every tick, so one tick is the longest a
 /// request queued behind guest code on a worker waits for it (deadlines are tokio timers).
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// Builds the engine and starts its epoch ticker.
-pub fn new_engine(max_instances: u32, max_memory_mib: u32) -> wasmtime::Result<Engine> {
+/// Builds the engine and starts its epoch ticker. With `perf_map`, every compiled guest function
+/// is named in `/tmp/perf-<pid>.map`, where `perf report` finds it.
+pub fn new_engine(
+    max_instances: u32,
+    max_memory_mib: u32,
+    perf_map: bool,
+) -> wasmtime::Result<Engine> {
     // A few instances beyond the request pool for deploys, which instantiate once to read the
     // manifest.
     let instances = max_instances + 8;
@@ -38,6 +45,9 @@ pub fn new_engine(max_instances: u32, max_memory_mib: u32) -> wasmtime::Result<E
         .wasm_component_model(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if perf_map {
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config)?;
 
     let ticker = engine.weak();
