@@ -98,8 +98,8 @@ impl Backend for SqliteBackend {
 
     async fn discard(&self, component: &str) -> anyhow::Result<()> {
         // The write-ahead log and its index go with the file.
-        for suffix in ["", "-wal", "-shm"] {
-            let file = self.dir.join(format!("{component}.sqlite{suffix}"));
+        for extension in ["sqlite", "sqlite-wal", "sqlite-shm"] {
+            let file = self.path(component).with_extension(extension);
             match std::fs::remove_file(&file) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(e).with_context(|| format!("removing {}", file.display()));
