@@ -29,7 +29,11 @@ pub fn new_engine(
         .total_stacks(instances)
         .max_memory_size(max_memory_mib as usize * 1024 * 1024)
         // Keeping the first pages resident and resetting them with pagemap makes a fresh
-        // instance per request cost microseconds.
+        // instance per request cost microseconds. Measured against the alternatives (`hello`
+        // with a fresh instance per request, `wrk -t1 -c32`, 3 alternating rounds, a 2-core
+        // virtual machine): wasmtime's defaults (nothing kept resident, each reset an
+        // `madvise`) serve 0.54-0.62x of this, 0.62-0.73x with decommits batched by 16;
+        // keeping 2 MiB resident without pagemap (a `memset` of all of it) 0.68-0.75x.
         .linear_memory_keep_resident(2 * 1024 * 1024)
         .table_keep_resident(64 * 1024)
         .pagemap_scan(Enabled::Auto);
