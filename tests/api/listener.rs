@@ -91,6 +91,29 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_kept_alive_connection_that_sends_half_a_head_is_disconnected() {
+    let app = app("header_read_timeout_ms = 300\nidle_timeout_ms = 600000").await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"GET /greeter HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = closed_by_host_after_answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Idle now, which may last ten minutes; but a head once begun has its own deadline.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stream
+        .write_all(b"GET /greeter HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let rest = closed_by_host(stream).await;
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1"),
+        "no answer to half a head"
+    );
+}
+
+#[tokio::test]
 async fn idle_connections_at_the_cap_make_room_for_requests() {
     let app =
         app("max_connections = 50\nheader_read_timeout_ms = 600000\nidle_timeout_ms = 600000")
@@ -149,7 +172,7 @@ async fn a_connection_over_the_cap_while_every_one_is_busy_gets_a_503() {
 
     for mut stream in busy {
         stream.write_all(b"{}").await.unwrap();
-        let answer = closed_by_host_after_answer(stream).await;
+        let answer = closed_by_host_after_answer(&mut stream).await;
         assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
     }
     assert_eq!(
@@ -164,7 +187,7 @@ async fn a_connection_over_the_cap_while_every_one_is_busy_gets_a_503() {
 }
 
 /// The answer to a request already sent, read up to its end.
-async fn closed_by_host_after_answer(mut stream: TcpStream) -> String {
+async fn closed_by_host_after_answer(stream: &mut TcpStream) -> String {
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
     while !String::from_utf8_lossy(&received).contains("\r\n\r\n") {

@@ -93,8 +93,9 @@ async fn serve<I>(
     if closing {
         connection.as_mut().graceful_shutdown();
     }
+    let check = tokio::time::sleep_until(next_check(&track, &limits));
+    tokio::pin!(check);
     loop {
-        let deadline = track.deadline(&limits);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -102,15 +103,15 @@ async fn serve<I>(
                 }
                 return;
             }
-            () = sleep_until(deadline) => {
-                // Nothing in flight since the deadline was set: close (dropping the
-                // connection closes the socket).
+            () = check.as_mut() => {
+                // Nothing in flight since the deadline passed: close (dropping the connection
+                // closes the socket).
                 if track.deadline(&limits).is_some_and(|d| d <= tokio::time::Instant::now()) {
                     tracing::debug!(%peer, "connection closed: header-read or idle timeout");
                     return;
                 }
+                check.as_mut().reset(next_check(&track, &limits));
             }
-            () = track.changed.notified() => {}
             () = track.evicted.notified() => {
                 if track.in_flight() == 0 {
                     tracing::debug!(%peer, "idle connection closed to admit a new one");
@@ -126,11 +127,17 @@ async fn serve<I>(
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
+/// When the watchdog next looks at the connection: at its deadline, and never later than the
+/// shorter timeout from now. A request's first bytes or its end can only set a deadline at
+/// least that far away (a head begun now must be read by now plus the header-read timeout,
+/// a connection idle from now may stay so for the idle timeout), so the watchdog needs no
+/// wake-up from the request path: requests cost it nothing, and a busy connection one timer
+/// per timeout.
+fn next_check(track: &Track, limits: &Limits) -> tokio::time::Instant {
+    let latest = tokio::time::Instant::now() + limits.header_read_timeout.min(limits.idle_timeout);
+    track
+        .deadline(limits)
+        .map_or(latest, |deadline| deadline.min(latest))
 }
 
 /// A response body that keeps its request in flight until it is sent or dropped.

@@ -19,8 +19,6 @@ pub struct Track {
     /// sending a request's head: set at accept and at the first byte after a response.
     reading_since: AtomicU64,
     evicting: AtomicBool,
-    /// Wakes the watchdog when the deadline may have moved.
-    pub changed: Notify,
     /// Wakes the watchdog to close the connection for a newcomer.
     pub evicted: Notify,
 }
@@ -34,7 +32,6 @@ impl Track {
             idle_since: AtomicU64::new(now),
             reading_since: AtomicU64::new(now + 1),
             evicting: AtomicBool::new(false),
-            changed: Notify::new(),
             evicted: Notify::new(),
         }
     }
@@ -45,18 +42,13 @@ impl Track {
 
     /// Bytes arrived from the client.
     pub fn received(&self) {
-        if self.in_flight() == 0
-            && self
-                .reading_since
-                .compare_exchange(
-                    0,
-                    millis(self.epoch) + 1,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            self.changed.notify_one();
+        if self.in_flight() == 0 {
+            let _ = self.reading_since.compare_exchange(
+                0,
+                millis(self.epoch) + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -97,7 +89,6 @@ impl Drop for InFlight {
             track
                 .idle_since
                 .store(millis(track.epoch), Ordering::Release);
-            track.changed.notify_one();
         }
     }
 }
