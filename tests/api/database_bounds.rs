@@ -58,8 +58,8 @@ async fn a_huge_result_is_refused_before_the_host_holds_it(engine: Engine) {
     // A million rows of 100 characters: about 100 MB of values before any overhead, so
     // more than a 16 MiB instance could ever receive.
     let response = app.get("/hog/rows?n=1000000&width=100").await;
-    // The kernel counts a process's pages per thread and folds them in now and then, so the
-    // peak it reports can read a little lower than a moment before: that is no growth.
+    // The kernel counts a process's pages per CPU and folds them in now and then, so the peak
+    // it reports can read a little lower than a moment before: that is no growth.
     let grown_mib = status_kib(&app, "VmHWM").saturating_sub(peak_before) / 1024;
     assert!(
         grown_mib < 100,

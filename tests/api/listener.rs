@@ -98,7 +98,7 @@ async fn a_kept_alive_connection_that_sends_half_a_head_is_disconnected() {
         .write_all(b"GET /greeter HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let answer = closed_by_host_after_answer(&mut stream).await;
+    let answer = answer_head(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // Idle now, which may last ten minutes; but a head once begun has its own deadline.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -172,7 +172,7 @@ async fn a_connection_over_the_cap_while_every_one_is_busy_gets_a_503() {
 
     for mut stream in busy {
         stream.write_all(b"{}").await.unwrap();
-        let answer = closed_by_host_after_answer(&mut stream).await;
+        let answer = answer_head(&mut stream).await;
         assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
     }
     assert_eq!(
@@ -186,8 +186,9 @@ async fn a_connection_over_the_cap_while_every_one_is_busy_gets_a_503() {
     );
 }
 
-/// The answer to a request already sent, read up to its end.
-async fn closed_by_host_after_answer(stream: &mut TcpStream) -> String {
+/// The answer to a request already sent, read up to the end of its head; the connection
+/// stays open.
+async fn answer_head(stream: &mut TcpStream) -> String {
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
     while !String::from_utf8_lossy(&received).contains("\r\n\r\n") {
