@@ -111,10 +111,18 @@ async fn a_result_limit_above_the_memory_limit_is_refused() {
     );
 }
 
-/// Asks for a statement that never ends; the request's deadline answers 504.
+/// Asks for a statement that never ends; the request's deadline answers 504, and the log says
+/// what the request was waiting for.
 async fn start_an_endless_statement(app: &TestApp) {
     let response = app.get("/hog/endless").await;
     assert_eq!(response.status(), 504);
+    let logs = app.logs();
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("ran past its deadline")
+                && line.contains("a database statement")),
+        "{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,9 @@ pub async fn mint_token(app: &TestApp, claims: &Value) -> String {
         .to_string()
 }
 
+/// How much of the host's log a failed test prints.
+const FAILURE_LOG_LINES: usize = 200;
+
 pub struct TestApp {
     pub address: String,
     pub admin_address: String,
@@ -304,6 +307,19 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // A failed test shows what the host logged: the test's own output is printed with
+            // the failure, and the temporary directory holding the log goes with the app.
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(FAILURE_LOG_LINES)..];
+            eprintln!(
+                "--- the host's log ({} of {} lines) ---\n{}",
+                tail.len(),
+                lines.len(),
+                tail.join("\n")
+            );
+        }
         if let Some(url) = self.database_url.take() {
             // Drop the test's database and the component roles made for it.
             let name = url.rsplit('/').next().unwrap_or_default().to_string();

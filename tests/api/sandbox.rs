@@ -50,6 +50,13 @@ async fn endless_loops_are_stopped_at_the_deadline_and_never_hold_the_host() {
     for (response, _) in looped {
         problem(response, 504).await;
     }
+    let logs = app.logs();
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("ran past its deadline")
+                && line.contains("neither a database nor another component")),
+        "the log says the component's own code held the request: {logs}"
+    );
     assert_eq!(
         app.get("/hostile/counter").await.status(),
         200,

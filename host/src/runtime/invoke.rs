@@ -276,7 +276,16 @@ impl Runtime {
                 }
             }
             Ok(Err(error)) => (Outcome::Failed(classify(&error, &store)), None),
-            Err(_elapsed) => (Outcome::Failed(Failure::Timeout), None),
+            Err(_elapsed) => {
+                let waiting = store.data().request.waiting_for();
+                tracing::warn!(
+                    component = %sandbox.name,
+                    request_id = %request.context.request_id,
+                    waiting_for = waiting.as_deref().unwrap_or("neither a database nor another component"),
+                    "the request ran past its deadline"
+                );
+                (Outcome::Failed(Failure::Timeout), None)
+            }
         };
         // Emails follow the transaction: only a request that answered below 500 and committed
         // sends what it queued, so no email announces a change that was rolled back.

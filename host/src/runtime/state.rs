@@ -48,6 +48,18 @@ pub struct Bound {
     pub context: ContextCtx,
 }
 
+impl Bound {
+    /// What the request was waiting for, if a database or a call to another component had not
+    /// answered yet: a request that runs past its deadline says where it was.
+    pub fn waiting_for(&self) -> Option<String> {
+        match (self.services.pending(), self.database.pending()) {
+            (Some(callee), _) => Some(format!("a call to `{callee}`")),
+            (None, Some(what)) => Some(what.to_string()),
+            (None, None) => None,
+        }
+    }
+}
+
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

@@ -17,6 +17,9 @@ pub struct DatabaseCtx {
     /// The organization the request's transaction is bound to (a tenant route).
     tenant: Option<Arc<str>>,
     transaction: Option<Box<dyn Transaction>>,
+    /// What the request's current call is waiting for, until it returns: a request that ran
+    /// past its deadline says where it was.
+    pending: Option<&'static str>,
 }
 
 impl DatabaseCtx {
@@ -32,7 +35,13 @@ impl DatabaseCtx {
             bounds,
             tenant,
             transaction: None,
+            pending: None,
         }
+    }
+
+    /// What an unfinished call of this capability was waiting for, if one is.
+    pub fn pending(&self) -> Option<&'static str> {
+        self.pending
     }
 
     /// Takes the request's transaction, if a statement began one, for commit or rollback.
@@ -55,7 +64,10 @@ impl DatabaseCtx {
                 .db
                 .as_ref()
                 .ok_or_else(|| Error::AccessDenied("no database is granted".into()))?;
-            self.transaction = Some(db.begin_with(self.bounds, self.tenant.as_deref()).await?);
+            self.pending = Some("a database connection");
+            let transaction = db.begin_with(self.bounds, self.tenant.as_deref()).await;
+            self.pending = None;
+            self.transaction = Some(transaction?);
         }
         self.transaction
             .as_mut()
@@ -78,10 +90,16 @@ impl Host for DatabaseCtx {
             Ok(statement) => statement,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(match self.transaction().await {
-            Ok(transaction) => transaction.query(statement, &params).await,
-            Err(e) => Err(e),
-        })
+        if let Err(e) = self.transaction().await {
+            return Ok(Err(e));
+        }
+        let Some(transaction) = self.transaction.as_mut() else {
+            return Ok(Err(Error::Unavailable("no transaction".into())));
+        };
+        self.pending = Some("a database statement");
+        let result = transaction.query(statement, &params).await;
+        self.pending = None;
+        Ok(result)
     }
 
     #[instrument(name = "database.execute", skip_all, fields(otel.kind = "client", db.system = ?self.dialect))]
@@ -94,9 +112,15 @@ impl Host for DatabaseCtx {
             Ok(statement) => statement,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(match self.transaction().await {
-            Ok(transaction) => transaction.execute(statement, &params).await,
-            Err(e) => Err(e),
-        })
+        if let Err(e) = self.transaction().await {
+            return Ok(Err(e));
+        }
+        let Some(transaction) = self.transaction.as_mut() else {
+            return Ok(Err(Error::Unavailable("no transaction".into())));
+        };
+        self.pending = Some("a database statement");
+        let result = transaction.execute(statement, &params).await;
+        self.pending = None;
+        Ok(result)
     }
 }

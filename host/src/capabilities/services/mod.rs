@@ -35,6 +35,8 @@ pub struct ServicesCtx {
     rights_changed: BTreeSet<String>,
     /// The client's `User-Agent`, passed on to callees (their events name it).
     user_agent: Option<String>,
+    /// The component an unfinished call waits for.
+    pending: Option<Arc<str>>,
 }
 
 impl ServicesCtx {
@@ -55,6 +57,7 @@ impl ServicesCtx {
             call,
             rights_changed: BTreeSet::new(),
             user_agent: None,
+            pending: None,
         }
     }
 
@@ -62,6 +65,11 @@ impl ServicesCtx {
     pub fn with_user_agent(mut self, user_agent: Option<String>) -> Self {
         self.user_agent = user_agent;
         self
+    }
+
+    /// The component an unfinished call of this request waits for, if one does.
+    pub fn pending(&self) -> Option<&str> {
+        self.pending.as_deref()
     }
 
     /// Records this request's rights changes once more, now that its transaction committed: a
@@ -139,7 +147,9 @@ impl Host for ServicesCtx {
             tenant: self.call.tenant.clone(),
         };
         // The callee's future holds this one's: boxed, since calls nest.
+        self.pending = Some(slot.sandbox.name.clone());
         let outcome = Box::pin(runtime.run(&slot, request, call)).await;
+        self.pending = None;
         Ok(match outcome {
             Outcome::Response { response, .. } => Ok(Reply {
                 status: response.status,
