@@ -14,6 +14,7 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 
 use libsqlite3_sys as ffi;
 use sqlx::SqliteConnection;
+use sqlx::sqlite::LockedSqliteHandle;
 
 /// The prefix of the host's own tables in a component's file; components may not touch them.
 pub const HOST_TABLES: &str = "truevalue_";
@@ -31,7 +32,13 @@ static GUEST: u8 = 1;
 /// Installs the authorizer for `mode` on the connection, and makes the engine defensive (no
 /// writable schema, no writes to shadow tables) whatever a statement asks.
 pub async fn set_mode(conn: &mut SqliteConnection, mode: Mode) -> Result<(), sqlx::Error> {
-    let mut handle = conn.lock_handle().await?;
+    set_mode_locked(&mut conn.lock_handle().await?, mode);
+    Ok(())
+}
+
+/// [`set_mode`] on a connection whose handle the caller holds: each lock of a handle is a
+/// round trip to the connection's worker thread.
+pub fn set_mode_locked(handle: &mut LockedSqliteHandle<'_>, mode: Mode) {
     let db = handle.as_raw_handle().as_ptr();
     let user_data = match mode {
         Mode::Host => &HOST,
@@ -42,27 +49,25 @@ pub async fn set_mode(conn: &mut SqliteConnection, mode: Mode) -> Result<(), sql
     unsafe {
         ffi::sqlite3_set_authorizer(db, Some(authorize), user_data);
     }
-    Ok(())
 }
 
 /// Sets the engine's own limits once per connection: no attached databases at all, defensive
 /// mode on, and the authorizer in host mode.
 pub async fn harden(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    {
-        let mut handle = conn.lock_handle().await?;
-        let db = handle.as_raw_handle().as_ptr();
-        // SAFETY: the handle is a live connection, locked for the duration of the calls.
-        unsafe {
-            ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_ATTACHED, 0);
-            ffi::sqlite3_db_config(
-                db,
-                ffi::SQLITE_DBCONFIG_DEFENSIVE,
-                1 as c_int,
-                std::ptr::null_mut::<c_int>(),
-            );
-        }
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: the handle is a live connection, locked for the duration of the calls.
+    unsafe {
+        ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_ATTACHED, 0);
+        ffi::sqlite3_db_config(
+            db,
+            ffi::SQLITE_DBCONFIG_DEFENSIVE,
+            1 as c_int,
+            std::ptr::null_mut::<c_int>(),
+        );
     }
-    set_mode(conn, Mode::Host).await
+    set_mode_locked(&mut handle, Mode::Host);
+    Ok(())
 }
 
 /// SQLite's own default for the longest string or blob (`SQLITE_MAX_LENGTH`).
@@ -72,29 +77,20 @@ const DEFAULT_MAX_LENGTH: c_int = 1_000_000_000;
 /// was cancelled is still in guest mode, and if it was inside a transaction, the rollback was
 /// refused; closing it rolls back, so it is dropped. Otherwise it goes back in host mode.
 pub async fn reusable(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
-    let in_transaction = {
-        let mut handle = conn.lock_handle().await?;
-        // SAFETY: the handle is a live connection, locked for the duration of the call.
-        unsafe { ffi::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) == 0 }
-    };
-    if in_transaction {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: the handle is a live connection, locked for the duration of the calls.
+    if unsafe { ffi::sqlite3_get_autocommit(db) == 0 } {
         return Ok(false);
     }
-    {
-        // A request's stop (deadline, request gone) and result bound must not outlive it: the
-        // host's own statements on this connection (migrations of a later deploy) have neither.
-        let mut handle = conn.lock_handle().await?;
-        handle.remove_progress_handler();
-        // SAFETY: the handle is a live connection, locked for the duration of the call.
-        unsafe {
-            ffi::sqlite3_limit(
-                handle.as_raw_handle().as_ptr(),
-                ffi::SQLITE_LIMIT_LENGTH,
-                DEFAULT_MAX_LENGTH,
-            );
-        }
+    // A request's stop (deadline, request gone) and result bound must not outlive it: the
+    // host's own statements on this connection (migrations of a later deploy) have neither.
+    handle.remove_progress_handler();
+    // SAFETY: as above.
+    unsafe {
+        ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_LENGTH, DEFAULT_MAX_LENGTH);
     }
-    set_mode(conn, Mode::Host).await?;
+    set_mode_locked(&mut handle, Mode::Host);
     Ok(true)
 }
 

@@ -66,6 +66,9 @@ impl Backend for SqliteBackend {
         };
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.clamp(1, 8))
+            // A connection to a file in this process cannot go stale: pinging it before each
+            // use would only cost a round trip to its worker thread.
+            .test_before_acquire(false)
             .after_connect(|conn, _| Box::pin(authorizer::harden(conn)))
             .after_release(|conn, _| Box::pin(authorizer::reusable(conn)))
             .connect_with(options)
@@ -304,11 +307,13 @@ const STOP_CHECK_OPS: i32 = 4_000;
 
 /// Makes the connection's next statements obey the request: stopped by [`Stop`], and no string
 /// or blob longer than the result may hold (SQLite refuses it as soon as it would be built,
-/// before the host copies it). Replaces whatever an earlier request of this pool left.
+/// before the host copies it). Replaces whatever an earlier request of this pool left. With
+/// `mode`, also puts the authorizer in that mode, under the same lock of the handle.
 async fn arm(
     connection: &mut sqlx::SqliteConnection,
     stop: &Arc<Stop>,
     bounds: &Bounds,
+    mode: Option<Mode>,
 ) -> Result<(), Error> {
     let mut handle = connection.lock_handle().await.map_err(to_error)?;
     let stop = stop.clone();
@@ -321,6 +326,9 @@ async fn arm(
             libsqlite3_sys::SQLITE_LIMIT_LENGTH,
             length,
         );
+    }
+    if let Some(mode) = mode {
+        authorizer::set_mode_locked(&mut handle, mode);
     }
     Ok(())
 }
@@ -344,10 +352,28 @@ impl SqliteTransaction {
                 .begin_with("BEGIN IMMEDIATE")
                 .await
                 .map_err(to_error)?;
-            arm(&mut begun, &self.stop, &self.bounds).await?;
+            arm(&mut begun, &self.stop, &self.bounds, None).await?;
             self.transaction = Some(begun);
         }
         Ok(self.transaction.as_mut())
+    }
+
+    /// The connection a component's statement runs on, in guest mode: the request's write
+    /// transaction (true: switch it back to host mode after the statement), or for a read
+    /// before any write a connection of its own, held in `pooled`.
+    async fn guest_connection<'a>(
+        &'a mut self,
+        sql: &str,
+        pooled: &'a mut Option<PoolConnection<Sqlite>>,
+    ) -> Result<(&'a mut SqliteConnection, bool), Error> {
+        let reader = self.reader();
+        match self.for_statement(sql).await? {
+            Some(transaction) => {
+                authorize_as(transaction, Mode::Guest).await?;
+                Ok((transaction, true))
+            }
+            None => Ok((pooled.insert(reader.connection().await?), false)),
+        }
     }
 
     /// What a read before the request's first write needs to get a connection of its own.
@@ -367,9 +393,11 @@ struct Reader {
 }
 
 impl Reader {
+    /// A connection of the pool, armed for the request and in guest mode; going back to the
+    /// pool puts it in host mode again (`authorizer::reusable`).
     async fn connection(&self) -> Result<PoolConnection<Sqlite>, Error> {
         let mut connection = self.pool.acquire().await.map_err(to_error)?;
-        arm(&mut connection, &self.stop, &self.bounds).await?;
+        arm(&mut connection, &self.stop, &self.bounds, Some(Mode::Guest)).await?;
         Ok(connection)
     }
 }
@@ -387,38 +415,27 @@ fn reads_only(sql: &str) -> bool {
 #[async_trait]
 impl Transaction for SqliteTransaction {
     async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, Error> {
-        let (bounds, reader) = (self.bounds, self.reader());
+        let bounds = self.bounds;
         let query = bind(sqlx::query(sql), params);
-        let mut pooled: PoolConnection<Sqlite>;
-        let conn: &mut SqliteConnection = match self.for_statement(sql).await? {
-            Some(transaction) => transaction,
-            None => {
-                pooled = reader.connection().await?;
-                &mut pooled
-            }
-        };
-        authorize_as(conn, Mode::Guest).await?;
+        let mut pooled = None;
+        let (conn, in_transaction) = self.guest_connection(sql, &mut pooled).await?;
         // Rows stream in from the worker thread; dropping the stream when the result is too
         // large stops the statement at its next row.
         let rows = super::collect_rows(query.fetch(&mut *conn), &bounds, value_of, to_error).await;
-        authorize_as(conn, Mode::Host).await?;
+        if in_transaction {
+            authorize_as(conn, Mode::Host).await?;
+        }
         rows.map_err(super::Refusal::into_error)
     }
 
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error> {
-        let reader = self.reader();
         let query = bind(sqlx::query(sql), params);
-        let mut pooled: PoolConnection<Sqlite>;
-        let conn: &mut SqliteConnection = match self.for_statement(sql).await? {
-            Some(transaction) => transaction,
-            None => {
-                pooled = reader.connection().await?;
-                &mut pooled
-            }
-        };
-        authorize_as(conn, Mode::Guest).await?;
+        let mut pooled = None;
+        let (conn, in_transaction) = self.guest_connection(sql, &mut pooled).await?;
         let done = query.execute(&mut *conn).await;
-        authorize_as(conn, Mode::Host).await?;
+        if in_transaction {
+            authorize_as(conn, Mode::Host).await?;
+        }
         Ok(done.map_err(to_error)?.rows_affected())
     }
 
