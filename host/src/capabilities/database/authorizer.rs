@@ -29,8 +29,7 @@ pub enum Mode {
 static HOST: u8 = 0;
 static GUEST: u8 = 1;
 
-/// Installs the authorizer for `mode` on the connection, and makes the engine defensive (no
-/// writable schema, no writes to shadow tables) whatever a statement asks.
+/// Installs the authorizer for `mode` on the connection.
 pub async fn set_mode(conn: &mut SqliteConnection, mode: Mode) -> Result<(), sqlx::Error> {
     set_mode_locked(&mut conn.lock_handle().await?, mode);
     Ok(())
