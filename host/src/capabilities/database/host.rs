@@ -52,12 +52,17 @@ impl DatabaseCtx {
     /// Writes `events` into the outbox within the request's transaction (begun now if no
     /// statement began it), so that they commit with the request's writes.
     pub async fn outbox(&mut self, component: &str, events: &[Event]) -> Result<(), Error> {
-        self.transaction()
-            .await?
-            .write_outbox(component, events)
-            .await
+        let written = match self.transaction().await {
+            Ok(transaction) => transaction.write_outbox(component, events).await,
+            Err(e) => Err(e),
+        };
+        self.pending = None;
+        written
     }
 
+    /// The request's transaction for a statement, begun now unless a statement began it. Until
+    /// the caller clears `pending`, a request past its deadline says it waited for a connection
+    /// (while one is got) or for the statement.
     async fn transaction(&mut self) -> Result<&mut Box<dyn Transaction>, Error> {
         if self.transaction.is_none() {
             let db = self
@@ -65,10 +70,9 @@ impl DatabaseCtx {
                 .as_ref()
                 .ok_or_else(|| Error::AccessDenied("no database is granted".into()))?;
             self.pending = Some("a database connection");
-            let transaction = db.begin_with(self.bounds, self.tenant.as_deref()).await;
-            self.pending = None;
-            self.transaction = Some(transaction?);
+            self.transaction = Some(db.begin_with(self.bounds, self.tenant.as_deref()).await?);
         }
+        self.pending = Some("a database statement");
         self.transaction
             .as_mut()
             .ok_or_else(|| Error::Unavailable("no transaction".into()))
@@ -90,14 +94,10 @@ impl Host for DatabaseCtx {
             Ok(statement) => statement,
             Err(e) => return Ok(Err(e)),
         };
-        if let Err(e) = self.transaction().await {
-            return Ok(Err(e));
-        }
-        let Some(transaction) = self.transaction.as_mut() else {
-            return Ok(Err(Error::Unavailable("no transaction".into())));
+        let result = match self.transaction().await {
+            Ok(transaction) => transaction.query(statement, &params).await,
+            Err(e) => Err(e),
         };
-        self.pending = Some("a database statement");
-        let result = transaction.query(statement, &params).await;
         self.pending = None;
         Ok(result)
     }
@@ -112,14 +112,10 @@ impl Host for DatabaseCtx {
             Ok(statement) => statement,
             Err(e) => return Ok(Err(e)),
         };
-        if let Err(e) = self.transaction().await {
-            return Ok(Err(e));
-        }
-        let Some(transaction) = self.transaction.as_mut() else {
-            return Ok(Err(Error::Unavailable("no transaction".into())));
+        let result = match self.transaction().await {
+            Ok(transaction) => transaction.execute(statement, &params).await,
+            Err(e) => Err(e),
         };
-        self.pending = Some("a database statement");
-        let result = transaction.execute(statement, &params).await;
         self.pending = None;
         Ok(result)
     }
