@@ -122,6 +122,17 @@ async fn the_generated_admin_token_stays_in_the_data_dir_and_out_of_the_logs() {
 }
 
 #[tokio::test]
+async fn a_log_written_to_a_file_is_plain_text() {
+    let app: TestApp = Spawn::new(Engine::Sqlite, vec![greeter()]).start().await;
+    let logs = app.logs();
+    assert!(logs.contains("loaded"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "no terminal colour codes in a log file: {logs:?}"
+    );
+}
+
+#[tokio::test]
 async fn the_admin_token_can_come_from_the_environment() {
     let app = Spawn::new(Engine::Sqlite, vec![greeter()])
         .env("TRUEVALUE_ADMIN_TOKEN", "s3cret-operator-token")
