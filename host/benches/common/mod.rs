@@ -11,8 +11,8 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A server process and its address; killed on drop.
-pub struct Server(Child, pub String);
+/// A server process, its address, and the file its log goes to (the host's); killed on drop.
+pub struct Server(Child, pub String, Option<PathBuf>);
 
 impl Server {
     /// CPU time the process has used so far (user and system, all threads), in seconds.
@@ -29,11 +29,32 @@ impl Server {
     }
 }
 
+/// Lines of a host's log a failed bench prints.
+const LOG_TAIL: usize = 50;
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        // The bench failed while this server ran: its log tells why, and goes with the
+        // bench's temporary directory.
+        if std::thread::panicking()
+            && let Some(log) = &self.2
+        {
+            eprintln!("{}", log_tail(log));
+        }
     }
+}
+
+/// The last [`LOG_TAIL`] lines of the log at `path`, headed by where it was.
+fn log_tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    format!(
+        "the last lines of the host's log ({}):\n{}",
+        path.display(),
+        lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
+    )
 }
 
 /// Starts `command` and waits until it prints `gateway listening on <url>`.
@@ -44,7 +65,8 @@ pub fn start(command: Command) -> Server {
 
 /// Where a server prints the line that ends with the URL it listens on.
 pub enum Announces {
-    /// `gateway listening on <url>`, say; stderr is the bench's own.
+    /// `gateway listening on <url>`, say; stderr is the bench's own unless the command says
+    /// otherwise.
     Stdout(&'static str),
     /// `Serving HTTP on <url>/`, as `wasmtime serve` does; stdout is the bench's own.
     Stderr(&'static str),
@@ -55,7 +77,7 @@ pub enum Announces {
 pub fn start_announced(mut command: Command, announces: Announces) -> Result<Server, String> {
     let prefix = match announces {
         Announces::Stdout(prefix) => {
-            command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+            command.stdout(Stdio::piped());
             prefix
         }
         Announces::Stderr(prefix) => {
@@ -71,7 +93,7 @@ pub fn start_announced(mut command: Command, announces: Announces) -> Result<Ser
         (None, Some(stderr)) => Box::new(stderr),
         (None, None) => unreachable!("one stream is piped"),
     };
-    let mut server = Server(child, String::new());
+    let mut server = Server(child, String::new(), None);
     let mut reader = BufReader::new(output);
     let (mut line, mut printed) = (String::new(), String::new());
     while reader.read_line(&mut line).unwrap_or(0) > 0 {
@@ -144,7 +166,14 @@ pub fn platform_configured(
         .arg(&config_file)
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied());
-    start(command)
+    // Into a file, not among the bench's figures: some benches provoke what the host warns of
+    // (the fairness bench's endless loops end in 504s). A failed bench prints its end.
+    let log = dir.join("host.log");
+    command.stderr(std::fs::File::create(&log).unwrap());
+    let mut server = start_announced(command, Announces::Stdout("gateway listening on "))
+        .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&log)));
+    server.2 = Some(log);
+    server
 }
 
 /// The path of a built component.
