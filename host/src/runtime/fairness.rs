@@ -18,10 +18,15 @@
 //!   other. A slot is held only while guest code runs: it is handed back when the guest calls
 //!   the host (a database query may wait on a lock another long runner holds, and that one
 //!   must be able to get a slot to finish).
+//! - **Off the worker.** A long runner's slices run under `tokio::task::block_in_place`
+//!   ([`OffWorker`]): for each slice the worker hands its queue and its share of the network to
+//!   another thread, so no request queued behind it waits for the slice to end.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -43,11 +48,24 @@ static LONG_RUNNING: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
     Arc::new(Semaphore::new((cores / 2).max(1)))
 });
 
+/// Whether the request a store serves has run guest code for [`FREE_RUN`] ticks.
+#[derive(Clone, Default)]
+pub struct LongRunning(Arc<AtomicBool>);
+
+impl LongRunning {
+    fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Makes the store yield at every epoch tick, and past [`FREE_RUN`] wait for a long-running
-/// slot before each further slice.
-pub fn install<T: 'static>(store: &mut Store<T>) {
+/// slot before each further slice. Returns what tells its request's future, [`OffWorker`], that
+/// it has become a long runner.
+pub fn install<T: 'static>(store: &mut Store<T>) -> LongRunning {
     // Ticks that found the guest running: at most one per tick, however long it was descheduled.
     let mut ran: u32 = 0;
+    let long_running = LongRunning::default();
+    let marked = long_running.clone();
     // The slot held for the current slice; handed back at the next tick, or with the store.
     let held: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::default();
     let released = held.clone();
@@ -75,6 +93,7 @@ pub fn install<T: 'static>(store: &mut Store<T>) {
         let next: Pin<Box<dyn Future<Output = ()> + Send>> = if ran < FREE_RUN {
             Box::pin(tokio::task::yield_now())
         } else {
+            marked.0.store(true, Ordering::Relaxed);
             let (gate, held) = (LONG_RUNNING.clone(), held.clone());
             Box::pin(async move {
                 tokio::task::yield_now().await;
@@ -87,4 +106,42 @@ pub fn install<T: 'static>(store: &mut Store<T>) {
         };
         Ok(UpdateDeadline::YieldCustom(1, next))
     });
+    long_running
+}
+
+/// A request's future that, once its guest is a long runner, is polled off the worker: each
+/// poll (a slice of guest code, or a check for a slot) runs under `block_in_place`, which hands
+/// the worker's queued tasks and network to another thread first. Ordinary requests are polled
+/// as they are.
+pub struct OffWorker<F> {
+    inner: F,
+    long_running: LongRunning,
+}
+
+impl<F> OffWorker<F> {
+    pub fn new(inner: F, long_running: LongRunning) -> Self {
+        Self {
+            inner,
+            long_running,
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for OffWorker<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        // `block_in_place` needs the multi-threaded runtime the host serves on; elsewhere (a
+        // single-threaded test runtime) the request stays where it is.
+        let off_worker = this.long_running.get()
+            && tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+                runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            });
+        if off_worker {
+            tokio::task::block_in_place(|| Pin::new(&mut this.inner).poll(cx))
+        } else {
+            Pin::new(&mut this.inner).poll(cx)
+        }
+    }
 }

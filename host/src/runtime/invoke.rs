@@ -226,10 +226,14 @@ impl Runtime {
             }
         };
         store.data_mut().request.events.serve(&request);
+        let long_running = store.data().long_running.clone();
         // Boxed: the instantiation's future is large, and every layer above would move it.
         let result = tokio::time::timeout_at(
             deadline.into(),
-            Box::pin(call_handler(&version.pre, &mut store, instance, &request)),
+            super::fairness::OffWorker::new(
+                Box::pin(call_handler(&version.pre, &mut store, instance, &request)),
+                long_running,
+            ),
         )
         .await;
         // Events join the request's transaction: they commit with its writes or not at all.

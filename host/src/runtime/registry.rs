@@ -106,6 +106,7 @@ impl Sandbox {
                 max_memory: self.policy.limits.memory_mib as usize * 1024 * 1024,
                 memory_exceeded: false,
             },
+            long_running: Default::default(),
             request: self.bound(request_id, deadline, tenant, depth, services),
         };
         let mut store = Store::new(engine, state);
@@ -114,7 +115,7 @@ impl Sandbox {
         // runner waits for a slot (see `fairness`), so even endless loops never hold the
         // workers; the caller enforces the wall-clock deadline by dropping the call
         // (`tokio::time::timeout_at`).
-        super::fairness::install(&mut store);
+        store.data_mut().long_running = super::fairness::install(&mut store);
         store
     }
 
@@ -131,7 +132,7 @@ impl Sandbox {
     ) {
         store.data_mut().stdio.serve(request_id.into());
         store.data_mut().request = self.bound(request_id, deadline, tenant, depth, Some(services));
-        super::fairness::install(store);
+        store.data_mut().long_running = super::fairness::install(store);
     }
 
     fn bound(

@@ -26,6 +26,8 @@ pub struct State {
     /// Where the guest's stdout and stderr go: the host's log, tagged with the request.
     pub(crate) stdio: Stdio,
     pub(crate) limits: StoreLimits,
+    /// Whether the request being served has become a long runner (see `fairness`).
+    pub(crate) long_running: super::fairness::LongRunning,
     /// The capabilities' state for the request being served.
     pub request: Bound,
 }
