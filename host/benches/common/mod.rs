@@ -57,10 +57,12 @@ fn log_tail(path: &Path) -> String {
     )
 }
 
+/// How the host (and the benches' native servers, which copy it) announce their URL.
+const GATEWAY_ANNOUNCES: Announces = Announces::Stdout("gateway listening on ");
+
 /// Starts `command` and waits until it prints `gateway listening on <url>`.
 pub fn start(command: Command) -> Server {
-    start_announced(command, Announces::Stdout("gateway listening on "))
-        .unwrap_or_else(|e| panic!("{e}"))
+    start_announced(command, GATEWAY_ANNOUNCES).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Where a server prints the line that ends with the URL it listens on.
@@ -170,7 +172,7 @@ pub fn platform_configured(
     // (the fairness bench's endless loops end in 504s). A failed bench prints its end.
     let log = dir.join("host.log");
     command.stderr(std::fs::File::create(&log).unwrap());
-    let mut server = start_announced(command, Announces::Stdout("gateway listening on "))
+    let mut server = start_announced(command, GATEWAY_ANNOUNCES)
         .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&log)));
     server.2 = Some(log);
     server
