@@ -68,3 +68,33 @@ async fn another_component_is_served_while_endless_loops_run_to_their_deadline()
         );
     }
 }
+
+/// A long runner that ends on an instance kept for reuse gives its long-running slot back when
+/// its guest code stops, not when the instance next serves: otherwise the idle instance would
+/// hold the slot, and the long runners still going would wait for it until their deadline.
+/// As many long runners at once as the machine has cores: more than it has slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_runners_on_kept_instances_all_finish() {
+    let hostile = Policy::new(
+        "hostile",
+        "hostile",
+        "hostile",
+        "capabilities = [\"database\"]\n[limits]\ntimeout_ms = 20000\ninstance_reuse = 100",
+    );
+    let app = Spawn::new(Engine::Sqlite, vec![hostile]).start().await;
+    let runners = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Some 100 ms of guest code each on a 2-core machine: far past the free run of 20 ms.
+    let spins: Vec<_> = (0..runners)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/hostile/spin?n=200000000"));
+            tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    for spin in spins {
+        assert_eq!(
+            spin.await.unwrap(),
+            200,
+            "every long runner finishes before its deadline"
+        );
+    }
+}

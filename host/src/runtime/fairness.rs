@@ -17,7 +17,8 @@
 //!   deadlines still fire: a request waiting for a slot is dropped at its deadline like any
 //!   other. A slot is held only while guest code runs: it is handed back when the guest calls
 //!   the host (a database query may wait on a lock another long runner holds, and that one
-//!   must be able to get a slot to finish).
+//!   must be able to get a slot to finish) and when its request ends (an instance kept for
+//!   reuse holds none while it waits).
 //! - **Off the worker.** A long runner's slices run under `tokio::task::block_in_place`
 //!   ([`OffWorker`]): for each slice the worker hands its queue and its share of the network to
 //!   another thread, so no request queued behind it waits for the slice to end.
@@ -48,40 +49,60 @@ static LONG_RUNNING: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
     Arc::new(Semaphore::new((cores / 2).max(1)))
 });
 
-/// Whether the request a store serves has run guest code for [`FREE_RUN`] ticks.
+/// Whether the request a store serves has become a long runner, and the long-running slot its
+/// guest code runs in while it runs: shared between the store's callbacks, the slot's waiter
+/// and the request's future ([`OffWorker`]). One per store, for every request it serves.
 #[derive(Clone, Default)]
-pub struct LongRunning(Arc<AtomicBool>);
+pub struct LongRunning(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    marked: AtomicBool,
+    held: Mutex<Option<OwnedSemaphorePermit>>,
+}
 
 impl LongRunning {
     fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.marked.load(Ordering::Relaxed)
+    }
+
+    /// Hands the slot back, if one is held: the guest no longer runs.
+    fn release(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.held.lock().ok().and_then(|mut held| held.take())
     }
 }
 
+/// A store's account of guest time for the request it serves.
+#[derive(Default)]
+pub struct Slices {
+    /// Ticks that found the guest running: at most one per tick, however long it was
+    /// descheduled.
+    ran: u32,
+    long_running: LongRunning,
+}
+
+/// A store whose guest code is sliced.
+pub trait Sliced {
+    fn slices(&mut self) -> &mut Slices;
+}
+
 /// Makes the store yield at every epoch tick, and past [`FREE_RUN`] wait for a long-running
-/// slot before each further slice. Returns what tells its request's future, [`OffWorker`], that
-/// it has become a long runner.
-pub fn install<T: 'static>(store: &mut Store<T>) -> LongRunning {
-    // Ticks that found the guest running: at most one per tick, however long it was descheduled.
-    let mut ran: u32 = 0;
-    let long_running = LongRunning::default();
-    let marked = long_running.clone();
-    // The slot held for the current slice; handed back at the next tick, or with the store.
-    let held: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::default();
-    let released = held.clone();
-    store.call_hook(move |_, hook| {
-        if matches!(hook, CallHook::CallingHost)
-            && let Ok(mut slot) = released.lock()
-        {
-            slot.take();
+/// slot before each further slice. Once per store; [`restart`] before each request.
+pub fn install<T: Sliced + 'static>(store: &mut Store<T>) {
+    // A slot is held only while guest code runs: handed back when the guest calls the host,
+    // and when the call into it returns (a request that ends in the middle of a slice, on an
+    // instance kept for reuse, must not keep its slot while the instance waits).
+    store.call_hook(|mut store, hook| {
+        if matches!(hook, CallHook::CallingHost | CallHook::ReturningFromWasm) {
+            store.data_mut().slices().long_running.release();
         }
         Ok(())
     });
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
+    store.epoch_deadline_callback(|mut store| {
+        let slices = store.data_mut().slices();
         // A slice ends at the tick: its slot rests for as long before anyone may take it, so
         // long runners together get at most half of each slot's core.
-        if let Some(permit) = held.lock().ok().and_then(|mut slot| slot.take())
+        if let Some(permit) = slices.long_running.release()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(async move {
@@ -89,23 +110,34 @@ pub fn install<T: 'static>(store: &mut Store<T>) -> LongRunning {
                 drop(permit);
             });
         }
-        ran = ran.saturating_add(1);
-        let next: Pin<Box<dyn Future<Output = ()> + Send>> = if ran < FREE_RUN {
+        slices.ran = slices.ran.saturating_add(1);
+        let next: Pin<Box<dyn Future<Output = ()> + Send>> = if slices.ran < FREE_RUN {
             Box::pin(tokio::task::yield_now())
         } else {
-            marked.0.store(true, Ordering::Relaxed);
-            let (gate, held) = (LONG_RUNNING.clone(), held.clone());
+            let shared = slices.long_running.0.clone();
+            shared.marked.store(true, Ordering::Relaxed);
             Box::pin(async move {
                 tokio::task::yield_now().await;
-                if let Ok(permit) = gate.acquire_owned().await
-                    && let Ok(mut slot) = held.lock()
+                if let Ok(permit) = LONG_RUNNING.clone().acquire_owned().await
+                    && let Ok(mut held) = shared.held.lock()
                 {
-                    *slot = Some(permit);
+                    *held = Some(permit);
                 }
             })
         };
         Ok(UpdateDeadline::YieldCustom(1, next))
     });
+}
+
+/// Starts the account of a new request in `store`: no ticks run, not a long runner, no slot.
+/// Returns what tells the request's future, [`OffWorker`], when it becomes a long runner.
+pub fn restart<T: Sliced>(store: &mut Store<T>) -> LongRunning {
+    let slices = store.data_mut().slices();
+    slices.ran = 0;
+    slices.long_running.0.marked.store(false, Ordering::Relaxed);
+    slices.long_running.release();
+    let long_running = slices.long_running.clone();
+    store.set_epoch_deadline(1);
     long_running
 }
 

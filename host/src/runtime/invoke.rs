@@ -226,7 +226,7 @@ impl Runtime {
             }
         };
         store.data_mut().request.events.serve(&request);
-        let long_running = store.data().long_running.clone();
+        let long_running = super::fairness::restart(&mut store);
         // Boxed: the instantiation's future is large, and every layer above would move it.
         let result = tokio::time::timeout_at(
             deadline.into(),

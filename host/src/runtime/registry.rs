@@ -106,7 +106,7 @@ impl Sandbox {
                 max_memory: self.policy.limits.memory_mib as usize * 1024 * 1024,
                 memory_exceeded: false,
             },
-            long_running: Default::default(),
+            slices: Default::default(),
             request: self.bound(request_id, deadline, tenant, depth, services),
         };
         let mut store = Store::new(engine, state);
@@ -115,12 +115,13 @@ impl Sandbox {
         // runner waits for a slot (see `fairness`), so even endless loops never hold the
         // workers; the caller enforces the wall-clock deadline by dropping the call
         // (`tokio::time::timeout_at`).
-        store.data_mut().long_running = super::fairness::install(&mut store);
+        super::fairness::install(&mut store);
+        super::fairness::restart(&mut store);
         store
     }
 
     /// Readies the store of a kept instance for its next request: every capability's state
-    /// is new, and the request's slice of guest time starts now.
+    /// is new (the request's guest time starts with `fairness::restart`).
     pub(crate) fn rebind(
         &self,
         store: &mut Store<State>,
@@ -132,7 +133,6 @@ impl Sandbox {
     ) {
         store.data_mut().stdio.serve(request_id.into());
         store.data_mut().request = self.bound(request_id, deadline, tenant, depth, Some(services));
-        store.data_mut().long_running = super::fairness::install(store);
     }
 
     fn bound(

@@ -26,8 +26,8 @@ pub struct State {
     /// Where the guest's stdout and stderr go: the host's log, tagged with the request.
     pub(crate) stdio: Stdio,
     pub(crate) limits: StoreLimits,
-    /// Whether the request being served has become a long runner (see `fairness`).
-    pub(crate) long_running: super::fairness::LongRunning,
+    /// The guest time of the request being served (see `fairness`).
+    pub(crate) slices: super::fairness::Slices,
     /// The capabilities' state for the request being served.
     pub request: Bound,
 }
@@ -59,6 +59,12 @@ impl Bound {
             (None, Some(what)) => Some(what.to_string()),
             (None, None) => None,
         }
+    }
+}
+
+impl super::fairness::Sliced for State {
+    fn slices(&mut self) -> &mut super::fairness::Slices {
+        &mut self.slices
     }
 }
 

@@ -18,6 +18,19 @@ impl App for Hostile {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
             })
+            .get("/hostile/spin", |request| {
+                // `n` rounds of guest arithmetic, no host call among them, then an answer: a
+                // request that runs long but ends.
+                let rounds: u64 = request
+                    .query("n")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1_000_000);
+                let mut n: u64 = 0;
+                for _ in 0..rounds {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+                Response::json(200, &json!({ "rounds": n }))
+            })
             .get("/hostile/oom", |_| {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
