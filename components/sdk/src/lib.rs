@@ -107,7 +107,8 @@ pub mod bindings {
 
 /// What a component implements; [`component!`] exports it to the host.
 pub trait App {
-    /// The component's routes. Built once per request: keep it cheap (no I/O).
+    /// The component's routes. Built once per instance, at its first request (an instance
+    /// kept for reuse routes its later requests with the same router): no I/O.
     fn router() -> Router;
 
     /// Schema migrations for the engine the host runs on; none by default.
@@ -165,9 +166,16 @@ pub mod __private {
     use crate::bindings::exports::truevalue::platform::{handler, manifest};
     use crate::{App, db, http};
 
+    thread_local! {
+        /// The component's router (one `App` per component), built at the instance's first
+        /// request.
+        static ROUTER: std::cell::OnceCell<crate::Router> = const { std::cell::OnceCell::new() };
+    }
+
     pub fn handle<A: App>(raw: handler::Request) -> handler::Response {
         let mut request = http::Request::from_raw(raw);
-        let response = match A::router().dispatch(&mut request) {
+        let routed = ROUTER.with(|router| router.get_or_init(A::router).dispatch(&mut request));
+        let response = match routed {
             Ok(response) => response,
             Err(problem) => problem.into_response(&request),
         };
