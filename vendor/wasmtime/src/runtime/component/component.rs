@@ -97,6 +97,10 @@ struct ComponentInner {
     /// locks when calling `realloc` via `TypedFunc::call_raw`.
     realloc_func_type: Arc<FuncType>,
 
+    /// Where each trampoline's wasm-call and array-call bodies are in the
+    /// text section, looked up once: every instantiation needs all of them.
+    trampoline_locs: PrimaryMap<TrampolineIndex, Option<(FunctionLoc, FunctionLoc)>>,
+
     /// The checksum of the source binary from which the module was compiled.
     checksum: WasmChecksum,
 }
@@ -471,6 +475,17 @@ impl Component {
             [ValType::I32],
         ));
 
+        let trampoline_locs = info
+            .component
+            .trampolines
+            .keys()
+            .map(|i| {
+                let wasm = index.func_loc(FuncKey::ComponentTrampoline(Abi::Wasm, i))?;
+                let array = index.func_loc(FuncKey::ComponentTrampoline(Abi::Array, i))?;
+                Some((*wasm, *array))
+            })
+            .collect();
+
         Ok(Component {
             inner: Arc::new(ComponentInner {
                 id: CompiledModuleId::new(),
@@ -481,6 +496,7 @@ impl Component {
                 info,
                 index,
                 realloc_func_type,
+                trampoline_locs,
                 checksum,
             }),
         })
@@ -518,14 +534,9 @@ impl Component {
     }
 
     pub(crate) fn trampoline_ptrs(&self, index: TrampolineIndex) -> AllCallFuncPointers {
-        let wasm_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Wasm, index))
-            .unwrap()
-            .cast();
-        let array_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Array, index))
-            .unwrap()
-            .cast();
+        let (wasm, array) = self.inner.trampoline_locs[index].unwrap();
+        let wasm_call = self.func_loc_to_pointer(&wasm).cast();
+        let array_call = self.func_loc_to_pointer(&array).cast();
         AllCallFuncPointers {
             wasm_call,
             array_call,
