@@ -92,9 +92,13 @@ pub fn install<T: Sliced + 'static>(store: &mut Store<T>) {
     // A slot is held only while guest code runs: handed back when the guest calls the host,
     // and when the call into it returns (a request that ends in the middle of a slice, on an
     // instance kept for reuse, must not keep its slot while the instance waits).
+    // Only a long runner ever takes a slot: the others' host calls cost one comparison here.
     store.call_hook(|mut store, hook| {
-        if matches!(hook, CallHook::CallingHost | CallHook::ReturningFromWasm) {
-            store.data_mut().slices().long_running.release();
+        let slices = store.data_mut().slices();
+        if slices.ran >= FREE_RUN
+            && matches!(hook, CallHook::CallingHost | CallHook::ReturningFromWasm)
+        {
+            slices.long_running.release();
         }
         Ok(())
     });
