@@ -33,6 +33,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{CallHook, Store, UpdateDeadline};
 
+use super::state::State;
+
 /// How many epoch ticks of guest code a request may run before it competes for a long-running
 /// slot: ordinary requests finish well within it. Counted in ticks the guest was running at, not
 /// in time since the request began, so that requests queued behind others on a loaded machine
@@ -81,20 +83,15 @@ pub struct Slices {
     long_running: LongRunning,
 }
 
-/// A store whose guest code is sliced.
-pub trait Sliced {
-    fn slices(&mut self) -> &mut Slices;
-}
-
 /// Makes the store yield at every epoch tick, and past [`FREE_RUN`] wait for a long-running
 /// slot before each further slice. Once per store; [`restart`] before each request.
-pub fn install<T: Sliced + 'static>(store: &mut Store<T>) {
+pub fn install(store: &mut Store<State>) {
     // A slot is held only while guest code runs: handed back when the guest calls the host,
     // and when the call into it returns (a request that ends in the middle of a slice, on an
     // instance kept for reuse, must not keep its slot while the instance waits).
     // Only a long runner ever takes a slot: the others' host calls cost one comparison here.
     store.call_hook(|mut store, hook| {
-        let slices = store.data_mut().slices();
+        let slices = &mut store.data_mut().slices;
         if slices.ran >= FREE_RUN
             && matches!(hook, CallHook::CallingHost | CallHook::ReturningFromWasm)
         {
@@ -102,8 +99,9 @@ pub fn install<T: Sliced + 'static>(store: &mut Store<T>) {
         }
         Ok(())
     });
+    store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut store| {
-        let slices = store.data_mut().slices();
+        let slices = &mut store.data_mut().slices;
         // A slice ends at the tick: its slot rests for as long before anyone may take it, so
         // long runners together get at most half of each slot's core.
         if let Some(permit) = slices.long_running.release()
@@ -135,8 +133,8 @@ pub fn install<T: Sliced + 'static>(store: &mut Store<T>) {
 
 /// Starts the account of a new request in `store`: no ticks run, not a long runner, no slot.
 /// Returns what tells the request's future, [`OffWorker`], when it becomes a long runner.
-pub fn restart<T: Sliced>(store: &mut Store<T>) -> LongRunning {
-    let slices = store.data_mut().slices();
+pub fn restart(store: &mut Store<State>) -> LongRunning {
+    let slices = &mut store.data_mut().slices;
     slices.ran = 0;
     slices.long_running.0.marked.store(false, Ordering::Relaxed);
     slices.long_running.release();

@@ -116,7 +116,6 @@ impl Sandbox {
         // workers; the caller enforces the wall-clock deadline by dropping the call
         // (`tokio::time::timeout_at`).
         super::fairness::install(&mut store);
-        super::fairness::restart(&mut store);
         store
     }
 

@@ -62,12 +62,6 @@ impl Bound {
     }
 }
 
-impl super::fairness::Sliced for State {
-    fn slices(&mut self) -> &mut super::fairness::Slices {
-        &mut self.slices
-    }
-}
-
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
