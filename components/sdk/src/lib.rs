@@ -76,6 +76,7 @@
 // The derive's code names the SDK as `::truevalue_sdk`, also inside this crate's own tests.
 extern crate self as truevalue_sdk;
 
+pub mod alloc;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -94,6 +95,14 @@ pub mod time;
 pub use page::Page;
 pub use problem::{FieldError, Problem};
 pub use router::Router;
+
+#[cfg(all(
+    feature = "allocator",
+    target_family = "wasm",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static ALLOCATOR: alloc::Classes<std::alloc::System> = alloc::Classes::new(std::alloc::System);
 
 /// The raw bindings generated from the WIT, for what the SDK does not wrap.
 pub mod bindings {
