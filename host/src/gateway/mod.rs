@@ -11,15 +11,20 @@ pub mod problem;
 pub mod rate_limit;
 pub mod request_id;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower::{Layer, Service, ServiceExt};
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::backends::Backends;
@@ -68,22 +73,78 @@ fn base(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The public gateway (`all` and `gateway` roles). Layers run outermost last: the request id
-/// exists before anything else runs or fails; CORS answers preflights; then the gateway's
-/// checks ([`checks`]) run as one layer.
+/// The public gateway (`all` and `gateway` roles): the request id exists before anything else
+/// runs or fails; CORS answers preflights; then the gateway's checks ([`checks`]) and the
+/// routes.
 pub fn router(
     state: Arc<AppState>,
     auth: Arc<auth::Auth>,
     rate: Arc<rate_limit::RateLimit>,
     cors: CorsLayer,
 ) -> Router {
-    base(state)
-        .layer(middleware::from_fn_with_state(
-            Arc::new(Checks { auth, rate }),
-            checks,
-        ))
-        .layer(cors)
-        .layer(middleware::from_fn(request_id::layer))
+    let checked = Checked {
+        checks: Arc::new(Checks { auth, rate }),
+        routes: base(state),
+    };
+    Router::new().fallback_service(Gateway {
+        inner: cors.layer(checked),
+    })
+}
+
+type Handled = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+/// The gateway's concerns as one service around the routes, composed by hand: as a router's
+/// layers, each would be cloned at every request (with every layer and route inside it) and
+/// box a future of its own.
+#[derive(Clone)]
+struct Gateway {
+    inner: Cors<Checked>,
+}
+
+impl Service<Request> for Gateway {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Handled;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Handled {
+        let (id, value) = request_id::assign(&mut request);
+        let handled = self.inner.call(request);
+        Box::pin(async move {
+            let handled = async move {
+                match handled.await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            };
+            Ok(request_id::echo(id, value, handled).await)
+        })
+    }
+}
+
+/// The gateway's checks, then the routes.
+#[derive(Clone)]
+struct Checked {
+    checks: Arc<Checks>,
+    routes: Router,
+}
+
+impl Service<Request> for Checked {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Handled;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Handled {
+        let (checks, routes) = (self.checks.clone(), self.routes.clone());
+        Box::pin(async move { Ok(self::checks(&checks, request, routes).await) })
+    }
 }
 
 /// What the gateway's checks need.
@@ -94,13 +155,8 @@ pub struct Checks {
 
 /// The gateway's checks, in order: the caller is identified before the rate limit counts it,
 /// and refused after (a refused token still spends its client's budget); then the route
-/// runs, and the detail of a 5xx goes to the log. One layer rather than one each: every
-/// layer costs each request a boxed future and a copy of the service inside it.
-pub async fn checks(
-    State(checks): State<Arc<Checks>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// runs, and the detail of a 5xx goes to the log.
+async fn checks(checks: &Checks, mut request: Request, routes: Router) -> Response {
     let started = std::time::Instant::now();
     auth::identify(&checks.auth, &mut request).await;
     let remaining = match rate_limit::count(&checks.rate, &mut request).await {
@@ -112,7 +168,7 @@ pub async fn checks(
         Err(error) => error.into_response(),
         Ok(()) => {
             let (method, path) = (request.method().clone(), request.uri().path().to_string());
-            let response = next.run(request).await;
+            let Ok(response) = routes.oneshot(request).await;
             log_error(&response, &method, &path);
             tracing::debug!(%method, %path, status = response.status().as_u16(), latency_us = started.elapsed().as_micros() as u64, "served");
             response

@@ -31,6 +31,13 @@ fn sane(value: &str) -> bool {
 }
 
 pub async fn layer(mut request: Request, next: Next) -> Response {
+    let (id, value) = assign(&mut request);
+    echo(id, value, next.run(request)).await
+}
+
+/// The request's id: the client's when sane, else a new one; set on the request, and returned
+/// with its header value for [`echo`].
+pub fn assign(request: &mut Request) -> (String, HeaderValue) {
     let id = request
         .headers()
         .get(HEADER)
@@ -41,7 +48,16 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
     // Sane ids are plain ASCII, so this always converts.
     let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     request.headers_mut().insert(HEADER, value.clone());
-    let mut response = CURRENT.scope(id, next.run(request)).await;
+    (id, value)
+}
+
+/// Runs `handled` under the request id `id` and echoes it on the response.
+pub async fn echo(
+    id: String,
+    value: HeaderValue,
+    handled: impl std::future::Future<Output = Response>,
+) -> Response {
+    let mut response = CURRENT.scope(id, handled).await;
     response.headers_mut().insert(HEADER, value);
     response
 }
