@@ -36,9 +36,17 @@ pub type Tag = [u8; 32];
 /// after verifying the caller; a client's values are dropped in every role, so no component can
 /// mistake them for the verified context.
 pub fn reserved(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    name.starts_with("x-gateway-") || CONTEXT.contains(&name.as_str())
+    // Compared without case, and without a lower-cased copy of every header of every request.
+    name.as_bytes()
+        .get(..PREFIX.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(PREFIX.as_bytes()))
+        || CONTEXT
+            .iter()
+            .any(|reserved| reserved.eq_ignore_ascii_case(name))
 }
+
+/// The prefix of every header of the gateway → node hop.
+const PREFIX: &str = "x-gateway-";
 
 /// One forwarded header: its name (lower case) and every value, in the order sent.
 pub type Header<'a> = (&'a str, Vec<&'a [u8]>);

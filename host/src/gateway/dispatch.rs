@@ -114,21 +114,21 @@ pub async fn dispatch(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let path = request.uri().path().to_string();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
     let policy = state
         .routes
         .load()
-        .find(&path)
-        .ok_or_else(|| ApiError::NoRoute(path.clone()))?
+        .find(path)
+        .ok_or_else(|| ApiError::NoRoute(path.to_string()))?
         .clone();
     let started = std::time::Instant::now();
-    let (parts, body) = request.into_parts();
     let body = read_body(&parts, body, state.body).await?;
     // Boxed: the component's future is large, and each layer of the gateway would move it.
     let result = match &state.upstream {
         Upstream::Local(runtime) => {
             // On a tenant route the request's transactions are bound to the token's organization.
-            let tenant = match (policy.org_route(&path), parts.extensions.get::<Caller>()) {
+            let tenant = match (policy.org_route(path), parts.extensions.get::<Caller>()) {
                 (Some(_), Some(Caller::User(claims))) => claims.org_id.as_deref().map(Arc::from),
                 _ => None,
             };
@@ -231,14 +231,13 @@ async fn local(
             super::client_ip(&parts.extensions),
         ),
     };
-    let component = component.to_string();
     match runtime.handle(&slot, wasm_request, tenant).await {
-        Outcome::Response { response, .. } => into_http(&component, response),
-        Outcome::Busy => Err(ApiError::Busy(component)),
-        Outcome::Unavailable => Err(ApiError::ComponentUnavailable(component)),
-        Outcome::Failed(Failure::Timeout) => Err(ApiError::Timeout(component)),
+        Outcome::Response { response, .. } => into_http(component, response),
+        Outcome::Busy => Err(ApiError::Busy(component.to_string())),
+        Outcome::Unavailable => Err(ApiError::ComponentUnavailable(component.to_string())),
+        Outcome::Failed(Failure::Timeout) => Err(ApiError::Timeout(component.to_string())),
         Outcome::Failed(failure) => Err(ApiError::ComponentFailed {
-            component,
+            component: component.to_string(),
             status: match failure {
                 Failure::Commit(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,

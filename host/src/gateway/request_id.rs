@@ -2,7 +2,7 @@
 //! request the component sees and echoed on every response, errors included.
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -47,7 +47,10 @@ pub fn assign(request: &mut Request) -> (String, HeaderValue) {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     // Sane ids are plain ASCII, so this always converts.
     let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    request.headers_mut().insert(HEADER, value.clone());
+    // A name from a static string, not parsed and copied from `HEADER` at every request.
+    request
+        .headers_mut()
+        .insert(HeaderName::from_static(HEADER), value.clone());
     (id, value)
 }
 
@@ -58,6 +61,8 @@ pub async fn echo(
     handled: impl std::future::Future<Output = Response>,
 ) -> Response {
     let mut response = CURRENT.scope(id, handled).await;
-    response.headers_mut().insert(HEADER, value);
+    response
+        .headers_mut()
+        .insert(HeaderName::from_static(HEADER), value);
     response
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 pub use client::TrustedProxies;
@@ -139,8 +139,15 @@ impl RateLimit {
     /// The budget headers every counted response carries.
     pub fn stamp(&self, response: &mut Response, remaining: u64) {
         let headers = response.headers_mut();
-        headers.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+        // Names from static strings: a `&str` name is parsed and copied at every request.
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(self.limit),
+        );
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(remaining),
+        );
     }
 }
 
