@@ -6,7 +6,7 @@ use crate::component::resources::{HostResourceData, HostResourceIndex, HostResou
 use crate::component::store::ComponentTaskState;
 use crate::component::{Instance, ResourceType, RuntimeInstance};
 use crate::prelude::*;
-use crate::runtime::vm::VMFuncRef;
+use crate::runtime::vm::{SendSyncPtr, VMFuncRef, VMMemoryDefinition};
 use crate::runtime::vm::component::{
     ComponentInstance, HandleCounter, HandleTable, ResourceTables,
 };
@@ -52,6 +52,10 @@ pub struct LowerContext<'a, T: 'static> {
 
     /// Whether to allow `options.realloc` to be used when lowering.
     allow_realloc: bool,
+
+    /// The definition of the memory lowered into, looked up once: it lives as long as the
+    /// instance, and its base and length are read at each use (a `realloc` may grow it).
+    memory: Option<SendSyncPtr<VMMemoryDefinition>>,
 }
 
 #[doc(hidden)]
@@ -68,6 +72,9 @@ impl<'a, T: 'static> LowerContext<'a, T> {
         if cfg!(debug_assertions) && !store.0.can_block() {
             store.0.validate_sync_call().unwrap();
         }
+        let memory = instance
+            .options_memory_raw(store.0, options)
+            .map(SendSyncPtr::new);
         let (component, store) = instance.component_and_store_mut(store.0);
         LowerContext {
             store: StoreContextMut(store),
@@ -75,6 +82,7 @@ impl<'a, T: 'static> LowerContext<'a, T> {
             types: component.types(),
             instance,
             allow_realloc: true,
+            memory,
         }
     }
 
@@ -92,6 +100,9 @@ impl<'a, T: 'static> LowerContext<'a, T> {
         options: OptionsIndex,
         instance: Instance,
     ) -> LowerContext<'a, T> {
+        let memory = instance
+            .options_memory_raw(store.0, options)
+            .map(SendSyncPtr::new);
         let (component, store) = instance.component_and_store_mut(store.0);
         LowerContext {
             store: StoreContextMut(store),
@@ -99,6 +110,7 @@ impl<'a, T: 'static> LowerContext<'a, T> {
             types: component.types(),
             instance,
             allow_realloc: false,
+            memory,
         }
     }
 
@@ -129,7 +141,15 @@ impl<'a, T: 'static> LowerContext<'a, T> {
     /// This will panic if memory has not been configured for this lowering
     /// (e.g. it wasn't present during the specification of canonical options).
     pub fn as_slice_mut(&mut self) -> &mut [u8] {
-        self.instance.options_memory_mut(self.store.0, self.options)
+        let Some(memory) = self.memory else {
+            return &mut [];
+        };
+        // SAFETY: the definition belongs to the instance, which the store borrowed mutably
+        // for `'a` owns, as `Instance::options_memory_mut` reads it; the length is read now.
+        unsafe {
+            let memory = memory.as_non_null().as_ref();
+            core::slice::from_raw_parts_mut(memory.base.as_ptr(), memory.current_length())
+        }
     }
 
     /// Invokes the memory allocation function (which is style after `realloc`)
