@@ -495,6 +495,8 @@ impl Instance {
         }
     }
 
+    // Only the async ABI still looks the memory up at each write (`LowerContext` keeps it).
+    #[cfg_attr(not(feature = "component-model-async"), allow(dead_code))]
     pub(crate) fn options_memory_mut<'a>(
         &self,
         store: &'a mut StoreOpaque,
