@@ -53,9 +53,10 @@ pub struct LowerContext<'a, T: 'static> {
     /// Whether to allow `options.realloc` to be used when lowering.
     allow_realloc: bool,
 
-    /// The definition of the memory lowered into, looked up once: it lives as long as the
-    /// instance, and its base and length are read at each use (a `realloc` may grow it).
-    memory: Option<SendSyncPtr<VMMemoryDefinition>>,
+    /// The definition of the memory lowered into, looked up at the first write (`None` until
+    /// then): it lives as long as the instance, and its base and length are read at each use
+    /// (a `realloc` may grow it).
+    memory: Option<Option<SendSyncPtr<VMMemoryDefinition>>>,
 }
 
 #[doc(hidden)]
@@ -72,9 +73,6 @@ impl<'a, T: 'static> LowerContext<'a, T> {
         if cfg!(debug_assertions) && !store.0.can_block() {
             store.0.validate_sync_call().unwrap();
         }
-        let memory = instance
-            .options_memory_raw(store.0, options)
-            .map(SendSyncPtr::new);
         let (component, store) = instance.component_and_store_mut(store.0);
         LowerContext {
             store: StoreContextMut(store),
@@ -82,7 +80,7 @@ impl<'a, T: 'static> LowerContext<'a, T> {
             types: component.types(),
             instance,
             allow_realloc: true,
-            memory,
+            memory: None,
         }
     }
 
@@ -100,9 +98,6 @@ impl<'a, T: 'static> LowerContext<'a, T> {
         options: OptionsIndex,
         instance: Instance,
     ) -> LowerContext<'a, T> {
-        let memory = instance
-            .options_memory_raw(store.0, options)
-            .map(SendSyncPtr::new);
         let (component, store) = instance.component_and_store_mut(store.0);
         LowerContext {
             store: StoreContextMut(store),
@@ -110,7 +105,7 @@ impl<'a, T: 'static> LowerContext<'a, T> {
             types: component.types(),
             instance,
             allow_realloc: false,
-            memory,
+            memory: None,
         }
     }
 
@@ -141,7 +136,15 @@ impl<'a, T: 'static> LowerContext<'a, T> {
     /// This will panic if memory has not been configured for this lowering
     /// (e.g. it wasn't present during the specification of canonical options).
     pub fn as_slice_mut(&mut self) -> &mut [u8] {
-        let Some(memory) = self.memory else {
+        let memory = match self.memory {
+            Some(memory) => memory,
+            None => *self.memory.insert(
+                self.instance
+                    .options_memory_raw(self.store.0, self.options)
+                    .map(SendSyncPtr::new),
+            ),
+        };
+        let Some(memory) = memory else {
             return &mut [];
         };
         // SAFETY: the definition belongs to the instance, which the store borrowed mutably
